@@ -1,0 +1,54 @@
+"""retrieval: a local-first multimodal vector store with the ChromaDB Python API.
+
+Example:
+    >>> import retrieval
+    >>> client = retrieval.EphemeralClient()
+    >>> col = client.create_collection("demo", embedding_function=None)
+    >>> col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
+    >>> col.query(query_embeddings=[[0.9, 0.1]], n_results=1)["ids"]
+    [['a']]
+
+Heavy dependencies (torch, open_clip) load lazily: importing this package does not import them.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from retrieval.client import Client, EphemeralClient, PersistentClient
+from retrieval.collection import Collection
+from retrieval.errors import (
+    ConfigurationConflictError,
+    DimensionMismatchError,
+    DuplicateIDError,
+    InternalError,
+    InvalidArgumentError,
+    NotAllowedError,
+    NotFoundError,
+    PersistPathLockedError,
+    RetrievalError,
+    UniqueConstraintError,
+)
+from retrieval.settings import Settings
+from retrieval.types import GetResult, QueryResult
+
+__all__ = [
+    "Client",
+    "Collection",
+    "ConfigurationConflictError",
+    "DimensionMismatchError",
+    "DuplicateIDError",
+    "EphemeralClient",
+    "GetResult",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotAllowedError",
+    "NotFoundError",
+    "PersistPathLockedError",
+    "PersistentClient",
+    "QueryResult",
+    "RetrievalError",
+    "Settings",
+    "UniqueConstraintError",
+    "__version__",
+]

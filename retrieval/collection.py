@@ -1,0 +1,372 @@
+"""``Collection``: a thin handle that validates input once, embeds it, and calls the engine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from retrieval import validation as v
+from retrieval.config import CollectionConfig, split_legacy_metadata
+from retrieval.errors import InvalidArgumentError
+from retrieval.query.filters import parse_where, parse_where_document
+from retrieval.results import engine_fields, get_result, query_result
+from retrieval.types import (
+    DEFAULT_INCLUDE_GET,
+    DEFAULT_INCLUDE_QUERY,
+    INCLUDE_GET,
+    INCLUDE_QUERY,
+    CollectionRecord,
+    GetResult,
+    QueryResult,
+    RecordBatch,
+)
+
+if TYPE_CHECKING:
+    from retrieval.client import Client
+
+URI_BATCH_SIZE = 64
+
+
+class Collection:
+    """A named set of records; obtain one from a client, never construct it directly.
+
+    Example:
+        >>> import retrieval
+        >>> col = retrieval.EphemeralClient().create_collection("docs", embedding_function=None)
+        >>> col.add(ids=["a"], embeddings=[[0.1, 0.2]], documents=["hello"])
+        >>> col.count()
+        1
+    """
+
+    def __init__(self, client: Client, record: CollectionRecord, embedding_function: Any, data_loader: Any):
+        self._client = client
+        self._record = record
+        self._embedding_function = embedding_function
+        self._data_loader = data_loader
+
+    # ------------------------------------------------------------- properties
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def metadata(self) -> dict | None:
+        return self._record.metadata
+
+    @property
+    def tenant(self) -> str:
+        return self._record.tenant
+
+    @property
+    def database(self) -> str:
+        return self._record.database
+
+    @property
+    def configuration(self) -> dict:
+        return CollectionConfig.from_json(self._record.configuration_json).to_public_dict()
+
+    @property
+    def configuration_json(self) -> dict:
+        return self.configuration
+
+    @property
+    def embedding_function(self) -> Any:
+        return self._embedding_function
+
+    @property
+    def data_loader(self) -> Any:
+        return self._data_loader
+
+    def __repr__(self) -> str:
+        return f"Collection(name={self.name!r}, id={self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Collection) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def _engine(self):
+        return self._client._engine
+
+    # ------------------------------------------------------------------ reads
+
+    def count(self) -> int:
+        return self._engine.count(self._record)
+
+    def peek(self, limit: int = 10) -> GetResult:
+        return self.get(limit=limit, include=["embeddings", "documents", "metadatas"])
+
+    def get(
+        self,
+        ids: Any = None,
+        where: dict | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        where_document: dict | None = None,
+        include: Sequence[str] | None = None,
+    ) -> GetResult:
+        """Records by id and/or filter, in insertion order (or the order of ``ids``)."""
+        ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
+        include = v.validate_include(include, INCLUDE_GET, DEFAULT_INCLUDE_GET)
+        limit, offset = v.validate_limit_offset(limit, offset)
+        where_tree, document_tree = parse_where(where), parse_where_document(where_document)
+        self._check_data_loader(include)
+        rows = self._engine.get(
+            self._record,
+            ids=ids,
+            where=where_tree,
+            where_document=document_tree,
+            limit=limit,
+            offset=offset,
+            fields=engine_fields(include),
+        )
+        return get_result(rows, include, self._data_loader)
+
+    def query(
+        self,
+        query_embeddings: Any = None,
+        query_texts: Any = None,
+        query_images: Any = None,
+        query_uris: Any = None,
+        ids: Any = None,
+        n_results: int = 10,
+        where: dict | None = None,
+        where_document: dict | None = None,
+        include: Sequence[str] | None = None,
+    ) -> QueryResult:
+        """Nearest records to each query, by embedding, text, image array or URI."""
+        n_results = v.validate_n_results(n_results)
+        include = v.validate_include(include, INCLUDE_QUERY, DEFAULT_INCLUDE_QUERY)
+        ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
+        where_tree, document_tree = parse_where(where), parse_where_document(where_document)
+        self._check_data_loader(include)
+        queries = self._query_vectors(query_embeddings, query_texts, query_images, query_uris)
+        rows, distances = self._engine.query(
+            self._record,
+            queries,
+            n_results,
+            ids=ids,
+            where=where_tree,
+            where_document=document_tree,
+            fields=engine_fields(include),
+        )
+        return query_result(rows, distances, include, self._data_loader)
+
+    # ----------------------------------------------------------------- writes
+
+    def add(
+        self,
+        ids: Any,
+        embeddings: Any = None,
+        metadatas: Any = None,
+        documents: Any = None,
+        images: Any = None,
+        uris: Any = None,
+    ) -> None:
+        """Add new records. Ids that already exist are skipped with a warning (as in chromadb)."""
+        batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="add")
+        self._engine.add(self._record, batch)
+
+    def update(
+        self,
+        ids: Any,
+        embeddings: Any = None,
+        metadatas: Any = None,
+        documents: Any = None,
+        images: Any = None,
+        uris: Any = None,
+    ) -> None:
+        """Change existing records; metadata merges and a ``None`` value deletes its key."""
+        batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="update")
+        self._engine.update(self._record, batch)
+
+    def upsert(
+        self,
+        ids: Any,
+        embeddings: Any = None,
+        metadatas: Any = None,
+        documents: Any = None,
+        images: Any = None,
+        uris: Any = None,
+    ) -> None:
+        """Update records that exist and add the others."""
+        batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="upsert")
+        self._engine.upsert(self._record, batch)
+
+    def delete(self, ids: Any = None, where: dict | None = None, where_document: dict | None = None) -> None:
+        """Delete records by id and/or filter (all conditions must hold)."""
+        ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
+        where_tree, document_tree = parse_where(where), parse_where_document(where_document)
+        if ids is None and where_tree is None and document_tree is None:
+            raise InvalidArgumentError(
+                "delete needs ids, where or where_document; to remove everything use client.delete_collection(name)"
+            )
+        if ids == []:
+            return
+        self._engine.delete(self._record, ids, where_tree, document_tree)
+
+    def modify(self, name: str | None = None, metadata: dict | None = None, configuration: dict | None = None) -> None:
+        """Rename, replace metadata, or change the mutable HNSW settings (``ef_search``, ``num_threads``...)."""
+        if name is not None:
+            v.validate_collection_name(name)
+        if metadata is not None:
+            user, legacy = split_legacy_metadata(metadata)
+            if legacy:
+                raise InvalidArgumentError(
+                    f"hnsw settings {sorted(legacy)} cannot be changed through metadata; use "
+                    "modify(configuration={'hnsw': {...}}) for the mutable ones"
+                )
+            metadata = v.validate_metadata(user, 0, allow_none=False) if user else None
+        config = None
+        if configuration is not None:
+            config = self._client._modified_config(self._record, configuration)
+        self._record = self._engine.modify_collection(self._record.id, name=name, metadata=metadata, config=config)
+
+    def search(self, searches: Any) -> Any:
+        """Run Search API requests (Knn, Rrf, filters, group-by) against this collection."""
+        from retrieval.search.run import run_searches
+
+        return run_searches(self, searches)
+
+    # -------------------------------------------------------------- internals
+
+    def _batch(self, ids, embeddings, metadatas, documents, images, uris, *, mode: str) -> RecordBatch:
+        ids = v.validate_ids(ids)
+        n = len(ids)
+        metadatas = v.validate_metadatas(metadatas, n, allow_none=mode != "add")
+        documents = v.validate_strings(documents, n, "documents")
+        uris = v.validate_strings(uris, n, "uris")
+        images = _validate_images(images, n)
+        if embeddings is not None:
+            vectors = v.validate_embeddings(embeddings, n)
+        else:
+            sources = [name for name, value in (("documents", documents), ("images", images), ("uris", uris)) if value is not None]
+            if len(sources) > 1:
+                raise InvalidArgumentError(
+                    f"got {' and '.join(sources)} without embeddings; a record holds one modality, so pass exactly "
+                    "one of documents, images or uris to embed (or pass embeddings)"
+                )
+            if not sources:
+                if mode == "update":
+                    return RecordBatch(ids=ids, metadatas=metadatas)
+                raise InvalidArgumentError(
+                    f"{mode} needs embeddings, or documents, images or uris for the embedding function to embed"
+                )
+            vectors = self._embed_records(sources[0], documents or images or uris)
+            # A record holds one modality: embedding from one clears the others.
+            if sources[0] != "documents":
+                documents = [None] * n
+            if sources[0] != "uris":
+                uris = [None] * n
+        return RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris)
+
+    def _embed_records(self, source: str, values: list) -> np.ndarray:
+        ef = self._require_embedding_function(source)
+        for position, value in enumerate(values):
+            if value is None:
+                raise InvalidArgumentError(f"{source}[{position}] is None; every record to embed needs a value")
+        if source == "uris":
+            vectors = self._embed_uris(ef, values)
+        else:
+            vectors = ef(values)
+        return _check_output(vectors, len(values), ef)
+
+    def _embed_uris(self, ef: Any, uris: list[str]) -> list:
+        import embedders
+
+        if self._data_loader is None:
+            raise InvalidArgumentError(
+                f"collection {self.name!r} has no data loader to read uris; create it with "
+                "data_loader=ImageLoader() (from loaders import ImageLoader)"
+            )
+        return embedders.embed_uris(ef, uris, self._data_loader, batch_size=URI_BATCH_SIZE)
+
+    def _query_vectors(self, embeddings, texts, images, uris) -> np.ndarray:
+        given = [
+            name
+            for name, value in (
+                ("query_embeddings", embeddings),
+                ("query_texts", texts),
+                ("query_images", images),
+                ("query_uris", uris),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise InvalidArgumentError(
+                f"pass exactly one of query_embeddings, query_texts, query_images or query_uris; got {given or 'none'}"
+            )
+        if embeddings is not None:
+            return v.validate_embeddings(embeddings, what="query_embeddings")
+        if texts is not None:
+            texts = v.one_or_many(texts, "query_texts")
+            if not texts or not all(isinstance(t, str) for t in texts):
+                raise InvalidArgumentError(f"query_texts must be a non-empty list of strings; got {texts!r}")
+            ef = self._require_embedding_function("query_texts")
+            embed = getattr(ef, "embed_query", None) or ef
+            return _check_output(embed(texts), len(texts), ef)
+        if images is not None:
+            images = _validate_images(images, None)
+            ef = self._require_embedding_function("query_images")
+            return _check_output(ef(images), len(images), ef)
+        uris = v.one_or_many(uris, "query_uris")
+        if not uris or not all(isinstance(u, str) and u for u in uris):
+            raise InvalidArgumentError(f"query_uris must be a non-empty list of strings; got {uris!r}")
+        ef = self._require_embedding_function("query_uris")
+        return _check_output(self._embed_uris(ef, uris), len(uris), ef)
+
+    def _require_embedding_function(self, what: str) -> Any:
+        if self._embedding_function is None:
+            raise InvalidArgumentError(
+                f"collection {self.name!r} has no embedding function to embed {what}; pass embeddings, or create "
+                "the collection with embedding_function=... (e.g. OpenCLIPEmbeddingFunction())"
+            )
+        return self._embedding_function
+
+    def _check_data_loader(self, include: Sequence[str]) -> None:
+        if "data" in include and self._data_loader is None:
+            raise InvalidArgumentError(
+                f"include=['data'] loads records from their uris, but collection {self.name!r} has no data loader; "
+                "create it with data_loader=ImageLoader()"
+            )
+
+
+def _validate_images(images: Any, count: int | None) -> list | None:
+    """Image inputs: a list of arrays or PIL images (a single 2-d/3-d array is one image)."""
+    if images is None:
+        return None
+    import embedders
+
+    if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype != object:
+        images = [images]
+    elif embedders.is_image(images) and not isinstance(images, np.ndarray):
+        images = [images]
+    images = list(images)
+    if not images:
+        raise InvalidArgumentError("images must be a non-empty list of image arrays")
+    if count is not None and len(images) != count:
+        raise InvalidArgumentError(f"got {len(images)} images for {count} ids; give exactly one per id")
+    out = []
+    for position, image in enumerate(images):
+        try:
+            out.append(embedders.to_rgb_uint8(image))
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"images[{position}]: {e}") from e
+    return out
+
+
+def _check_output(vectors: Any, expected: int, ef: Any) -> np.ndarray:
+    vectors = list(vectors)
+    if len(vectors) != expected:
+        raise InvalidArgumentError(
+            f"embedding function {type(ef).__name__} returned {len(vectors)} vectors for {expected} inputs"
+        )
+    return v.validate_embeddings(vectors, expected, what="embedding function output")

@@ -1,0 +1,80 @@
+"""The one exception hierarchy of retrieval.
+
+Every error subclasses a builtin so ``except ValueError`` keeps working for code written
+against chromadb, and carries an HTTP status so the server can map it without a table::
+
+    RetrievalError
+    ├── InvalidArgumentError (ValueError)       400  bad input; nothing was written
+    │   ├── DimensionMismatchError               400  vector length differs from the collection's
+    │   └── DuplicateIDError                     400  an id repeats inside one call
+    ├── NotFoundError (LookupError)              404  collection, tenant or database missing
+    ├── UniqueConstraintError (ValueError)       409  collection name already taken
+    ├── ConfigurationConflictError (ValueError)  409  stored configuration disagrees with arguments
+    ├── PersistPathLockedError (RuntimeError)    423  another process owns the persist path
+    ├── NotAllowedError (PermissionError)        403  e.g. ``reset()`` without ``allow_reset``
+    └── InternalError (RuntimeError)             500
+"""
+
+from __future__ import annotations
+
+
+class RetrievalError(Exception):
+    """Base class of every error raised by retrieval."""
+
+    http_status = 500
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.__name__
+
+
+class InvalidArgumentError(RetrievalError, ValueError):
+    http_status = 400
+
+
+class DimensionMismatchError(InvalidArgumentError):
+    http_status = 400
+
+
+class DuplicateIDError(InvalidArgumentError):
+    http_status = 400
+
+
+class NotFoundError(RetrievalError, LookupError):
+    http_status = 404
+
+
+class UniqueConstraintError(RetrievalError, ValueError):
+    http_status = 409
+
+
+class ConfigurationConflictError(RetrievalError, ValueError):
+    http_status = 409
+
+
+class PersistPathLockedError(RetrievalError, RuntimeError):
+    http_status = 423
+
+
+class NotAllowedError(RetrievalError, PermissionError):
+    http_status = 403
+
+
+class InternalError(RetrievalError, RuntimeError):
+    http_status = 500
+
+
+# chromadb spells some of these differently; keep its names importable.
+InvalidCollectionException = NotFoundError
+IDAlreadyExistsError = UniqueConstraintError
+
+
+def error_class(name: str) -> type[RetrievalError]:
+    """Map an error class name (as sent over the wire) back to the class."""
+    stack: list[type[RetrievalError]] = [RetrievalError]
+    while stack:
+        cls = stack.pop()
+        if cls.__name__ == name:
+            return cls
+        stack.extend(cls.__subclasses__())
+    return RetrievalError

@@ -1,0 +1,215 @@
+"""The in-memory side of one collection: its vector index, exact-search matrix and checkpoints.
+
+SQLite holds the truth; this object holds caches derived from it and keeps them in step. Both
+caches load lazily: opening a collection reads nothing, the first ANN query loads the index
+checkpoint (and replays the oplog after it), the first exact search loads the matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.config import HnswConfig
+from retrieval.store.db import Database
+from retrieval.store.hnsw import CorruptIndexError, HnswIndex, read_manifest, remove_checkpoint
+from retrieval.store.vectors import VectorMatrix
+
+logger = logging.getLogger("retrieval")
+
+# Compact (rebuild) the HNSW graph once this fraction of its elements are deletion marks:
+# marked elements still cost search time and degrade recall after heavy churn.
+COMPACT_DELETED_FRACTION = 0.25
+# Checkpoint when the un-checkpointed oplog reaches this fraction of the index (and at least
+# sync_threshold): bounded replay on a crash, amortised O(1) checkpoint cost per write.
+CHECKPOINT_BACKLOG_FRACTION = 0.2
+
+
+def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32, copy=False)
+
+
+class CollectionState:
+    """Caches of one collection. Every method must be called with ``self.lock`` held."""
+
+    def __init__(self, db: Database, collection_id: str, config: HnswConfig, dimension: int | None):
+        self.db = db
+        self.collection_id = collection_id
+        self.config = config
+        self.dimension = dimension
+        self.lock = threading.RLock()
+        self.directory: Path | None = db.directory / collection_id if db.directory is not None else None
+        self._index: HnswIndex | None = None
+        self._matrix: VectorMatrix | None = None
+        self.applied_seq = 0  # newest oplog entry reflected in self._index
+        self.backlog = 0  # oplog entries since the last checkpoint
+
+    @property
+    def durable(self) -> bool:
+        return self.directory is not None
+
+    # ------------------------------------------------------------------ loading
+
+    def matrix(self) -> VectorMatrix:
+        if self.dimension is None:  # no vectors yet: an empty matrix, not cached
+            return VectorMatrix(1, self.config.space)
+        if self._matrix is None:
+            with self.db.reading() as conn:
+                rows = conn.execute(
+                    "SELECT label, embedding FROM records WHERE collection_id = ? ORDER BY label", (self.collection_id,)
+                ).fetchall()
+            matrix = VectorMatrix(self.dimension, self.config.space)
+            if rows:
+                labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                matrix.upsert(labels, vectors_from_blobs([r[1] for r in rows], self.dimension))
+            self._matrix = matrix
+        return self._matrix
+
+    def index(self) -> HnswIndex | None:
+        """The HNSW index, loading or rebuilding it on first use; None while the collection has no vectors."""
+        if self._index is None and self.dimension is not None:
+            self._index = self._load_or_rebuild()
+        return self._index
+
+    def _load_or_rebuild(self) -> HnswIndex:
+        if self.directory is not None and (self.directory / "manifest.json").exists():
+            try:
+                index, manifest = HnswIndex.load(self.directory, self.dimension, self.config)
+                self.applied_seq = manifest.applied_seq
+                self._replay(index)
+                return index
+            except CorruptIndexError as e:
+                logger.warning(
+                    "collection %s: index checkpoint not usable (%s); rebuilding it from the records", self.collection_id, e
+                )
+        return self._rebuild()
+
+    def _replay(self, index: HnswIndex) -> None:
+        """Apply oplog entries after the checkpoint. Idempotent: it applies final states, not deltas."""
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, label FROM oplog WHERE collection_id = ? AND seq > ? ORDER BY seq",
+                (self.collection_id, self.applied_seq),
+            ).fetchall()
+            if not rows:
+                return
+            touched = sorted({label for _, label in rows})
+            present = conn.execute(
+                "SELECT label, embedding FROM records WHERE label IN (SELECT value FROM json_each(?)) ORDER BY label",
+                (_json_list(touched),),
+            ).fetchall()
+        if present:
+            labels = np.fromiter((r[0] for r in present), dtype=np.int64, count=len(present))
+            index.upsert(labels, vectors_from_blobs([r[1] for r in present], self.dimension))
+        index.remove(set(touched) - {r[0] for r in present})
+        self.applied_seq = rows[-1][0]
+        self.backlog = len(rows)
+
+    def _rebuild(self) -> HnswIndex:
+        with self.db.reading() as conn:
+            seq = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ?", (self.collection_id,)
+            ).fetchone()[0]
+            rows = conn.execute(
+                "SELECT label, embedding FROM records WHERE collection_id = ? ORDER BY label", (self.collection_id,)
+            ).fetchall()
+        index = HnswIndex(self.dimension, self.config, capacity=len(rows))
+        if rows:
+            labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            index.upsert(labels, vectors_from_blobs([r[1] for r in rows], self.dimension))
+        self.applied_seq = seq
+        self.backlog = 0
+        if self.durable:
+            self._checkpoint(index)
+        return index
+
+    # ------------------------------------------------------------------ writes
+
+    def begin_write(self) -> None:
+        """Load the index before a write commits, so loading cannot replay that write twice."""
+        if self.dimension is not None:
+            self.index()
+
+    def apply(self, upserted: np.ndarray, vectors: np.ndarray | None, removed: list[int], last_seq: int) -> None:
+        """Reflect a committed write in the caches. On failure, drop them: they reload from SQLite."""
+        try:
+            if self._matrix is not None:
+                if len(upserted):
+                    self._matrix.upsert(upserted, vectors)
+                if removed:
+                    self._matrix.remove(np.asarray(removed, dtype=np.int64))
+            if self._index is None and self.dimension is not None:
+                # The collection's first vectors: begin_write() had nothing to load.
+                self._index = HnswIndex(self.dimension, self.config)
+            if self._index is not None:
+                if len(upserted):
+                    self._index.upsert(upserted, vectors)
+                if removed:
+                    self._index.remove(removed)
+                self.applied_seq = max(self.applied_seq, last_seq)
+            self.backlog += len(upserted) + len(removed)
+            self._maintain()
+        except BaseException:
+            self.drop_caches()
+            raise
+
+    def _maintain(self) -> None:
+        index = self._index
+        if index is None:
+            return
+        if index.deleted and len(index.deleted) >= COMPACT_DELETED_FRACTION * index.element_count:
+            logger.info("collection %s: compacting index (%d deleted elements)", self.collection_id, len(index.deleted))
+            self._index = self._rebuild()
+            return
+        threshold = max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count)
+        if self.durable and self.backlog >= threshold:
+            self._checkpoint(index)
+
+    def _checkpoint(self, index: HnswIndex) -> None:
+        """Write the index durably, then forget the oplog it covers (never past it)."""
+        index.save(self.directory, self.applied_seq)
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq <= ?", (self.collection_id, self.applied_seq))
+        self.backlog = 0
+
+    def flush(self) -> None:
+        """Checkpoint if anything is not yet in one (called on close)."""
+        if self.durable and self._index is not None and self.backlog:
+            self._checkpoint(self._index)
+
+    def set_config(self, config: HnswConfig) -> None:
+        self.config = config
+        if self._index is not None:
+            self._index.set_config(config)
+
+    def drop_caches(self) -> None:
+        self._index = None
+        self._matrix = None
+        self.backlog = 0
+
+    def destroy(self) -> None:
+        self.drop_caches()
+        if self.directory is not None and self.directory.exists():
+            remove_checkpoint(self.directory)
+            try:
+                self.directory.rmdir()
+            except OSError:
+                pass
+
+    @property
+    def loaded_index(self) -> HnswIndex | None:
+        return self._index
+
+
+def _json_list(values) -> str:
+    import json
+
+    return json.dumps(list(values))
+
+
+__all__ = ["CollectionState", "vectors_from_blobs", "read_manifest"]

@@ -1,0 +1,408 @@
+"""The embedded storage engine: collections and records over SQLite plus per-collection caches.
+
+Write path (DESIGN section 4): the caller has validated everything; the engine checks what needs
+stored state (dimension, existing ids), commits the whole batch in one ``BEGIN IMMEDIATE``
+transaction, applies it to the in-memory index, then returns (the acknowledgement).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from retrieval.config import CollectionConfig
+from retrieval.errors import NotFoundError, UniqueConstraintError
+from retrieval.query.filter_sql import (
+    METADATA_INDEX_DELETE,
+    METADATA_INDEX_INSERT,
+    compile_filter,
+    metadata_index_rows,
+)
+from retrieval.store.collection_state import CollectionState
+from retrieval.store.db import Database
+from retrieval.store.reads import Reader
+from retrieval.types import CollectionRecord, RecordBatch
+from retrieval.validation import check_dimension
+
+logger = logging.getLogger("retrieval")
+
+DEFAULT_TENANT = "default_tenant"
+DEFAULT_DATABASE = "default_database"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _ids_param(ids: Iterable[str]) -> str:
+    return json.dumps(list(ids), ensure_ascii=False)
+
+
+class Engine(Reader):
+    """One database (persistent directory or in-memory) and the collections in it."""
+
+    def __init__(self, directory: Path | None, synchronous: str = "FULL"):
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        self.db = Database(directory, synchronous=synchronous)
+        self._states: dict[str, CollectionState] = {}
+        self._states_lock = threading.Lock()
+        self.closed = False
+
+    # -------------------------------------------------------------- collections
+
+    def create_collection(
+        self,
+        name: str,
+        config: CollectionConfig,
+        metadata: dict | None,
+        *,
+        get_or_create: bool = False,
+        tenant: str = DEFAULT_TENANT,
+        database: str = DEFAULT_DATABASE,
+    ) -> tuple[CollectionRecord, bool]:
+        """Create a collection; returns (record, created). With get_or_create, an existing one is returned."""
+        with self.db.transaction() as conn:
+            existing = self._find(conn, name, tenant, database)
+            if existing is not None:
+                if get_or_create:
+                    return existing, False
+                raise UniqueConstraintError(
+                    f"collection {name!r} already exists; use get_collection or get_or_create_collection"
+                )
+            collection_id = str(uuid.uuid4())
+            conn.execute(
+                "INSERT INTO collections (id, name, tenant, database, configuration, metadata, dimension, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                (collection_id, name, tenant, database, config.to_json(), _json(metadata), time.time()),
+            )
+            return self._find(conn, name, tenant, database), True
+
+    def get_collection(self, name: str, tenant: str = DEFAULT_TENANT, database: str = DEFAULT_DATABASE) -> CollectionRecord:
+        with self.db.reading() as conn:
+            found = self._find(conn, name, tenant, database)
+        if found is None:
+            raise NotFoundError(f"collection {name!r} does not exist; create it with create_collection({name!r})")
+        return found
+
+    def get_collection_by_id(self, collection_id: str) -> CollectionRecord:
+        with self.db.reading() as conn:
+            row = conn.execute(_SELECT_COLLECTION + " WHERE id = ?", (collection_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"collection {collection_id!r} does not exist (was it deleted?)")
+        return _collection(row)
+
+    def list_collections(
+        self, limit: int | None, offset: int, tenant: str = DEFAULT_TENANT, database: str = DEFAULT_DATABASE
+    ) -> list[CollectionRecord]:
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                _SELECT_COLLECTION + " WHERE tenant = ? AND database = ? ORDER BY created_at, rowid LIMIT ? OFFSET ?",
+                (tenant, database, -1 if limit is None else limit, offset),
+            ).fetchall()
+        return [_collection(r) for r in rows]
+
+    def count_collections(self, tenant: str = DEFAULT_TENANT, database: str = DEFAULT_DATABASE) -> int:
+        with self.db.reading() as conn:
+            return conn.execute(
+                "SELECT COUNT(*) FROM collections WHERE tenant = ? AND database = ?", (tenant, database)
+            ).fetchone()[0]
+
+    def delete_collection(self, name: str, tenant: str = DEFAULT_TENANT, database: str = DEFAULT_DATABASE) -> None:
+        record = self.get_collection(name, tenant, database)
+        state = self.state(record)
+        with state.lock:
+            with self.db.transaction() as conn:
+                _delete_collection_rows(conn, record.id)
+            state.destroy()
+        with self._states_lock:
+            self._states.pop(record.id, None)
+
+    def modify_collection(
+        self,
+        collection_id: str,
+        *,
+        name: str | None = None,
+        metadata: dict | None = None,
+        config: CollectionConfig | None = None,
+    ) -> CollectionRecord:
+        record = self.get_collection_by_id(collection_id)
+        with self.db.transaction() as conn:
+            if name is not None and name != record.name:
+                if self._find(conn, name, record.tenant, record.database) is not None:
+                    raise UniqueConstraintError(f"cannot rename to {name!r}: a collection with that name exists")
+                conn.execute("UPDATE collections SET name = ? WHERE id = ?", (name, collection_id))
+            if metadata is not None:
+                conn.execute("UPDATE collections SET metadata = ? WHERE id = ?", (_json(metadata), collection_id))
+            if config is not None:
+                conn.execute("UPDATE collections SET configuration = ? WHERE id = ?", (config.to_json(), collection_id))
+        if config is not None:
+            state = self.state(record)
+            with state.lock:
+                state.set_config(config.hnsw)
+        return self.get_collection_by_id(collection_id)
+
+    def state(self, record: CollectionRecord) -> CollectionState:
+        with self._states_lock:
+            state = self._states.get(record.id)
+            if state is None:
+                config = CollectionConfig.from_json(record.configuration_json)
+                state = CollectionState(self.db, record.id, config.hnsw, record.dimension)
+                self._states[record.id] = state
+            return state
+
+    @staticmethod
+    def _find(conn, name: str, tenant: str, database: str) -> CollectionRecord | None:
+        row = conn.execute(
+            _SELECT_COLLECTION + " WHERE name = ? AND tenant = ? AND database = ?", (name, tenant, database)
+        ).fetchone()
+        return None if row is None else _collection(row)
+
+    # ------------------------------------------------------------------ writes
+
+    def add(self, record: CollectionRecord, batch: RecordBatch) -> int:
+        """Insert records whose ids are new; existing ids are skipped with a warning (chromadb's rule)."""
+        return self._write(record, batch, mode="add")
+
+    def update(self, record: CollectionRecord, batch: RecordBatch) -> int:
+        """Change existing records; missing ids are skipped with a logged error (chromadb's rule)."""
+        return self._write(record, batch, mode="update")
+
+    def upsert(self, record: CollectionRecord, batch: RecordBatch) -> int:
+        return self._write(record, batch, mode="upsert")
+
+    def _write(self, record: CollectionRecord, batch: RecordBatch, mode: str) -> int:
+        state = self.state(record)
+        with state.lock:
+            if batch.embeddings is not None:
+                check_dimension(batch.embeddings, state.dimension, record.name)
+            state.begin_write()
+            with self.db.transaction() as conn:
+                existing = _existing(conn, record.id, batch.ids)
+                if mode == "add" and existing:
+                    skipped = [i for i in batch.ids if i in existing]
+                    logger.warning("add: %d ids already exist and were skipped: %s", len(skipped), skipped[:10])
+                if mode == "update":
+                    missing = [i for i in batch.ids if i not in existing]
+                    if missing:
+                        logger.error("update: %d ids do not exist and were skipped: %s", len(missing), missing[:10])
+                new_positions = [p for p, i in enumerate(batch.ids) if i not in existing] if mode != "update" else []
+                old_positions = [p for p, i in enumerate(batch.ids) if i in existing] if mode != "add" else []
+                if new_positions and batch.embeddings is None:
+                    raise AssertionError("new records need embeddings")  # the Collection layer guarantees this
+                if state.dimension is None and batch.embeddings is not None and new_positions:
+                    state.dimension = batch.embeddings.shape[1]
+                    conn.execute("UPDATE collections SET dimension = ? WHERE id = ?", (state.dimension, record.id))
+                new_labels = _insert(conn, record.id, batch, new_positions)
+                changed_labels, changed_positions = _update(conn, batch, old_positions, existing)
+                labels = np.concatenate([new_labels, changed_labels]).astype(np.int64)
+                positions = new_positions + changed_positions
+                last_seq = _log(conn, record.id, labels, state.durable)
+            vectors = batch.embeddings[positions] if len(positions) else None
+            state.apply(labels, vectors, [], last_seq)
+            return len(new_positions) + len(old_positions)
+
+    def delete(
+        self, record: CollectionRecord, ids: list[str] | None, where: Any = None, where_document: Any = None
+    ) -> int:
+        state = self.state(record)
+        with state.lock:
+            state.begin_write()
+            with self.db.transaction() as conn:
+                labels = self._select_labels(conn, record.id, ids, where, where_document)
+                if not labels:
+                    return 0
+                param = json.dumps(labels)
+                conn.execute("DELETE FROM records WHERE label IN (SELECT value FROM json_each(?))", (param,))
+                conn.executemany(METADATA_INDEX_DELETE, [(label,) for label in labels])
+                conn.execute("DELETE FROM sparse_index WHERE label IN (SELECT value FROM json_each(?))", (param,))
+                last_seq = _log(conn, record.id, np.asarray(labels), state.durable)
+            state.apply(np.zeros(0, dtype=np.int64), None, labels, last_seq)
+            return len(labels)
+
+    def _select_labels(self, conn, collection_id: str, ids, where, where_document) -> list[int]:
+        sql, params = compile_filter(where, where_document)
+        query = f"SELECT r.label FROM records r WHERE r.collection_id = ? AND ({sql})"
+        args: list[Any] = [collection_id, *params]
+        if ids is not None:
+            query += " AND r.id IN (SELECT value FROM json_each(?))"
+            args.append(_ids_param(ids))
+        return [row[0] for row in conn.execute(query, args)]
+
+    # --------------------------------------------------------------- lifecycle
+
+    def flush(self) -> None:
+        for state in list(self._states.values()):
+            with state.lock:
+                state.flush()
+
+    def reset(self) -> None:
+        """Delete every collection and record."""
+        with self._states_lock:
+            states = list(self._states.values())
+            self._states.clear()
+        for state in states:
+            with state.lock:
+                state.destroy()
+        with self.db.transaction() as conn:
+            for (collection_id,) in conn.execute("SELECT id FROM collections").fetchall():
+                _delete_collection_rows(conn, collection_id)
+                if self.db.directory is not None:
+                    CollectionState(self.db, collection_id, CollectionConfig().hnsw, None).destroy()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self.closed = True
+            self._states.clear()
+            self.db.close()
+
+
+_SELECT_COLLECTION = "SELECT id, name, tenant, database, configuration, metadata, dimension FROM collections"
+
+
+def _collection(row) -> CollectionRecord:
+    return CollectionRecord(
+        id=row[0],
+        name=row[1],
+        tenant=row[2],
+        database=row[3],
+        configuration_json=row[4],
+        metadata=json.loads(row[5]) if row[5] is not None else None,
+        dimension=row[6],
+    )
+
+
+def _delete_collection_rows(conn, collection_id: str) -> None:
+    labels = "SELECT label FROM records WHERE collection_id = ?"
+    conn.execute(f"DELETE FROM metadata_index WHERE label IN ({labels})", (collection_id,))
+    conn.execute("DELETE FROM sparse_index WHERE collection_id = ?", (collection_id,))
+    conn.execute("DELETE FROM records WHERE collection_id = ?", (collection_id,))
+    conn.execute("DELETE FROM oplog WHERE collection_id = ?", (collection_id,))
+    conn.execute("DELETE FROM collections WHERE id = ?", (collection_id,))
+
+
+def _existing(conn, collection_id: str, ids: list[str]) -> dict[str, tuple]:
+    rows = conn.execute(
+        "SELECT id, label, embedding, document, uri, metadata FROM records "
+        "WHERE collection_id = ? AND id IN (SELECT value FROM json_each(?))",
+        (collection_id, _ids_param(ids)),
+    ).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def _next_label(conn) -> int:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    return (row[0] if row else 0) + 1
+
+
+def _insert(conn, collection_id: str, batch: RecordBatch, positions: list[int]) -> np.ndarray:
+    if not positions:
+        return np.zeros(0, dtype=np.int64)
+    first = _next_label(conn)
+    labels = np.arange(first, first + len(positions), dtype=np.int64)
+    rows, meta_rows = [], []
+    for label, p in zip(labels.tolist(), positions):
+        metadata = _strip_none(batch.metadatas[p]) if batch.metadatas is not None else None
+        rows.append(
+            (
+                label,
+                collection_id,
+                batch.ids[p],
+                batch.embeddings[p].astype("<f4").tobytes(),
+                batch.documents[p] if batch.documents is not None else None,
+                batch.uris[p] if batch.uris is not None else None,
+                _json(metadata),
+            )
+        )
+        meta_rows.extend(metadata_index_rows(label, metadata))
+    conn.executemany(
+        "INSERT INTO records (label, collection_id, id, embedding, document, uri, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    conn.executemany(METADATA_INDEX_INSERT, meta_rows)
+    _write_sparse(conn, collection_id, batch, positions, labels)
+    return labels
+
+
+def _update(conn, batch: RecordBatch, positions: list[int], existing: dict[str, tuple]) -> tuple[np.ndarray, list[int]]:
+    """Apply update semantics to existing records; returns labels (and positions) whose vector changed."""
+    changed_labels, changed_positions, rows, relabelled = [], [], [], []
+    for p in positions:
+        label, old_blob, old_doc, old_uri, old_meta_json = existing[batch.ids[p]]
+        blob = old_blob
+        if batch.embeddings is not None:
+            blob = batch.embeddings[p].astype("<f4").tobytes()
+            if blob != old_blob:  # identical vectors need no index work
+                changed_labels.append(label)
+                changed_positions.append(p)
+        document = batch.documents[p] if batch.documents is not None else old_doc
+        uri = batch.uris[p] if batch.uris is not None else old_uri
+        metadata = json.loads(old_meta_json) if old_meta_json is not None else None
+        if batch.metadatas is not None and batch.metadatas[p] is not None:
+            metadata = _merge(metadata, batch.metadatas[p])
+            relabelled.append((label, metadata))
+        rows.append((blob, document, uri, _json(metadata), label))
+    conn.executemany("UPDATE records SET embedding = ?, document = ?, uri = ?, metadata = ? WHERE label = ?", rows)
+    if relabelled:
+        conn.executemany(METADATA_INDEX_DELETE, [(label,) for label, _ in relabelled])
+        conn.executemany(
+            METADATA_INDEX_INSERT, [row for label, meta in relabelled for row in metadata_index_rows(label, meta)]
+        )
+    if batch.sparse:
+        labels = np.asarray([existing[batch.ids[p]][0] for p in positions], dtype=np.int64)
+        conn.execute(
+            "DELETE FROM sparse_index WHERE label IN (SELECT value FROM json_each(?))", (json.dumps(labels.tolist()),)
+        )
+        _write_sparse(conn, None, batch, positions, labels)
+    return np.asarray(changed_labels, dtype=np.int64), changed_positions
+
+
+def _write_sparse(conn, collection_id, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
+    if not batch.sparse:
+        return
+    from retrieval.store.sparse_index import SPARSE_INDEX_INSERT, sparse_rows
+
+    if collection_id is None:
+        collection_id = conn.execute("SELECT collection_id FROM records WHERE label = ?", (int(labels[0]),)).fetchone()[0]
+    rows = []
+    for key, vectors in batch.sparse.items():
+        for label, p in zip(labels.tolist(), positions):
+            if vectors[p] is not None:
+                rows.extend(sparse_rows(collection_id, key, label, vectors[p]))
+    conn.executemany(SPARSE_INDEX_INSERT, rows)
+
+
+def _merge(old: dict | None, new: dict) -> dict | None:
+    merged = dict(old or {})
+    for key, value in new.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged or None
+
+
+def _strip_none(metadata: dict | None) -> dict | None:
+    if metadata is None:
+        return None
+    clean = {k: v for k, v in metadata.items() if v is not None}
+    return clean or None
+
+
+def _log(conn, collection_id: str, labels: np.ndarray, durable: bool) -> int:
+    """Append vector-index changes to the oplog (persistent databases only); returns the last seq."""
+    if not durable or len(labels) == 0:
+        return 0
+    conn.executemany("INSERT INTO oplog (collection_id, label) VALUES (?, ?)", [(collection_id, int(l)) for l in labels])
+    return conn.execute("SELECT last_insert_rowid()").fetchone()[0]

@@ -1,0 +1,190 @@
+"""The engine's read path: get, count and nearest-neighbour query planning.
+
+Query planning (DESIGN section 4): exact numpy search for small collections, for selective filters
+and whenever ``n_results`` reaches the number of candidates; HNSW otherwise. A filtered query
+always returns the true top-k of the filtered set when it is answered exactly, and never fewer
+results than exist.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from retrieval.query.filter_sql import compile_filter
+from retrieval.store.collection_state import CollectionState, vectors_from_blobs
+from retrieval.types import CollectionRecord
+from retrieval.validation import check_dimension
+
+# Up to this many live records, a full exact scan is as fast as HNSW and has recall 1.0.
+EXACT_MAX_ROWS = 5_000
+# Filtered queries scan their candidates exactly up to this many rows, or below this fraction of
+# the collection; broader filters use HNSW with a membership test.
+EXACT_FILTER_MAX_ROWS = 20_000
+EXACT_FILTER_MAX_FRACTION = 0.1
+
+
+@dataclass
+class Rows:
+    """Column-major rows read from the records table."""
+
+    labels: list[int]
+    ids: list[str]
+    embeddings: np.ndarray | None
+    documents: list[str | None] | None
+    uris: list[str | None] | None
+    metadatas: list[dict | None] | None
+
+    def take(self, order: list[int]) -> Rows:
+        return Rows(
+            labels=[self.labels[i] for i in order],
+            ids=[self.ids[i] for i in order],
+            embeddings=None if self.embeddings is None else self.embeddings[order],
+            documents=None if self.documents is None else [self.documents[i] for i in order],
+            uris=None if self.uris is None else [self.uris[i] for i in order],
+            metadatas=None if self.metadatas is None else [self.metadatas[i] for i in order],
+        )
+
+
+class Reader:
+    """Mixin of the engine's read verbs; needs ``self.db`` and ``self.state(record)``."""
+
+    def count(self, record: CollectionRecord) -> int:
+        with self.db.reading() as conn:
+            return conn.execute("SELECT COUNT(*) FROM records WHERE collection_id = ?", (record.id,)).fetchone()[0]
+
+    def get(
+        self,
+        record: CollectionRecord,
+        *,
+        ids: list[str] | None = None,
+        where: Any = None,
+        where_document: Any = None,
+        limit: int | None = None,
+        offset: int = 0,
+        fields: set[str],
+    ) -> Rows:
+        """Records matching all given conditions: in the order of ``ids`` when given, else insertion order."""
+        sql, params = compile_filter(where, where_document)
+        columns = _columns(fields)
+        query = f"SELECT {columns} FROM records r WHERE r.collection_id = ? AND ({sql})"
+        args: list[Any] = [record.id, *params]
+        if ids is not None:
+            query += " AND r.id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(ids, ensure_ascii=False))
+        else:
+            query += " ORDER BY r.label LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset]
+        with self.db.reading() as conn:
+            rows = self._rows(conn.execute(query, args).fetchall(), fields, record.dimension)
+        if ids is not None:
+            position = {id_: i for i, id_ in enumerate(rows.ids)}
+            order = [position[i] for i in ids if i in position]
+            end = None if limit is None else offset + limit
+            rows = rows.take(order[offset:end])
+        return rows
+
+    def query(
+        self,
+        record: CollectionRecord,
+        queries: np.ndarray,
+        n_results: int,
+        *,
+        ids: list[str] | None = None,
+        where: Any = None,
+        where_document: Any = None,
+        fields: set[str],
+    ) -> tuple[list[Rows], list[np.ndarray]]:
+        """Nearest neighbours of each query among the records matching the conditions."""
+        state: CollectionState = self.state(record)
+        with state.lock:
+            check_dimension(queries, state.dimension, record.name, what="query embeddings")
+            candidates = None
+            if ids is not None or where is not None or where_document is not None:
+                with self.db.reading() as conn:
+                    candidates = np.asarray(
+                        self._select_labels(conn, record.id, ids, where, where_document), dtype=np.int64
+                    )
+            labels, distances = _nearest(state, queries, n_results, candidates, self.count(record))
+        flat = sorted({int(l) for row in labels for l in row})
+        with self.db.reading() as conn:
+            found = self._rows(
+                conn.execute(
+                    f"SELECT {_columns(fields)} FROM records r WHERE r.label IN (SELECT value FROM json_each(?))",
+                    (json.dumps(flat),),
+                ).fetchall(),
+                fields,
+                record.dimension,
+            )
+        position = {label: i for i, label in enumerate(found.labels)}
+        results = []
+        kept_distances = []
+        for row_labels, row_dist in zip(labels, distances):
+            keep = [i for i, l in enumerate(row_labels) if int(l) in position]  # a record deleted meanwhile is dropped
+            results.append(found.take([position[int(row_labels[i])] for i in keep]))
+            kept_distances.append(np.asarray(row_dist)[keep])
+        return results, kept_distances
+
+    @staticmethod
+    def _rows(rows: list[tuple], fields: set[str], dim: int | None) -> Rows:
+        cols = list(zip(*rows)) if rows else [[] for _ in range(2 + len(_FIELD_ORDER))]
+        out = {"labels": list(cols[0]), "ids": list(cols[1])}
+        i = 2
+        for name in _FIELD_ORDER:
+            if name in fields:
+                values = list(cols[i])
+                i += 1
+                if name == "embeddings":
+                    out[name] = vectors_from_blobs(values, len(values[0]) // 4) if values else np.zeros((0, dim or 0), np.float32)
+                elif name == "metadatas":
+                    out[name] = [json.loads(v) if v is not None else None for v in values]
+                else:
+                    out[name] = values
+            else:
+                out[name] = None
+        return Rows(**out)
+
+
+_FIELD_ORDER = ("embeddings", "documents", "uris", "metadatas")
+_FIELD_COLUMNS = {"embeddings": "r.embedding", "documents": "r.document", "uris": "r.uri", "metadatas": "r.metadata"}
+
+
+def _columns(fields: set[str]) -> str:
+    return ", ".join(["r.label", "r.id"] + [_FIELD_COLUMNS[f] for f in _FIELD_ORDER if f in fields])
+
+
+def _nearest(
+    state: CollectionState, queries: np.ndarray, n_results: int, candidates: np.ndarray | None, live: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and distances of the top ``n_results`` per query, choosing exact or HNSW search."""
+    empty = (np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32))
+    if candidates is None:
+        if live == 0:
+            return empty
+        k = min(n_results, live)
+        if live <= EXACT_MAX_ROWS or k >= live:
+            return state.matrix().search(queries, k)
+        return _ann(state, queries, k, None)
+    if len(candidates) == 0:
+        return empty
+    k = min(n_results, len(candidates))
+    selective = len(candidates) <= EXACT_FILTER_MAX_ROWS or len(candidates) <= EXACT_FILTER_MAX_FRACTION * live
+    if selective or k >= len(candidates) or live <= EXACT_MAX_ROWS:
+        matrix = state.matrix()
+        return matrix.search(queries, k, rows=matrix.rows_for(candidates))
+    allowed = set(candidates.tolist())
+    return _ann(state, queries, k, allowed.__contains__, candidates)
+
+
+def _ann(state: CollectionState, queries: np.ndarray, k: int, filter_fn, candidates: np.ndarray | None = None):
+    index = state.index()
+    try:
+        return index.search(queries, k, filter_fn)
+    except RuntimeError:
+        # hnswlib could not reach k elements (tiny ef, many deletions): answer exactly instead.
+        matrix = state.matrix()
+        rows = None if candidates is None else matrix.rows_for(candidates)
+        return matrix.search(queries, k, rows=rows)

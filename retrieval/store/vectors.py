@@ -1,0 +1,139 @@
+"""Exact (brute-force) vector search over an in-memory matrix.
+
+This is part of the engine, not a fallback: small collections, selective filters and queries asking
+for as many results as there are records are answered here with recall 1.0. Rows are kept
+contiguous (a delete moves the last row into the hole) so a scan touches only live vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_GROWTH = 1.5
+
+
+def prepare(vectors: np.ndarray, space: str) -> np.ndarray:
+    """The form a vector is searched in: unit length for cosine, as given otherwise."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if space != "cosine":
+        return vectors
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-30)
+
+
+def distances(queries: np.ndarray, matrix: np.ndarray, space: str, sq_norms: np.ndarray | None = None) -> np.ndarray:
+    """Chroma's distance for each (query, row) pair.
+
+    l2 is the squared euclidean distance; ip is ``1 - <q, x>``; cosine is ``1 - cos(q, x)``
+    (``queries`` and ``matrix`` already prepared).
+    """
+    dots = queries @ matrix.T
+    if space == "l2":
+        if sq_norms is None:
+            sq_norms = np.einsum("ij,ij->i", matrix, matrix)
+        q_norms = np.einsum("ij,ij->i", queries, queries)
+        out = q_norms[:, None] + sq_norms[None, :] - 2.0 * dots
+        return np.maximum(out, 0.0, out=out)
+    return 1.0 - dots
+
+
+def top_k(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise indices and values of the k smallest distances, ascending."""
+    k = min(k, dist.shape[1])
+    if k < dist.shape[1]:
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(dist.shape[1]), dist.shape).copy()
+    values = np.take_along_axis(dist, part, axis=1)
+    order = np.argsort(values, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
+class VectorMatrix:
+    """Live vectors of one collection, addressable by label."""
+
+    def __init__(self, dim: int, space: str):
+        self.dim = dim
+        self.space = space
+        self._data = np.zeros((0, dim), dtype=np.float32)
+        self._sq_norms = np.zeros(0, dtype=np.float32)
+        self._labels = np.zeros(0, dtype=np.int64)  # row -> label
+        self._row_of = np.full(0, -1, dtype=np.int64)  # label -> row, -1 when absent
+        self.count = 0
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels[: self.count]
+
+    def rows_for(self, labels: np.ndarray) -> np.ndarray:
+        """Row numbers of ``labels`` that are present (absent labels are dropped)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        labels = labels[labels < len(self._row_of)]
+        rows = self._row_of[labels]
+        return rows[rows >= 0]
+
+    def contains(self, label: int) -> bool:
+        return label < len(self._row_of) and self._row_of[label] >= 0
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        return self._data[self._row_of[np.asarray(labels, dtype=np.int64)]]
+
+    def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Add or replace; ``vectors`` are raw, preparation for the space happens here."""
+        labels = np.asarray(labels, dtype=np.int64)
+        vectors = prepare(vectors, self.space)
+        self._ensure_label_capacity(int(labels.max()) + 1 if len(labels) else 0)
+        rows = self._row_of[labels]
+        new = rows < 0
+        n_new = int(new.sum())
+        self._ensure_row_capacity(self.count + n_new)
+        rows[new] = np.arange(self.count, self.count + n_new)
+        self.count += n_new
+        self._row_of[labels] = rows
+        self._labels[rows] = labels
+        self._data[rows] = vectors
+        self._sq_norms[rows] = np.einsum("ij,ij->i", vectors, vectors)
+
+    def remove(self, labels: np.ndarray) -> None:
+        for label in np.asarray(labels, dtype=np.int64):
+            if not self.contains(int(label)):
+                continue
+            row = self._row_of[label]
+            last = self.count - 1
+            if row != last:  # move the last row into the hole to stay contiguous
+                moved = self._labels[last]
+                self._data[row] = self._data[last]
+                self._sq_norms[row] = self._sq_norms[last]
+                self._labels[row] = moved
+                self._row_of[moved] = row
+            self._row_of[label] = -1
+            self.count = last
+
+    def search(self, queries: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k labels and distances, optionally among ``rows`` only."""
+        queries = prepare(queries, self.space)
+        if rows is None:
+            matrix, norms, labels = self._data[: self.count], self._sq_norms[: self.count], self.labels
+        else:
+            matrix, norms, labels = self._data[rows], self._sq_norms[rows], self._labels[rows]
+        if len(labels) == 0:
+            return np.zeros((len(queries), 0), dtype=np.int64), np.zeros((len(queries), 0), dtype=np.float32)
+        idx, dist = top_k(distances(queries, matrix, self.space, norms), k)
+        return labels[idx], dist
+
+    def _ensure_row_capacity(self, needed: int) -> None:
+        if needed <= len(self._data):
+            return
+        capacity = max(needed, int(len(self._data) * _GROWTH) + 16)
+        for name in ("_data", "_sq_norms", "_labels"):
+            old = getattr(self, name)
+            grown = np.zeros((capacity,) + old.shape[1:], dtype=old.dtype)
+            grown[: self.count] = old[: self.count]
+            setattr(self, name, grown)
+
+    def _ensure_label_capacity(self, needed: int) -> None:
+        if needed <= len(self._row_of):
+            return
+        grown = np.full(max(needed, int(len(self._row_of) * _GROWTH) + 16), -1, dtype=np.int64)
+        grown[: len(self._row_of)] = self._row_of
+        self._row_of = grown

@@ -1,0 +1,74 @@
+"""Typed values passed between the public API and the storage engine.
+
+The public API validates and normalises user input into these once; the engine never sees raw
+user arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, TypedDict
+
+import numpy as np
+
+Metadata = Dict[str, Any]
+
+INCLUDE_GET = ("documents", "embeddings", "metadatas", "uris", "data")
+INCLUDE_QUERY = INCLUDE_GET + ("distances",)
+DEFAULT_INCLUDE_GET = ("documents", "metadatas")
+DEFAULT_INCLUDE_QUERY = ("documents", "metadatas", "distances")
+
+
+@dataclass
+class RecordBatch:
+    """Validated records for one write call.
+
+    ``embeddings`` is an (n, d) float32 array or None (update that keeps vectors). For the other
+    columns, ``None`` as the whole column means "not given" (kept on update); a ``None`` entry
+    means "this record has none" (and clears it on update).
+    """
+
+    ids: list[str]
+    embeddings: np.ndarray | None = None
+    metadatas: list[Metadata | None] | None = None
+    documents: list[str | None] | None = None
+    uris: list[str | None] | None = None
+    # Sparse vectors keyed by metadata key (hybrid search), one entry per record or None.
+    sparse: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    """What the engine knows about a collection."""
+
+    id: str
+    name: str
+    tenant: str
+    database: str
+    configuration_json: str
+    metadata: Metadata | None
+    dimension: int | None
+
+
+class GetResult(TypedDict):
+    ids: List[str]
+    embeddings: Optional[Any]
+    documents: Optional[List[Optional[str]]]
+    uris: Optional[List[Optional[str]]]
+    data: Optional[List[Any]]
+    metadatas: Optional[List[Optional[Metadata]]]
+    included: List[str]
+
+
+class QueryResult(TypedDict):
+    ids: List[List[str]]
+    embeddings: Optional[List[Any]]
+    documents: Optional[List[List[Optional[str]]]]
+    uris: Optional[List[List[Optional[str]]]]
+    data: Optional[List[List[Any]]]
+    metadatas: Optional[List[List[Optional[Metadata]]]]
+    distances: Optional[List[List[float]]]
+    included: List[str]
