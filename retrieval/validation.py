@@ -160,7 +160,7 @@ def validate_metadata(metadata: Any, position: int, *, allow_none: bool) -> dict
             kinds = {_kind(v) for v in value}
             if None in kinds or len(kinds) != 1:
                 raise InvalidArgumentError(
-                    f"{where} = {value!r}: list values must all be str, all int, all float or all bool"
+                    f"{where} = {value!r}: list values must all be str, all int or all float, or all bool"
                 )
             for v in value:
                 _check_scalar(v, where)

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from retrieval.errors import InternalError, PersistPathLockedError
 from retrieval.query.filter_sql import METADATA_INDEX_DDL, register_sql_functions
@@ -59,6 +59,18 @@ CREATE INDEX IF NOT EXISTS oplog_by_collection ON oplog (collection_id, seq);
 {METADATA_INDEX_DDL}
 {SPARSE_INDEX_DDL}
 """
+
+
+# Ids travel as bound parameters in chunks (not as one JSON array: SQLite's JSON functions stop
+# at an embedded NUL, and ids may contain any character).
+ID_CHUNK = 5_000
+
+
+def id_chunks(ids: list[str]) -> Iterable[tuple[str, list[str]]]:
+    """``(placeholders, chunk)`` pairs for ``id IN (...)`` over a long id list."""
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = ids[start : start + ID_CHUNK]
+        yield ", ".join("?" * len(chunk)), chunk
 
 
 class PathLock:

@@ -26,7 +26,7 @@ from retrieval.query.filter_sql import (
     metadata_index_rows,
 )
 from retrieval.store.collection_state import CollectionState
-from retrieval.store.db import Database
+from retrieval.store.db import Database, id_chunks
 from retrieval.store.reads import Reader
 from retrieval.types import CollectionRecord, RecordBatch
 from retrieval.validation import check_dimension
@@ -41,8 +41,6 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def _ids_param(ids: Iterable[str]) -> str:
-    return json.dumps(list(ids), ensure_ascii=False)
 
 
 class Engine(Reader):
@@ -231,10 +229,12 @@ class Engine(Reader):
         sql, params = compile_filter(where, where_document)
         query = f"SELECT r.label FROM records r WHERE r.collection_id = ? AND ({sql})"
         args: list[Any] = [collection_id, *params]
-        if ids is not None:
-            query += " AND r.id IN (SELECT value FROM json_each(?))"
-            args.append(_ids_param(ids))
-        return [row[0] for row in conn.execute(query, args)]
+        if ids is None:
+            return [row[0] for row in conn.execute(query, args)]
+        labels = []
+        for placeholders, chunk in id_chunks(ids):
+            labels += [row[0] for row in conn.execute(f"{query} AND r.id IN ({placeholders})", args + chunk)]
+        return labels
 
     # --------------------------------------------------------------- lifecycle
 
@@ -293,12 +293,15 @@ def _delete_collection_rows(conn, collection_id: str) -> None:
 
 
 def _existing(conn, collection_id: str, ids: list[str]) -> dict[str, tuple]:
-    rows = conn.execute(
-        "SELECT id, label, embedding, document, uri, metadata FROM records "
-        "WHERE collection_id = ? AND id IN (SELECT value FROM json_each(?))",
-        (collection_id, _ids_param(ids)),
-    ).fetchall()
-    return {row[0]: row[1:] for row in rows}
+    found = {}
+    for placeholders, chunk in id_chunks(ids):
+        rows = conn.execute(
+            "SELECT id, label, embedding, document, uri, metadata FROM records "
+            f"WHERE collection_id = ? AND id IN ({placeholders})",
+            [collection_id, *chunk],
+        ).fetchall()
+        found.update((row[0], row[1:]) for row in rows)
+    return found
 
 
 def _next_label(conn) -> int:

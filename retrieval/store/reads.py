@@ -16,6 +16,7 @@ import numpy as np
 
 from retrieval.query.filter_sql import compile_filter
 from retrieval.store.collection_state import CollectionState, vectors_from_blobs
+from retrieval.store.db import id_chunks
 from retrieval.types import CollectionRecord
 from retrieval.validation import check_dimension
 
@@ -72,14 +73,15 @@ class Reader:
         columns = _columns(fields)
         query = f"SELECT {columns} FROM records r WHERE r.collection_id = ? AND ({sql})"
         args: list[Any] = [record.id, *params]
-        if ids is not None:
-            query += " AND r.id IN (SELECT value FROM json_each(?))"
-            args.append(json.dumps(ids, ensure_ascii=False))
-        else:
-            query += " ORDER BY r.label LIMIT ? OFFSET ?"
-            args += [-1 if limit is None else limit, offset]
         with self.db.reading() as conn:
-            rows = self._rows(conn.execute(query, args).fetchall(), fields, record.dimension)
+            if ids is None:
+                query += " ORDER BY r.label LIMIT ? OFFSET ?"
+                raw = conn.execute(query, args + [-1 if limit is None else limit, offset]).fetchall()
+            else:
+                raw = []
+                for placeholders, chunk in id_chunks(ids):
+                    raw += conn.execute(f"{query} AND r.id IN ({placeholders})", args + chunk).fetchall()
+        rows = self._rows(raw, fields, record.dimension)
         if ids is not None:
             position = {id_: i for i, id_ in enumerate(rows.ids)}
             order = [position[i] for i in ids if i in position]

@@ -1,0 +1,133 @@
+"""HNSW configuration, distance definitions, and exact vs ANN query planning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval import InvalidArgumentError
+from retrieval.store import reads
+
+
+def brute_force(X, q, space):
+    if space == "l2":
+        return ((X - q) ** 2).sum(axis=1)
+    if space == "ip":
+        return 1.0 - X @ q
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    return 1.0 - Xn @ (q / np.linalg.norm(q))
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(7)
+    return rng.normal(size=(300, 8)).astype(np.float32), rng.normal(size=(5, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize("space", ["l2", "cosine", "ip"])
+@pytest.mark.parametrize("how", ["configuration", "legacy"])
+def test_distances_match_chroma_definitions(client, data, space, how):
+    X, Q = data
+    kwargs = {"configuration": {"hnsw": {"space": space}}} if how == "configuration" else {"metadata": {"hnsw:space": space}}
+    col = client.create_collection("dist", embedding_function=None, **kwargs)
+    assert col.configuration["hnsw"]["space"] == space
+    col.add(ids=[str(i) for i in range(len(X))], embeddings=X)
+    res = col.query(query_embeddings=Q, n_results=10)
+    for q, ids, dist in zip(Q, res["ids"], res["distances"]):
+        expected = brute_force(X, q, space)
+        order = np.argsort(expected)[:10]
+        assert [int(i) for i in ids] == order.tolist()
+        np.testing.assert_allclose(dist, expected[order], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("space", ["l2", "cosine", "ip"])
+def test_hnsw_path_matches_exact(client, space, monkeypatch):
+    """Force the ANN path on a small collection: results and distances agree with brute force."""
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 10)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 16)).astype(np.float32)
+    col = client.create_collection("ann", embedding_function=None, configuration={"hnsw": {"space": space, "ef_search": 200}})
+    col.add(ids=[str(i) for i in range(len(X))], embeddings=X)
+    q = rng.normal(size=16).astype(np.float32)
+    res = col.query(query_embeddings=[q], n_results=5)
+    expected = brute_force(X, q, space)
+    np.testing.assert_allclose(res["distances"][0], np.sort(expected)[:5], rtol=1e-4, atol=1e-4)
+
+
+def test_configuration_and_legacy_keys(client):
+    col = client.create_collection(
+        "cfg",
+        embedding_function=None,
+        metadata={"hnsw:space": "ip", "hnsw:M": 8, "hnsw:construction_ef": 50, "hnsw:search_ef": 20, "owner": "me"},
+    )
+    hnsw = col.configuration["hnsw"]
+    assert (hnsw["space"], hnsw["max_neighbors"], hnsw["ef_construction"], hnsw["ef_search"]) == ("ip", 8, 50, 20)
+    assert col.metadata == {"owner": "me"}
+    col2 = client.create_collection(
+        "cfg2",
+        embedding_function=None,
+        configuration={"hnsw": {"ef_construction": 64, "max_neighbors": 12, "batch_size": 50, "sync_threshold": 500, "resize_factor": 1.5, "num_threads": 1}},
+    )
+    reread = client.get_collection("cfg2").configuration["hnsw"]
+    assert reread["ef_construction"] == 64 and reread["max_neighbors"] == 12
+    assert reread["batch_size"] == 50 and reread["sync_threshold"] == 500 and reread["resize_factor"] == 1.5
+    assert col2.configuration["hnsw"]["space"] == "l2"  # default
+
+
+@pytest.mark.parametrize(
+    "configuration,message",
+    [
+        ({"hnsw": {"space": "hamming"}}, "space"),
+        ({"hnsw": {"ef_search": 0}}, "ef_search"),
+        ({"hnsw": {"max_neighbors": -1}}, "max_neighbors"),
+        ({"hnsw": {"resize_factor": 1.0}}, "resize_factor"),
+        ({"hnsw": {"bogus": 1}}, "bogus"),
+        ({"nope": {}}, "nope"),
+    ],
+)
+def test_bad_configuration(client, configuration, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        client.create_collection("bad", embedding_function=None, configuration=configuration)
+    assert client.count_collections() == 0
+
+
+def test_modify_configuration(client, data):
+    X, Q = data
+    col = client.create_collection("mod", embedding_function=None)
+    col.add(ids=[str(i) for i in range(len(X))], embeddings=X)
+    col.modify(configuration={"hnsw": {"ef_search": 33, "num_threads": 1}})
+    assert col.configuration["hnsw"]["ef_search"] == 33
+    assert client.get_collection("mod").configuration["hnsw"]["ef_search"] == 33
+    with pytest.raises(InvalidArgumentError, match="cannot change after creation"):
+        col.modify(configuration={"hnsw": {"space": "cosine"}})
+    with pytest.raises(InvalidArgumentError, match="configuration"):
+        col.modify(metadata={"hnsw:space": "cosine"})
+    assert col.query(query_embeddings=Q[:1], n_results=3)["ids"][0]
+
+
+def test_filtered_query_is_exact_top_k(client, monkeypatch):
+    """A filtered query returns the true top-k of the filtered set, never fewer than exist."""
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 50)
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(2000, 12)).astype(np.float32)
+    tags = rng.integers(0, 10, size=len(X))
+    col = client.create_collection("filtered", embedding_function=None)
+    col.add(ids=[str(i) for i in range(len(X))], embeddings=X, metadatas=[{"tag": f"t{t}"} for t in tags])
+    for q in rng.normal(size=(5, 12)).astype(np.float32):
+        res = col.query(query_embeddings=[q], n_results=10, where={"tag": "t3"})
+        members = np.flatnonzero(tags == 3)
+        expected = members[np.argsort(((X[members] - q) ** 2).sum(axis=1))[:10]]
+        assert [int(i) for i in res["ids"][0]] == expected.tolist()
+    # broad filters go through HNSW with a membership test and still fill n_results
+    res = col.query(query_embeddings=X[:1], n_results=50, where={"tag": {"$ne": "t0"}})
+    assert len(res["ids"][0]) == 50 and all(tags[int(i)] != 0 for i in res["ids"][0])
+
+
+def test_n_results_at_least_live_count_returns_everything(client, monkeypatch):
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 5)
+    X = np.random.default_rng(1).normal(size=(60, 4)).astype(np.float32)
+    col = client.create_collection("all", embedding_function=None)
+    col.add(ids=[str(i) for i in range(60)], embeddings=X)
+    col.delete(ids=[str(i) for i in range(0, 60, 3)])
+    res = col.query(query_embeddings=X[:2], n_results=1000)
+    assert all(sorted(map(int, ids)) == [i for i in range(60) if i % 3] for ids in res["ids"])

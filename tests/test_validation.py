@@ -1,0 +1,161 @@
+"""Bad input gets an error naming the value and the fix, and nothing is written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval import DimensionMismatchError, DuplicateIDError, InvalidArgumentError
+from retrieval.validation import MAX_BATCH_SIZE
+
+
+@pytest.fixture
+def seeded(collection):
+    collection.add(ids=["seed"], embeddings=[[1.0, 2.0, 3.0]], metadatas=[{"k": 1}], documents=["seed doc"])
+    return collection
+
+
+def snapshot(col):
+    return col.get(include=["embeddings", "metadatas", "documents", "uris"])
+
+
+def assert_unchanged(col, before):
+    after = snapshot(col)
+    assert after["ids"] == before["ids"]
+    np.testing.assert_array_equal(after["embeddings"], before["embeddings"])
+    assert after["metadatas"] == before["metadatas"] and after["documents"] == before["documents"]
+
+
+E3 = [[0.0, 0.0, 1.0]]
+
+BAD_WRITES = [
+    (dict(ids=["a", "a"], embeddings=E3 * 2), "duplicated: 'a'"),
+    (dict(ids=[], embeddings=[]), "non-empty"),
+    (dict(ids=[1], embeddings=E3), "must be strings"),
+    (dict(ids=[""], embeddings=E3), "non-empty strings"),
+    (dict(ids=["a"], embeddings=[[np.nan, 0.0, 0.0]]), "NaN or infinity"),
+    (dict(ids=["a"], embeddings=[[np.inf, 0.0, 0.0]]), "NaN or infinity"),
+    (dict(ids=["a"], embeddings=[[1.0, 2.0]]), "stores 3-d vectors; got 2-d"),
+    (dict(ids=["a", "b"], embeddings=E3), "got 1 embeddings for 2 ids"),
+    (dict(ids=["a"], embeddings=E3, documents=["x", "y"]), "got 2 documents for 1 ids"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{}]), "empty dict"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{"n": {"x": 1}}]), "nested"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{"l": []}]), "empty list"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{"l": [1, "x"]}]), "must all be str"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{"f": float("nan")}]), "not finite"),
+    (dict(ids=["a"], embeddings=E3, documents=[5]), "must be a string"),
+    (dict(ids=["a"], embeddings=[[1.0, 2.0, 3.0], [1.0]]), "equal-length|numeric vectors of one length"),
+    (dict(ids=["a"], embeddings=[["x", "y", "z"]]), "numeric"),
+    (dict(ids=["a"]), "needs embeddings"),
+    (dict(ids=["a"], documents=["no embedding function"]), "no embedding function"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", BAD_WRITES)
+@pytest.mark.parametrize("verb", ["add", "upsert"])
+def test_bad_writes_are_rejected_and_write_nothing(seeded, verb, kwargs, message):
+    before = snapshot(seeded)
+    with pytest.raises(InvalidArgumentError, match=message):
+        getattr(seeded, verb)(**kwargs)
+    assert_unchanged(seeded, before)
+
+
+def test_none_metadata_value_only_in_update_and_upsert(seeded):
+    with pytest.raises(InvalidArgumentError, match="None deletes a key only in update/upsert"):
+        seeded.add(ids=["a"], embeddings=E3, metadatas=[{"n": None}])
+    assert seeded.count() == 1
+    seeded.upsert(ids=["a"], embeddings=E3, metadatas=[{"n": None, "m": 1}])  # None drops the key
+    assert seeded.get(ids=["a"])["metadatas"] == [{"m": 1}]
+
+
+def test_error_classes_subclass_builtins(seeded):
+    with pytest.raises(DuplicateIDError):
+        seeded.add(ids=["x", "x"], embeddings=E3 * 2)
+    with pytest.raises(DimensionMismatchError, match="did the embedding function change"):
+        seeded.add(ids=["x"], embeddings=[[1.0]])
+    with pytest.raises(ValueError):
+        seeded.add(ids=["x"], embeddings=[[1.0]])
+
+
+def test_batch_above_max_batch_size(seeded, client):
+    assert client.get_max_batch_size() == MAX_BATCH_SIZE
+    ids = [str(i) for i in range(MAX_BATCH_SIZE + 1)]
+    with pytest.raises(InvalidArgumentError, match="max batch size"):
+        seeded.add(ids=ids, embeddings=np.zeros((len(ids), 3), dtype=np.float32))
+    assert seeded.count() == 1
+
+
+def test_bad_update_writes_nothing(seeded):
+    before = snapshot(seeded)
+    with pytest.raises(InvalidArgumentError):
+        seeded.update(ids=["seed"], embeddings=[[1.0, 2.0]])
+    with pytest.raises(InvalidArgumentError):
+        seeded.update(ids=["seed", "seed"], metadatas=[{"a": 1}, {"a": 2}])
+    with pytest.raises(InvalidArgumentError):
+        seeded.update(ids=["seed"], metadatas=[{"a": {"nested": 1}}])
+    assert_unchanged(seeded, before)
+
+
+@pytest.mark.parametrize(
+    "where,message",
+    [
+        ({"k": {"$gtt": 1}}, "gtt"),
+        ({"k": {"$in": []}}, r"\$in"),
+        ({"k": {"$gt": "a"}}, r"\$gt"),
+        ({"$and": []}, r"\$and"),
+        ({"a": 1, "b": 2}, r"\$and"),
+        ({"k": {"$eq": [1, 2]}}, "eq"),
+    ],
+)
+def test_bad_where(seeded, where, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        seeded.get(where=where)
+    with pytest.raises(InvalidArgumentError, match=message):
+        seeded.query(query_embeddings=E3, where=where)
+    with pytest.raises(InvalidArgumentError, match=message):
+        seeded.delete(where=where)
+    assert seeded.count() == 1
+
+
+@pytest.mark.parametrize(
+    "where_document",
+    [{"$contains": ""}, {"$regex": ""}, {"$and": []}, {"$unknown": "x"}, {"$regex": "(unclosed"}, {"$contains": 5}],
+)
+def test_bad_where_document(seeded, where_document):
+    with pytest.raises(InvalidArgumentError):
+        seeded.get(where_document=where_document)
+    with pytest.raises(InvalidArgumentError):
+        seeded.delete(where_document=where_document)
+    assert seeded.count() == 1
+
+
+@pytest.mark.parametrize("n_results", [0, -1, 1.5, "3", True])
+def test_bad_n_results(seeded, n_results):
+    with pytest.raises(InvalidArgumentError, match="n_results"):
+        seeded.query(query_embeddings=E3, n_results=n_results)
+
+
+@pytest.mark.parametrize("include", [["nope"], ["ids"], "documents", ["distances"]])
+def test_bad_include(seeded, include):
+    with pytest.raises(InvalidArgumentError, match="include"):
+        seeded.get(include=include)
+
+
+def test_bad_query_inputs(seeded):
+    with pytest.raises(InvalidArgumentError, match="exactly one"):
+        seeded.query()
+    with pytest.raises(InvalidArgumentError, match="exactly one"):
+        seeded.query(query_embeddings=E3, query_texts=["x"])
+    with pytest.raises(DimensionMismatchError):
+        seeded.query(query_embeddings=[[1.0, 2.0]])
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        seeded.query(query_embeddings=[[np.nan, 1.0, 1.0]])
+    with pytest.raises(InvalidArgumentError, match="no embedding function"):
+        seeded.query(query_texts=["hello"])
+
+
+def test_bad_limit_offset(seeded):
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        seeded.get(limit=-1)
+    with pytest.raises(InvalidArgumentError, match="offset"):
+        seeded.get(offset=-2)
