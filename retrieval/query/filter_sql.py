@@ -37,7 +37,7 @@ __all__ = [
     "metadata_index_rows", "register_sql_functions",
 ]
 
-TAGS = {"str": 1, "number": 2, "bool": 2}
+TAGS = {"str": 1, "number": 2, "bool": 3}
 LIST_ELEMENT = 8
 
 # Run with ``executescript`` (it holds several statements).

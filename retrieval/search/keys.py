@@ -74,12 +74,16 @@ class Key:
     def __hash__(self) -> int:
         return hash(("Key", self.name))
 
-    # Comparisons build filters, so a Key is not comparable to another Key by ``==``;
-    # compare ``.name`` instead.
+    # Comparing with a value builds a filter. Comparing two keys is a plain bool, so keys
+    # work in sets and dicts (a field-to-field filter does not exist anyway).
     def __eq__(self, value: Any) -> Comparison:  # type: ignore[override]
+        if isinstance(value, Key):
+            return self.name == value.name  # type: ignore[return-value]
         return Comparison(self.name, "$eq", value)
 
     def __ne__(self, value: Any) -> Comparison:  # type: ignore[override]
+        if isinstance(value, Key):
+            return self.name != value.name  # type: ignore[return-value]
         return Comparison(self.name, "$ne", value)
 
     def __gt__(self, value: Any) -> Comparison:

@@ -98,7 +98,9 @@ class Select:
         names = _key_tuple(keys, "select key")
         for name in names:
             if name.startswith("#") and name not in SPECIAL_KEYS:
-                raise InvalidArgumentError(f"cannot select unknown key {name!r}; special keys are {sorted(SPECIAL_KEYS)}")
+                raise InvalidArgumentError(
+                    f"cannot select unknown key {name!r}; special keys are {sorted(SPECIAL_KEYS)}"
+                )
         object.__setattr__(self, "keys", names)
 
     def to_dict(self) -> dict[str, Any]:
@@ -342,7 +344,9 @@ def _where(where: Any) -> Where | None:
         return where
     if isinstance(where, Mapping):
         return None if not where else Where.from_dict(where)
-    raise InvalidArgumentError(f"where must be a filter (K(...) == ...), a where dict or None; got {type(where).__name__}")
+    raise InvalidArgumentError(
+        f"where must be a filter (K(...) == ...), a where dict or None; got {type(where).__name__}"
+    )
 
 
 def _rank(rank: Any) -> Rank | None:

@@ -119,7 +119,8 @@ def _image(image: Any, where: str) -> np.ndarray:
     try:
         return to_rgb_uint8(image)
     except UnsupportedInputError as exc:
-        raise InvalidArgumentError(f"{where}: {exc}") from exc
+        hint = " (a 2-d or 3-d array is read as an image; pass a dense vector as a 1-d array)"
+        raise InvalidArgumentError(f"{where}: {exc}{hint}") from exc
 
 
 def _from_wire_dict(data: Mapping[str, Any], where: str) -> Any:
@@ -140,7 +141,9 @@ def _from_wire_dict(data: Mapping[str, Any], where: str) -> Any:
 def _image_from_wire(data: Mapping[str, Any], where: str) -> np.ndarray:
     expected = {TYPE_KEY, "dtype", "shape", "data"}
     if set(data) != expected:
-        raise InvalidArgumentError(f"{where}: an image query needs exactly the keys {sorted(expected)}; got {sorted(data)}")
+        raise InvalidArgumentError(
+            f"{where}: an image query needs exactly the keys {sorted(expected)}; got {sorted(map(str, data))}"
+        )
     shape = data["shape"]
     if data["dtype"] != "uint8":
         raise InvalidArgumentError(f"{where}: image dtype must be 'uint8'; got {data['dtype']!r}")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.errors import InvalidArgumentError
-from retrieval.search.rank import Knn, KnnValues, Number, Rank, _number, _wrap_checked
+from retrieval.search.rank import KnnValues, Number, Rank, _number, _wrap_checked
 
 __all__ = ["Rrf"]
 
@@ -31,6 +31,7 @@ class Rrf(Rank):
         normalize: Divide the weights by their sum (which must then be > 0).
 
     Example:
+        >>> from retrieval.search.rank import Knn
         >>> dense = Knn(query=[0.1, 0.2], return_rank=True, default=100)
         >>> sparse = Knn(query="E-4012", key="bm25", return_rank=True, default=100)
         >>> Rrf([dense, sparse], weights=[3, 1], normalize=True).weights_used

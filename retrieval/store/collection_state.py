@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,6 +28,7 @@ COMPACT_DELETED_FRACTION = 0.25
 # Checkpoint when the un-checkpointed oplog reaches this fraction of the index (and at least
 # sync_threshold): bounded replay on a crash, amortised O(1) checkpoint cost per write.
 CHECKPOINT_BACKLOG_FRACTION = 0.2
+FILTER_CACHE_ENTRIES = 64
 
 
 def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
@@ -48,6 +51,35 @@ class CollectionState:
         self._matrix: VectorMatrix | None = None
         self.applied_seq = 0  # newest oplog entry reflected in self._index
         self.backlog = 0  # oplog entries since the last checkpoint
+        self._count: int | None = None
+        # Filter cache: label sets of recent filters, valid until the next write (like a search
+        # engine's filter cache; repeated filters such as a category page skip SQL entirely).
+        self._filter_cache: OrderedDict[Any, np.ndarray] = OrderedDict()
+
+    # ------------------------------------------------------------------ counts and filters
+
+    def count(self) -> int:
+        if self._count is None:
+            with self.db.reading() as conn:
+                self._count = conn.execute(
+                    "SELECT COUNT(*) FROM records WHERE collection_id = ?", (self.collection_id,)
+                ).fetchone()[0]
+        return self._count
+
+    def cached_labels(self, key: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """Labels matching a filter, from the cache when no write happened since."""
+        try:
+            hit = self._filter_cache.get(key)
+        except TypeError:  # an unhashable filter value: just compute it
+            return compute()
+        if hit is not None:
+            self._filter_cache.move_to_end(key)
+            return hit
+        labels = compute()
+        self._filter_cache[key] = labels
+        if len(self._filter_cache) > FILTER_CACHE_ENTRIES:
+            self._filter_cache.popitem(last=False)
+        return labels
 
     @property
     def durable(self) -> bool:
@@ -135,8 +167,13 @@ class CollectionState:
         if self.dimension is not None:
             self.index()
 
-    def apply(self, upserted: np.ndarray, vectors: np.ndarray | None, removed: list[int], last_seq: int) -> None:
+    def apply(
+        self, upserted: np.ndarray, vectors: np.ndarray | None, removed: list[int], last_seq: int, count_delta: int
+    ) -> None:
         """Reflect a committed write in the caches. On failure, drop them: they reload from SQLite."""
+        self._filter_cache.clear()
+        if self._count is not None:
+            self._count += count_delta
         try:
             if self._matrix is not None:
                 if len(upserted):
@@ -190,6 +227,8 @@ class CollectionState:
     def drop_caches(self) -> None:
         self._index = None
         self._matrix = None
+        self._count = None
+        self._filter_cache.clear()
         self.backlog = 0
 
     def destroy(self) -> None:

@@ -204,7 +204,7 @@ class Engine(Reader):
                 positions = new_positions + changed_positions
                 last_seq = _log(conn, record.id, labels, state.durable)
             vectors = batch.embeddings[positions] if len(positions) else None
-            state.apply(labels, vectors, [], last_seq)
+            state.apply(labels, vectors, [], last_seq, count_delta=len(new_positions))
             return len(new_positions) + len(old_positions)
 
     def delete(
@@ -222,12 +222,15 @@ class Engine(Reader):
                 conn.executemany(METADATA_INDEX_DELETE, [(label,) for label in labels])
                 conn.execute("DELETE FROM sparse_index WHERE label IN (SELECT value FROM json_each(?))", (param,))
                 last_seq = _log(conn, record.id, np.asarray(labels), state.durable)
-            state.apply(np.zeros(0, dtype=np.int64), None, labels, last_seq)
+            state.apply(np.zeros(0, dtype=np.int64), None, labels, last_seq, count_delta=-len(labels))
             return len(labels)
 
     def _select_labels(self, conn, collection_id: str, ids, where, where_document) -> list[int]:
         sql, params = compile_filter(where, where_document)
-        query = f"SELECT r.label FROM records r WHERE r.collection_id = ? AND ({sql})"
+        # A filter that is one positive metadata lookup drives the query from the metadata index;
+        # `+` keeps SQLite from scanning the whole collection through its id index instead.
+        scope = "+r.collection_id" if sql.startswith("r.label IN (") else "r.collection_id"
+        query = f"SELECT r.label FROM records r WHERE {scope} = ? AND ({sql})"
         args: list[Any] = [collection_id, *params]
         if ids is None:
             return [row[0] for row in conn.execute(query, args)]

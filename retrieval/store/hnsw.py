@@ -109,7 +109,8 @@ class HnswIndex:
     def search(self, queries: np.ndarray, k: int, filter_fn=None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k; raises RuntimeError when hnswlib cannot find k results."""
         self.index.set_ef(max(self.config.ef_search, k))
-        threads = 1 if filter_fn is not None else self.config.num_threads
+        # hnswlib starts threads per call: worth it for batches, pure overhead for one query.
+        threads = 1 if filter_fn is not None or len(queries) < 4 * self.config.num_threads else self.config.num_threads
         labels, dist = self.index.knn_query(
             np.asarray(queries, dtype=np.float32), k=k, num_threads=threads, filter=filter_fn
         )

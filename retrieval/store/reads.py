@@ -54,8 +54,9 @@ class Reader:
     """Mixin of the engine's read verbs; needs ``self.db`` and ``self.state(record)``."""
 
     def count(self, record: CollectionRecord) -> int:
-        with self.db.reading() as conn:
-            return conn.execute("SELECT COUNT(*) FROM records WHERE collection_id = ?", (record.id,)).fetchone()[0]
+        state = self.state(record)
+        with state.lock:
+            return state.count()
 
     def get(
         self,
@@ -106,11 +107,15 @@ class Reader:
             check_dimension(queries, state.dimension, record.name, what="query embeddings")
             candidates = None
             if ids is not None or where is not None or where_document is not None:
-                with self.db.reading() as conn:
-                    candidates = np.asarray(
-                        self._select_labels(conn, record.id, ids, where, where_document), dtype=np.int64
-                    )
-            labels, distances = _nearest(state, queries, n_results, candidates, self.count(record))
+
+                def select() -> np.ndarray:
+                    with self.db.reading() as conn:
+                        found = self._select_labels(conn, record.id, ids, where, where_document)
+                    return np.asarray(found, dtype=np.int64)
+
+                key = (None if ids is None else tuple(ids), where, where_document)
+                candidates = state.cached_labels(key, select)
+            labels, distances = _nearest(state, queries, n_results, candidates, state.count())
         flat = sorted({int(l) for row in labels for l in row})
         with self.db.reading() as conn:
             found = self._rows(

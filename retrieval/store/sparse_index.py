@@ -1,0 +1,159 @@
+"""An inverted index of sparse vectors in SQLite, and exact top-k search over it.
+
+One row per (collection, key, term, label) in ``sparse_postings``; one row per indexed
+vector in ``sparse_docs`` (so the document count for IDF is cheap and counts vectors that
+have no terms). Both are keyed for the two access paths: term lookups
+(``WITHOUT ROWID`` primary key, clustered by term) and deleting a record by label.
+
+Search is term-at-a-time: fetch the postings of the query's terms, accumulate
+``sum(query_weight * [idf] * doc_weight)`` per label, keep the best ``limit``. Scores are
+returned as distances (``-score``, ascending) because the Search API ranks lower first.
+With ``idf=True`` each query weight is multiplied by BM25's IDF,
+``ln(1 + (N - df + 0.5) / (df + 0.5))``, from the index's own document frequencies.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import sqlite3
+from collections.abc import Iterable
+
+from embedders.sparse import SparseVector
+
+__all__ = [
+    "DELETE_SPARSE_COLLECTION_SQL",
+    "DELETE_SPARSE_DOC_SQL",
+    "DELETE_SPARSE_POSTINGS_SQL",
+    "INSERT_SPARSE_DOC_SQL",
+    "INSERT_SPARSE_POSTING_SQL",
+    "SPARSE_INDEX_DDL",
+    "bm25_idf",
+    "delete_sparse",
+    "insert_sparse",
+    "sparse_doc_count",
+    "sparse_knn",
+    "sparse_rows",
+]
+
+SPARSE_INDEX_DDL = """
+CREATE TABLE IF NOT EXISTS sparse_postings (
+    collection_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    term INTEGER NOT NULL,
+    label INTEGER NOT NULL,
+    weight REAL NOT NULL,
+    PRIMARY KEY (collection_id, key, term, label)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sparse_postings_by_label ON sparse_postings (collection_id, key, label);
+CREATE TABLE IF NOT EXISTS sparse_docs (
+    collection_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    PRIMARY KEY (collection_id, key, label)
+) WITHOUT ROWID;
+"""
+
+# Parameters: rows from sparse_rows(...).
+INSERT_SPARSE_POSTING_SQL = (
+    "INSERT OR REPLACE INTO sparse_postings (collection_id, key, term, label, weight) VALUES (?, ?, ?, ?, ?)"
+)
+# Parameters: (collection_id, key, label).
+INSERT_SPARSE_DOC_SQL = "INSERT OR REPLACE INTO sparse_docs (collection_id, key, label) VALUES (?, ?, ?)"
+# Parameters: (collection_id, key, label).
+DELETE_SPARSE_POSTINGS_SQL = "DELETE FROM sparse_postings WHERE collection_id = ? AND key = ? AND label = ?"
+DELETE_SPARSE_DOC_SQL = "DELETE FROM sparse_docs WHERE collection_id = ? AND key = ? AND label = ?"
+# Parameters: (collection_id,). Run for both tables when a collection is dropped.
+DELETE_SPARSE_COLLECTION_SQL = (
+    "DELETE FROM sparse_postings WHERE collection_id = ?",
+    "DELETE FROM sparse_docs WHERE collection_id = ?",
+)
+
+_CHUNK = 500  # query terms per statement: well under SQLite's bound-parameter limit
+
+
+def sparse_rows(collection_id: str, key: str, label: int, vec: SparseVector) -> list[tuple[str, str, int, int, float]]:
+    """The ``sparse_postings`` rows of one vector (zero weights are not stored).
+
+    Example:
+        >>> sparse_rows("c1", "bm25", 7, SparseVector([3, 9], [0.5, 0.0]))
+        [('c1', 'bm25', 3, 7, 0.5)]
+    """
+    return [(collection_id, key, term, label, weight) for term, weight in zip(vec.indices, vec.values) if weight != 0.0]
+
+
+def insert_sparse(conn: sqlite3.Connection, collection_id: str, key: str, label: int, vec: SparseVector) -> None:
+    """Index ``vec`` under ``label``, replacing what the label had (call inside a transaction)."""
+    delete_sparse(conn, collection_id, key, [label])
+    conn.executemany(INSERT_SPARSE_POSTING_SQL, sparse_rows(collection_id, key, label, vec))
+    conn.execute(INSERT_SPARSE_DOC_SQL, (collection_id, key, label))
+
+
+def delete_sparse(conn: sqlite3.Connection, collection_id: str, key: str, labels: Iterable[int]) -> None:
+    """Remove the vectors of ``labels`` (call inside a transaction)."""
+    params = [(collection_id, key, label) for label in labels]
+    conn.executemany(DELETE_SPARSE_POSTINGS_SQL, params)
+    conn.executemany(DELETE_SPARSE_DOC_SQL, params)
+
+
+def sparse_doc_count(conn: sqlite3.Connection, collection_id: str, key: str) -> int:
+    """How many vectors are indexed under ``key`` (BM25's N)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM sparse_docs WHERE collection_id = ? AND key = ?", (collection_id, key)
+    ).fetchone()
+    return int(row[0])
+
+
+def bm25_idf(n_docs: int, df: int) -> float:
+    """BM25's IDF, ``ln(1 + (N - df + 0.5) / (df + 0.5))``: positive for any df <= N."""
+    return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+
+
+def sparse_knn(
+    conn: sqlite3.Connection,
+    collection_id: str,
+    key: str,
+    query: SparseVector,
+    limit: int,
+    candidate_labels: set[int] | None = None,
+    idf: bool = False,
+) -> list[tuple[int, float]]:
+    """The best ``limit`` (label, distance) pairs, distance ascending (``-score``; ties by label).
+
+    Only labels sharing at least one term with ``query`` are returned. ``candidate_labels``
+    restricts the result (e.g. to the records a filter matched); IDF always counts the
+    whole index.
+
+    Example:
+        >>> conn = sqlite3.connect(":memory:"); conn.executescript(SPARSE_INDEX_DDL) and None
+        >>> insert_sparse(conn, "c", "k", 1, SparseVector([5], [2.0]))
+        >>> insert_sparse(conn, "c", "k", 2, SparseVector([5, 6], [1.0, 1.0]))
+        >>> sparse_knn(conn, "c", "k", SparseVector([5, 6], [1.0, 3.0]), limit=5)
+        [(2, -4.0), (1, -2.0)]
+    """
+    if limit <= 0 or len(query) == 0:
+        return []
+    weights = {t: w for t, w in zip(query.indices, query.values) if w != 0.0}
+    postings: dict[int, list[tuple[int, float]]] = {t: [] for t in weights}
+    terms = list(weights)
+    for start in range(0, len(terms), _CHUNK):
+        chunk = terms[start : start + _CHUNK]
+        rows = conn.execute(
+            "SELECT term, label, weight FROM sparse_postings WHERE collection_id = ? AND key = ? "
+            f"AND term IN ({','.join('?' * len(chunk))})",
+            (collection_id, key, *chunk),
+        )
+        for term, label, weight in rows:
+            postings[term].append((label, weight))
+    if idf:
+        n_docs = sparse_doc_count(conn, collection_id, key)
+        for term, plist in postings.items():
+            weights[term] *= bm25_idf(n_docs, len(plist))
+    scores: dict[int, float] = {}
+    for term, plist in postings.items():
+        qw = weights[term]
+        for label, weight in plist:
+            if candidate_labels is None or label in candidate_labels:
+                scores[label] = scores.get(label, 0.0) + qw * weight
+    best = heapq.nsmallest(limit, ((-s, label) for label, s in scores.items()))
+    return [(label, distance) for distance, label in best]
