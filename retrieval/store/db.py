@@ -17,10 +17,7 @@ from typing import Iterable, Iterator
 
 from retrieval.errors import InternalError, PersistPathLockedError
 from retrieval.query.filter_sql import METADATA_INDEX_DDL, register_sql_functions
-try:  # TEMP until sparse_index lands
-    from retrieval.store.sparse_index import SPARSE_INDEX_DDL
-except ImportError:
-    SPARSE_INDEX_DDL = 'CREATE TABLE IF NOT EXISTS sparse_index (collection_id TEXT, label INTEGER);'
+from retrieval.store.sparse_index import SPARSE_INDEX_DDL
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "retrieval.sqlite3"

@@ -220,7 +220,6 @@ class Engine(Reader):
                 param = json.dumps(labels)
                 conn.execute("DELETE FROM records WHERE label IN (SELECT value FROM json_each(?))", (param,))
                 conn.executemany(METADATA_INDEX_DELETE, [(label,) for label in labels])
-                conn.execute("DELETE FROM sparse_index WHERE label IN (SELECT value FROM json_each(?))", (param,))
                 last_seq = _log(conn, record.id, np.asarray(labels), state.durable)
             state.apply(np.zeros(0, dtype=np.int64), None, labels, last_seq, count_delta=-len(labels))
             return len(labels)
@@ -289,7 +288,6 @@ def _collection(row) -> CollectionRecord:
 def _delete_collection_rows(conn, collection_id: str) -> None:
     labels = "SELECT label FROM records WHERE collection_id = ?"
     conn.execute(f"DELETE FROM metadata_index WHERE label IN ({labels})", (collection_id,))
-    conn.execute("DELETE FROM sparse_index WHERE collection_id = ?", (collection_id,))
     conn.execute("DELETE FROM records WHERE collection_id = ?", (collection_id,))
     conn.execute("DELETE FROM oplog WHERE collection_id = ?", (collection_id,))
     conn.execute("DELETE FROM collections WHERE id = ?", (collection_id,))

@@ -1,9 +1,11 @@
 """An inverted index of sparse vectors in SQLite, and exact top-k search over it.
 
-One row per (collection, key, term, label) in ``sparse_postings``; one row per indexed
-vector in ``sparse_docs`` (so the document count for IDF is cheap and counts vectors that
-have no terms). Both are keyed for the two access paths: term lookups
-(``WITHOUT ROWID`` primary key, clustered by term) and deleting a record by label.
+One table, ``sparse_index``: a row per (collection, key, term, label) holding the weight,
+plus one marker row per indexed vector with ``term = -1`` (real terms are >= 0), so the
+document count that IDF needs is a cheap index range count, and deleting a record's rows by
+``label`` (or a collection's by ``collection_id``) removes its marker too. The primary key
+(``WITHOUT ROWID``, clustered by term) serves term lookups; ``sparse_index_by_label`` serves
+deletes by label. Labels are the records table's never-reused integer labels.
 
 Search is term-at-a-time: fetch the postings of the query's terms, accumulate
 ``sum(query_weight * [idf] * doc_weight)`` per label, keep the best ``limit``. Scores are
@@ -22,12 +24,11 @@ from collections.abc import Iterable
 from embedders.sparse import SparseVector
 
 __all__ = [
-    "DELETE_SPARSE_COLLECTION_SQL",
-    "DELETE_SPARSE_DOC_SQL",
-    "DELETE_SPARSE_POSTINGS_SQL",
-    "INSERT_SPARSE_DOC_SQL",
-    "INSERT_SPARSE_POSTING_SQL",
+    "DOC_MARKER_TERM",
     "SPARSE_INDEX_DDL",
+    "SPARSE_INDEX_DELETE_COLLECTION",
+    "SPARSE_INDEX_DELETE_LABEL",
+    "SPARSE_INDEX_INSERT",
     "bm25_idf",
     "delete_sparse",
     "insert_sparse",
@@ -36,70 +37,61 @@ __all__ = [
     "sparse_rows",
 ]
 
+DOC_MARKER_TERM = -1
+
 SPARSE_INDEX_DDL = """
-CREATE TABLE IF NOT EXISTS sparse_postings (
+CREATE TABLE IF NOT EXISTS sparse_index (
     collection_id TEXT NOT NULL,
     key TEXT NOT NULL,
-    term INTEGER NOT NULL,
+    term INTEGER NOT NULL,          -- -1: one marker row per indexed vector (weight = its term count)
     label INTEGER NOT NULL,
     weight REAL NOT NULL,
     PRIMARY KEY (collection_id, key, term, label)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sparse_postings_by_label ON sparse_postings (collection_id, key, label);
-CREATE TABLE IF NOT EXISTS sparse_docs (
-    collection_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    label INTEGER NOT NULL,
-    PRIMARY KEY (collection_id, key, label)
-) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sparse_index_by_label ON sparse_index (label);
 """
 
-# Parameters: rows from sparse_rows(...).
-INSERT_SPARSE_POSTING_SQL = (
-    "INSERT OR REPLACE INTO sparse_postings (collection_id, key, term, label, weight) VALUES (?, ?, ?, ?, ?)"
+# Parameters: each row of sparse_rows(...).
+SPARSE_INDEX_INSERT = (
+    "INSERT OR REPLACE INTO sparse_index (collection_id, key, term, label, weight) VALUES (?, ?, ?, ?, ?)"
 )
-# Parameters: (collection_id, key, label).
-INSERT_SPARSE_DOC_SQL = "INSERT OR REPLACE INTO sparse_docs (collection_id, key, label) VALUES (?, ?, ?)"
-# Parameters: (collection_id, key, label).
-DELETE_SPARSE_POSTINGS_SQL = "DELETE FROM sparse_postings WHERE collection_id = ? AND key = ? AND label = ?"
-DELETE_SPARSE_DOC_SQL = "DELETE FROM sparse_docs WHERE collection_id = ? AND key = ? AND label = ?"
-# Parameters: (collection_id,). Run for both tables when a collection is dropped.
-DELETE_SPARSE_COLLECTION_SQL = (
-    "DELETE FROM sparse_postings WHERE collection_id = ?",
-    "DELETE FROM sparse_docs WHERE collection_id = ?",
-)
+# Parameters: (label,). Removes every key's vector of that record.
+SPARSE_INDEX_DELETE_LABEL = "DELETE FROM sparse_index WHERE label = ?"
+# Parameters: (collection_id,).
+SPARSE_INDEX_DELETE_COLLECTION = "DELETE FROM sparse_index WHERE collection_id = ?"
 
 _CHUNK = 500  # query terms per statement: well under SQLite's bound-parameter limit
 
 
 def sparse_rows(collection_id: str, key: str, label: int, vec: SparseVector) -> list[tuple[str, str, int, int, float]]:
-    """The ``sparse_postings`` rows of one vector (zero weights are not stored).
+    """The ``sparse_index`` rows of one vector: its marker row, then its non-zero weights.
 
     Example:
         >>> sparse_rows("c1", "bm25", 7, SparseVector([3, 9], [0.5, 0.0]))
-        [('c1', 'bm25', 3, 7, 0.5)]
+        [('c1', 'bm25', -1, 7, 1.0), ('c1', 'bm25', 3, 7, 0.5)]
     """
-    return [(collection_id, key, term, label, weight) for term, weight in zip(vec.indices, vec.values) if weight != 0.0]
+    postings = [
+        (collection_id, key, term, label, weight) for term, weight in zip(vec.indices, vec.values) if weight != 0.0
+    ]
+    return [(collection_id, key, DOC_MARKER_TERM, label, float(len(postings))), *postings]
 
 
 def insert_sparse(conn: sqlite3.Connection, collection_id: str, key: str, label: int, vec: SparseVector) -> None:
-    """Index ``vec`` under ``label``, replacing what the label had (call inside a transaction)."""
-    delete_sparse(conn, collection_id, key, [label])
-    conn.executemany(INSERT_SPARSE_POSTING_SQL, sparse_rows(collection_id, key, label, vec))
-    conn.execute(INSERT_SPARSE_DOC_SQL, (collection_id, key, label))
+    """Index ``vec`` under (``key``, ``label``), replacing what was there (call inside a transaction)."""
+    conn.execute("DELETE FROM sparse_index WHERE collection_id = ? AND key = ? AND label = ?", (collection_id, key, label))
+    conn.executemany(SPARSE_INDEX_INSERT, sparse_rows(collection_id, key, label, vec))
 
 
-def delete_sparse(conn: sqlite3.Connection, collection_id: str, key: str, labels: Iterable[int]) -> None:
-    """Remove the vectors of ``labels`` (call inside a transaction)."""
-    params = [(collection_id, key, label) for label in labels]
-    conn.executemany(DELETE_SPARSE_POSTINGS_SQL, params)
-    conn.executemany(DELETE_SPARSE_DOC_SQL, params)
+def delete_sparse(conn: sqlite3.Connection, labels: Iterable[int]) -> None:
+    """Remove every sparse vector of these records (call inside a transaction)."""
+    conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
 
 
 def sparse_doc_count(conn: sqlite3.Connection, collection_id: str, key: str) -> int:
-    """How many vectors are indexed under ``key`` (BM25's N)."""
+    """How many vectors are indexed under ``key`` (BM25's N), empty ones included."""
     row = conn.execute(
-        "SELECT COUNT(*) FROM sparse_docs WHERE collection_id = ? AND key = ?", (collection_id, key)
+        "SELECT COUNT(*) FROM sparse_index WHERE collection_id = ? AND key = ? AND term = ?",
+        (collection_id, key, DOC_MARKER_TERM),
     ).fetchone()
     return int(row[0])
 
@@ -125,7 +117,8 @@ def sparse_knn(
     whole index.
 
     Example:
-        >>> conn = sqlite3.connect(":memory:"); conn.executescript(SPARSE_INDEX_DDL) and None
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = conn.executescript(SPARSE_INDEX_DDL)
         >>> insert_sparse(conn, "c", "k", 1, SparseVector([5], [2.0]))
         >>> insert_sparse(conn, "c", "k", 2, SparseVector([5, 6], [1.0, 1.0]))
         >>> sparse_knn(conn, "c", "k", SparseVector([5, 6], [1.0, 3.0]), limit=5)
@@ -133,13 +126,13 @@ def sparse_knn(
     """
     if limit <= 0 or len(query) == 0:
         return []
-    weights = {t: w for t, w in zip(query.indices, query.values) if w != 0.0}
+    weights = {t: w for t, w in zip(query.indices, query.values) if w != 0.0}  # query terms are >= 0
     postings: dict[int, list[tuple[int, float]]] = {t: [] for t in weights}
     terms = list(weights)
     for start in range(0, len(terms), _CHUNK):
         chunk = terms[start : start + _CHUNK]
         rows = conn.execute(
-            "SELECT term, label, weight FROM sparse_postings WHERE collection_id = ? AND key = ? "
+            "SELECT term, label, weight FROM sparse_index WHERE collection_id = ? AND key = ? "
             f"AND term IN ({','.join('?' * len(chunk))})",
             (collection_id, key, *chunk),
         )
