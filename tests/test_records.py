@@ -209,3 +209,17 @@ def test_ne_and_nin_match_missing_keys(collection):
     assert collection.get(where={"k": {"$nin": [1, 2]}})["ids"] == ["c"]
     assert collection.get(where={"$or": [{"k": 1}, {"k": 2}]})["ids"] == ["a", "b"]
     assert collection.get(where={"$and": [{"k": {"$gte": 1}}, {"k": {"$lt": 2}}]})["ids"] == ["a"]
+
+
+def test_repeated_filters_stay_correct_across_writes_and_types(collection):
+    """Filtered queries reuse label sets until the next write; bool and int filters never mix."""
+    collection.add(ids=["zero", "false"], embeddings=[vec(1, 0), vec(0, 1)], metadatas=[{"a": 0}, {"a": False}])
+    q = [vec(1, 1)]
+    assert collection.query(query_embeddings=q, where={"a": 0})["ids"] == [["zero"]]
+    assert collection.query(query_embeddings=q, where={"a": False})["ids"] == [["false"]]
+    collection.add(ids=["zero2"], embeddings=[vec(1, 1)], metadatas=[{"a": 0}])
+    assert sorted(collection.query(query_embeddings=q, where={"a": 0})["ids"][0]) == ["zero", "zero2"]
+    collection.delete(ids=["zero"])
+    assert collection.query(query_embeddings=q, where={"a": 0})["ids"] == [["zero2"]]
+    collection.update(ids=["zero2"], metadatas=[{"a": 5}])
+    assert collection.query(query_embeddings=q, where={"a": 0})["ids"] == [[]]

@@ -113,7 +113,8 @@ class Reader:
                         found = self._select_labels(conn, record.id, ids, where, where_document)
                     return np.asarray(found, dtype=np.int64)
 
-                key = (None if ids is None else tuple(ids), where, where_document)
+                # repr, not the trees themselves: dataclass equality says False == 0.
+                key = (None if ids is None else tuple(ids), repr(where), repr(where_document))
                 candidates = state.cached_labels(key, select)
             labels, distances = _nearest(state, queries, n_results, candidates, state.count())
         flat = sorted({int(l) for row in labels for l in row})
