@@ -29,6 +29,7 @@ from retrieval.errors import (
     RetrievalError,
     UniqueConstraintError,
 )
+from retrieval.search import GroupBy, K, Key, Knn, Limit, MaxK, MinK, Rank, Rrf, Search, SearchResult, Select, Val
 from retrieval.settings import Settings
 from retrieval.types import GetResult, QueryResult
 
@@ -47,6 +48,19 @@ __all__ = [
     "PersistPathLockedError",
     "PersistentClient",
     "QueryResult",
+    "GroupBy",
+    "K",
+    "Key",
+    "Knn",
+    "Limit",
+    "MaxK",
+    "MinK",
+    "Rank",
+    "Rrf",
+    "Search",
+    "SearchResult",
+    "Select",
+    "Val",
     "RetrievalError",
     "Settings",
     "UniqueConstraintError",

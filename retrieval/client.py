@@ -6,6 +6,7 @@ one set of index caches, one path lock); the engine closes when the last client 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -16,7 +17,14 @@ from typing import Any
 from retrieval import embedding as emb
 from retrieval import validation as v
 from retrieval.collection import Collection
-from retrieval.config import CollectionConfig, HnswConfig, parse_configuration, split_legacy_metadata
+from retrieval.config import (
+    CollectionConfig,
+    ComponentSpec,
+    HnswConfig,
+    SparseConfig,
+    parse_configuration,
+    split_legacy_metadata,
+)
 from retrieval.errors import InvalidArgumentError, NotAllowedError
 from retrieval.settings import Settings
 from retrieval.store.engine import DEFAULT_DATABASE, DEFAULT_TENANT, Engine
@@ -159,13 +167,14 @@ class Client:
             hnsw=hnsw,
             embedding_function=emb.describe(embedding_function, "embedding_function", persist=persist_embedding_function),
             data_loader=emb.describe(data_loader, "data_loader", persist=persist_data_loader),
+            sparse=_sparse_config((configuration or {}).get("sparse")),
         )
         record, created = self._engine.create_collection(
             name, config, user_metadata, get_or_create=get_or_create, tenant=self.tenant, database=self.database
         )
         if not created:
             return self._open(record, embedding_function, data_loader, None)
-        return Collection(self, record, embedding_function, data_loader)
+        return Collection(self, record, embedding_function, data_loader, self._sparse(record, config))
 
     def get_collection(
         self,
@@ -216,7 +225,13 @@ class Client:
         config = CollectionConfig.from_json(record.configuration_json)
         ef = self._component(record, "embedding_function", embedding_function, config.embedding_function, ef_options)
         loader = self._component(record, "data_loader", data_loader, config.data_loader, loader_options)
-        return Collection(self, record, ef, loader)
+        return Collection(self, record, ef, loader, self._sparse(record, config))
+
+    def _sparse(self, record, config: CollectionConfig) -> tuple[str, Any] | None:
+        if config.sparse is None:
+            return None
+        ef = self._component(record, "embedding_function", UNSET, config.sparse.embedding_function, None)
+        return config.sparse.key, ef
 
     def _component(self, record, kind: str, given: Any, stored, options: dict | None) -> Any:
         """The embedding function or loader for an opened collection: given, or rebuilt once and cached."""
@@ -238,7 +253,27 @@ class Client:
                 f"modify(configuration=...) can change only 'hnsw' settings; got keys {sorted(configuration)}"
             )
         hnsw = config.hnsw.modified(parse_configuration(configuration))
-        return CollectionConfig(hnsw=hnsw, embedding_function=config.embedding_function, data_loader=config.data_loader)
+        return dataclasses.replace(config, hnsw=hnsw)
+
+
+def _sparse_config(value: Any) -> SparseConfig | None:
+    """``configuration={"sparse": {"key": "sparse_embedding", "embedding_function": BM25EmbeddingFunction()}}``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("key"), str) or not value["key"]:
+        raise InvalidArgumentError(
+            "configuration['sparse'] must be {'key': 'sparse_embedding', 'embedding_function': BM25EmbeddingFunction()}; "
+            f"got {value!r}"
+        )
+    if value["key"].startswith("#"):
+        raise InvalidArgumentError(f"sparse key {value['key']!r} must not start with '#' (reserved for built-in keys)")
+    if value.get("source_key", "#document") != "#document":
+        raise InvalidArgumentError("sparse vectors are computed from '#document' only; drop 'source_key'")
+    ef = value.get("embedding_function")
+    spec = ComponentSpec.from_dict(ef, "sparse embedding_function") if isinstance(ef, dict) else emb.describe(ef, "embedding_function")
+    if spec is None:
+        raise InvalidArgumentError("configuration['sparse'] needs an 'embedding_function' such as BM25EmbeddingFunction()")
+    return SparseConfig(key=value["key"], embedding_function=spec)
 
 
 def EphemeralClient(settings: Settings | None = None, tenant: str = DEFAULT_TENANT, database: str = DEFAULT_DATABASE) -> Client:

@@ -39,11 +39,19 @@ class Collection:
         1
     """
 
-    def __init__(self, client: Client, record: CollectionRecord, embedding_function: Any, data_loader: Any):
+    def __init__(
+        self,
+        client: Client,
+        record: CollectionRecord,
+        embedding_function: Any,
+        data_loader: Any,
+        sparse: tuple[str, Any] | None = None,
+    ):
         self._client = client
         self._record = record
         self._embedding_function = embedding_function
         self._data_loader = data_loader
+        self._sparse = sparse  # (Search API key, sparse embedding function) filled from documents
 
     # ------------------------------------------------------------- properties
 
@@ -256,7 +264,7 @@ class Collection:
                 )
             if not sources:
                 if mode == "update":
-                    return RecordBatch(ids=ids, metadatas=metadatas)
+                    return RecordBatch(ids=ids, metadatas=metadatas, uris=uris)
                 raise InvalidArgumentError(
                     f"{mode} needs embeddings, or documents, images or uris for the embedding function to embed"
                 )
@@ -266,7 +274,16 @@ class Collection:
                 documents = [None] * n
             if sources[0] != "uris":
                 uris = [None] * n
-        return RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris)
+        batch = RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris)
+        if self._sparse is not None and documents is not None:
+            key, sparse_ef = self._sparse
+            texts = [(p, d) for p, d in enumerate(documents) if d is not None]
+            vectors = list(sparse_ef([d for _, d in texts])) if texts else []
+            column: list[Any] = [None] * n
+            for (p, _), vector in zip(texts, vectors):
+                column[p] = vector
+            batch.sparse = {key: column}
+        return batch
 
     def _embed_records(self, source: str, values: list) -> np.ndarray:
         ef = self._require_embedding_function(source)

@@ -129,12 +129,35 @@ class ComponentSpec:
 
 
 @dataclass(frozen=True)
+class SparseConfig:
+    """A sparse vector index (e.g. BM25) filled from each record's document.
+
+    ``key`` is the name the Search API's ``Knn(key=...)`` uses (chromadb: a metadata key).
+    """
+
+    key: str
+    embedding_function: ComponentSpec
+    source_key: str = "#document"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "source_key": self.source_key, "embedding_function": self.embedding_function.to_dict()}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> SparseConfig | None:
+        if value is None:
+            return None
+        spec = ComponentSpec.from_dict(value.get("embedding_function"), "sparse embedding_function")
+        return cls(key=value["key"], embedding_function=spec, source_key=value.get("source_key", "#document"))
+
+
+@dataclass(frozen=True)
 class CollectionConfig:
     """Everything persisted about how a collection indexes and embeds."""
 
     hnsw: HnswConfig = field(default_factory=HnswConfig)
     embedding_function: ComponentSpec | None = None
     data_loader: ComponentSpec | None = None
+    sparse: SparseConfig | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -143,6 +166,7 @@ class CollectionConfig:
                 "hnsw": self.hnsw.to_dict(include_host=False),
                 "embedding_function": self.embedding_function.to_dict() if self.embedding_function else None,
                 "data_loader": self.data_loader.to_dict() if self.data_loader else None,
+                "sparse": self.sparse.to_dict() if self.sparse else None,
             },
             sort_keys=True,
         )
@@ -160,6 +184,7 @@ class CollectionConfig:
             hnsw=HnswConfig.from_dict(raw.get("hnsw")),
             embedding_function=ComponentSpec.from_dict(raw.get("embedding_function"), "embedding_function"),
             data_loader=ComponentSpec.from_dict(raw.get("data_loader"), "data_loader"),
+            sparse=SparseConfig.from_dict(raw.get("sparse")),
         )
 
     def to_public_dict(self) -> dict[str, Any]:
@@ -168,6 +193,7 @@ class CollectionConfig:
             "hnsw": self.hnsw.to_dict(),
             "embedding_function": self.embedding_function.to_dict() if self.embedding_function else None,
             "data_loader": self.data_loader.to_dict() if self.data_loader else None,
+            "sparse": self.sparse.to_dict() if self.sparse else None,
         }
 
 
@@ -201,7 +227,7 @@ def parse_configuration(configuration: Mapping[str, Any] | None) -> dict[str, An
         return {}
     if not isinstance(configuration, Mapping):
         raise InvalidArgumentError(f"configuration must be a dict like {{'hnsw': {{...}}}}; got {configuration!r}")
-    allowed = {"hnsw", "embedding_function", "data_loader", "spann"}
+    allowed = {"hnsw", "embedding_function", "data_loader", "spann", "sparse"}
     unknown = sorted(set(configuration) - allowed)
     if unknown:
         raise InvalidArgumentError(f"unknown configuration keys {unknown}; use {{'hnsw': {{...}}}}")

@@ -136,8 +136,8 @@ def _sorted(ranked: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
 
 
 def _group(ranked: list[tuple[str, float]], group: GroupBy, engine: SearchEngine) -> list[tuple[str, float]]:
-    needs_metadata = any(not k.startswith("#") for k in (*group.keys, *group.aggregate.keys))
-    records = engine.fetch([d for d, _ in ranked], {"metadata"}) if needs_metadata and ranked else {}
+    # Group keys are always metadata fields, so the candidates' metadata is always needed.
+    records = engine.fetch([d for d, _ in ranked], {"metadata"}) if ranked else {}
     groups: dict[tuple[Any, ...], list[tuple[str, float, dict]]] = {}
     for doc_id, score in ranked:
         metadata = (records.get(doc_id) or {}).get("metadata") or {}

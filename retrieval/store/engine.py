@@ -28,6 +28,13 @@ from retrieval.query.filter_sql import (
 from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import Database, id_chunks
 from retrieval.store.reads import Reader
+from retrieval.store.sparse_index import (
+    SPARSE_INDEX_DELETE_COLLECTION,
+    SPARSE_INDEX_DELETE_LABEL,
+    SPARSE_INDEX_INSERT,
+    sparse_knn,
+    sparse_rows,
+)
 from retrieval.types import CollectionRecord, RecordBatch
 from retrieval.validation import check_dimension
 
@@ -199,7 +206,7 @@ class Engine(Reader):
                     state.dimension = batch.embeddings.shape[1]
                     conn.execute("UPDATE collections SET dimension = ? WHERE id = ?", (state.dimension, record.id))
                 new_labels = _insert(conn, record.id, batch, new_positions)
-                changed_labels, changed_positions = _update(conn, batch, old_positions, existing)
+                changed_labels, changed_positions = _update(conn, record.id, batch, old_positions, existing)
                 labels = np.concatenate([new_labels, changed_labels]).astype(np.int64)
                 positions = new_positions + changed_positions
                 last_seq = _log(conn, record.id, labels, state.durable)
@@ -220,6 +227,7 @@ class Engine(Reader):
                 param = json.dumps(labels)
                 conn.execute("DELETE FROM records WHERE label IN (SELECT value FROM json_each(?))", (param,))
                 conn.executemany(METADATA_INDEX_DELETE, [(label,) for label in labels])
+                conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
                 last_seq = _log(conn, record.id, np.asarray(labels), state.durable)
             state.apply(np.zeros(0, dtype=np.int64), None, labels, last_seq, count_delta=-len(labels))
             return len(labels)
@@ -237,6 +245,25 @@ class Engine(Reader):
         for placeholders, chunk in id_chunks(ids):
             labels += [row[0] for row in conn.execute(f"{query} AND r.id IN ({placeholders})", args + chunk)]
         return labels
+
+    def sparse_query(
+        self, record: CollectionRecord, key: str, query: Any, limit: int, where: Any = None, where_document: Any = None
+    ) -> list[tuple[str, float]]:
+        """Top ``limit`` (id, -score) pairs of a sparse (BM25) index, scored with IDF."""
+        with self.db.reading() as conn:
+            candidates = None
+            if where is not None or where_document is not None:
+                candidates = set(self._select_labels(conn, record.id, None, where, where_document))
+            hits = sparse_knn(conn, record.id, key, query, limit, candidate_labels=candidates, idf=True)
+            if not hits:
+                return []
+            id_of = dict(
+                conn.execute(
+                    "SELECT label, id FROM records WHERE label IN (SELECT value FROM json_each(?))",
+                    (json.dumps([label for label, _ in hits]),),
+                ).fetchall()
+            )
+        return [(id_of[label], distance) for label, distance in hits if label in id_of]
 
     # --------------------------------------------------------------- lifecycle
 
@@ -288,6 +315,7 @@ def _collection(row) -> CollectionRecord:
 def _delete_collection_rows(conn, collection_id: str) -> None:
     labels = "SELECT label FROM records WHERE collection_id = ?"
     conn.execute(f"DELETE FROM metadata_index WHERE label IN ({labels})", (collection_id,))
+    conn.execute(SPARSE_INDEX_DELETE_COLLECTION, (collection_id,))
     conn.execute("DELETE FROM records WHERE collection_id = ?", (collection_id,))
     conn.execute("DELETE FROM oplog WHERE collection_id = ?", (collection_id,))
     conn.execute("DELETE FROM collections WHERE id = ?", (collection_id,))
@@ -335,11 +363,14 @@ def _insert(conn, collection_id: str, batch: RecordBatch, positions: list[int]) 
         rows,
     )
     conn.executemany(METADATA_INDEX_INSERT, meta_rows)
-    _write_sparse(conn, collection_id, batch, positions, labels)
+    if batch.sparse:
+        _write_sparse(conn, collection_id, batch, positions, labels)
     return labels
 
 
-def _update(conn, batch: RecordBatch, positions: list[int], existing: dict[str, tuple]) -> tuple[np.ndarray, list[int]]:
+def _update(
+    conn, collection_id: str, batch: RecordBatch, positions: list[int], existing: dict[str, tuple]
+) -> tuple[np.ndarray, list[int]]:
     """Apply update semantics to existing records; returns labels (and positions) whose vector changed."""
     changed_labels, changed_positions, rows, relabelled = [], [], [], []
     for p in positions:
@@ -363,22 +394,15 @@ def _update(conn, batch: RecordBatch, positions: list[int], existing: dict[str, 
         conn.executemany(
             METADATA_INDEX_INSERT, [row for label, meta in relabelled for row in metadata_index_rows(label, meta)]
         )
-    if batch.sparse:
-        labels = np.asarray([existing[batch.ids[p]][0] for p in positions], dtype=np.int64)
-        conn.execute(
-            "DELETE FROM sparse_index WHERE label IN (SELECT value FROM json_each(?))", (json.dumps(labels.tolist()),)
-        )
-        _write_sparse(conn, None, batch, positions, labels)
+    if batch.sparse and positions:
+        labels = [existing[batch.ids[p]][0] for p in positions]
+        conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
+        _write_sparse(conn, collection_id, batch, positions, np.asarray(labels, dtype=np.int64))
     return np.asarray(changed_labels, dtype=np.int64), changed_positions
 
 
-def _write_sparse(conn, collection_id, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
-    if not batch.sparse:
-        return
-    from retrieval.store.sparse_index import SPARSE_INDEX_INSERT, sparse_rows
-
-    if collection_id is None:
-        collection_id = conn.execute("SELECT collection_id FROM records WHERE label = ?", (int(labels[0]),)).fetchone()[0]
+def _write_sparse(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
+    """Index the batch's sparse vectors (one per record and key, None for none)."""
     rows = []
     for key, vectors in batch.sparse.items():
         for label, p in zip(labels.tolist(), positions):

@@ -78,7 +78,9 @@ def sparse_rows(collection_id: str, key: str, label: int, vec: SparseVector) -> 
 
 def insert_sparse(conn: sqlite3.Connection, collection_id: str, key: str, label: int, vec: SparseVector) -> None:
     """Index ``vec`` under (``key``, ``label``), replacing what was there (call inside a transaction)."""
-    conn.execute("DELETE FROM sparse_index WHERE collection_id = ? AND key = ? AND label = ?", (collection_id, key, label))
+    conn.execute(
+        "DELETE FROM sparse_index WHERE collection_id = ? AND key = ? AND label = ?", (collection_id, key, label)
+    )
     conn.executemany(SPARSE_INDEX_INSERT, sparse_rows(collection_id, key, label, vec))
 
 

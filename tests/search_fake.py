@@ -1,0 +1,111 @@
+"""A tiny exact ``SearchEngine`` for the Search API tests: brute force over a dict.
+
+Dense distance is squared L2; a sparse key scores ``-dot(query, record)``. Text queries are
+looked up in ``texts`` (a fixed text -> vector table). The where evaluator covers what the
+tests use; the real engine parses where dicts with ``retrieval.query``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from embedders.sparse import SparseVector
+from retrieval.errors import InvalidArgumentError
+
+
+class FakeEngine:
+    def __init__(self, records: dict[str, dict[str, Any]], texts: dict[str, list[float]] | None = None):
+        self.records = records  # insertion order = dict order
+        self.texts = texts or {}
+        self.calls: list[tuple[str, Any]] = []
+
+    # -- SearchEngine protocol
+    def knn(self, query: Any, *, key: str, limit: int, where: dict | None) -> list[tuple[str, float]]:
+        self.calls.append(("knn", key))
+        matching = [i for i, r in self.records.items() if _match(where, i, r)]
+        if key == "#embedding":
+            if isinstance(query, str):
+                query = self.texts[query]
+            if isinstance(query, SparseVector):
+                raise InvalidArgumentError("a sparse query needs a sparse key")
+            q = np.asarray(query, dtype=np.float64)
+            dist = []
+            for i in matching:
+                e = np.asarray(self.records[i]["embedding"], dtype=np.float64)
+                if e.shape != q.shape:
+                    raise InvalidArgumentError(f"dimension mismatch: {q.shape} vs {e.shape}")
+                dist.append((i, float(((e - q) ** 2).sum())))
+        else:
+            if not isinstance(query, SparseVector):
+                raise InvalidArgumentError(f"key {key!r} takes sparse queries")
+            dist = []
+            for i in matching:
+                vec = self.records[i].get("sparse", {}).get(key)
+                if vec is None:
+                    continue
+                score = vec.dot(query)
+                if score != 0:
+                    dist.append((i, -score))
+        dist.sort(key=lambda t: (t[1], t[0]))
+        return dist[:limit]
+
+    def scan(self, *, where: dict | None, limit: int | None, offset: int) -> list[str]:
+        self.calls.append(("scan", where))
+        ids = [i for i, r in self.records.items() if _match(where, i, r)]
+        return ids[offset:] if limit is None else ids[offset : offset + limit]
+
+    def fetch(self, ids: list[str], fields: set[str]) -> dict[str, dict]:
+        self.calls.append(("fetch", frozenset(fields)))
+        return {i: {f: self.records[i].get(f) for f in fields} for i in ids if i in self.records}
+
+
+def _match(where: dict | None, id_: str, record: dict[str, Any]) -> bool:
+    if where is None:
+        return True
+    (field, cond), = where.items()
+    if field == "$and":
+        return all(_match(w, id_, record) for w in cond)
+    if field == "$or":
+        return any(_match(w, id_, record) for w in cond)
+    (op, value), = cond.items()
+    if field == "#id":
+        actual: Any = id_
+    elif field == "#document":
+        actual = record.get("document") or ""
+    else:
+        actual = (record.get("metadata") or {}).get(field)
+    if op == "$contains":
+        return value in actual
+    if op == "$not_contains":
+        return value not in actual
+    if op == "$regex":
+        return re.search(value, actual) is not None
+    if op == "$in":
+        return actual in value
+    if op == "$nin":
+        return actual not in value
+    if op == "$ne":
+        return actual != value
+    if actual is None:
+        return False
+    return {
+        "$eq": lambda: actual == value,
+        "$gt": lambda: actual > value,
+        "$gte": lambda: actual >= value,
+        "$lt": lambda: actual < value,
+        "$lte": lambda: actual <= value,
+    }[op]()
+
+
+def five_records() -> dict[str, dict[str, Any]]:
+    """a..e at squared-L2 distances 0, 1, 4, 9, 16 from [0, 0] and 9, 4, 13, 0, 25 from [3, 0]."""
+    return {
+        "a": {"embedding": [0.0, 0.0], "metadata": {"cat": "x", "year": 2020}, "document": "alpha", "uri": "u/a"},
+        "b": {"embedding": [1.0, 0.0], "metadata": {"cat": "x", "year": 2021}, "document": "beta", "uri": "u/b"},
+        "c": {"embedding": [0.0, 2.0], "metadata": {"cat": "y", "year": 2022}, "document": "gamma", "uri": None},
+        "d": {"embedding": [3.0, 0.0], "metadata": {"cat": "y"}, "document": "delta", "uri": "u/d"},
+        "e": {"embedding": [0.0, 4.0], "metadata": {"year": 2019}, "document": None, "uri": "u/e"},
+    }
