@@ -384,7 +384,7 @@ def _parse_where_document(d: Any) -> WhereDocument:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return a == b
+    return type_class(a) == type_class(b) and a == b
 
 
 def _metadata_hit(op: str, actual: Any, operand: Any) -> bool:
