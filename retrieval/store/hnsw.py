@@ -60,6 +60,7 @@ class HnswIndex:
             M=config.max_neighbors,
         )
         self.index.set_ef(config.ef_search)
+        self._ef = config.ef_search
         self.deleted: set[int] = set()
 
     # ------------------------------------------------------------------ writes
@@ -108,17 +109,19 @@ class HnswIndex:
 
     def search(self, queries: np.ndarray, k: int, filter_fn=None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k; raises RuntimeError when hnswlib cannot find k results."""
-        self.index.set_ef(max(self.config.ef_search, k))
+        ef = max(self.config.ef_search, k)
+        if ef != self._ef:
+            self.index.set_ef(ef)
+            self._ef = ef
         # hnswlib starts threads per call: worth it for batches, pure overhead for one query.
         threads = 1 if filter_fn is not None or len(queries) < 4 * self.config.num_threads else self.config.num_threads
-        labels, dist = self.index.knn_query(
-            np.asarray(queries, dtype=np.float32), k=k, num_threads=threads, filter=filter_fn
-        )
+        labels, dist = self.index.knn_query(queries, k=k, num_threads=threads, filter=filter_fn)
         return labels.astype(np.int64), dist
 
     def set_config(self, config: HnswConfig) -> None:
         self.config = config
         self.index.set_ef(config.ef_search)
+        self._ef = config.ef_search
         self.index.set_num_threads(config.num_threads)
 
     # ------------------------------------------------------------- checkpoints
@@ -172,6 +175,7 @@ class HnswIndex:
         if self.index.element_count != manifest.element_count or self.index.dim != dim:
             raise CorruptIndexError("index contents disagree with its manifest")
         self.index.set_ef(config.ef_search)
+        self._ef = config.ef_search
         self.index.set_num_threads(config.num_threads)
         # hnswlib keeps deletion marks in the file but cannot list them; the manifest does.
         self.deleted = {int(label) for label in manifest.deleted_labels}

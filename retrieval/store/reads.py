@@ -117,16 +117,14 @@ class Reader:
                 key = (None if ids is None else tuple(ids), repr(where), repr(where_document))
                 candidates = state.cached_labels(key, select)
             labels, distances = _nearest(state, queries, n_results, candidates, state.count())
-        flat = sorted({int(l) for row in labels for l in row})
+        flat = np.unique(labels).tolist()
         with self.db.reading() as conn:
-            found = self._rows(
-                conn.execute(
-                    f"SELECT {_columns(fields)} FROM records r WHERE r.label IN (SELECT value FROM json_each(?))",
-                    (json.dumps(flat),),
-                ).fetchall(),
-                fields,
-                record.dimension,
-            )
+            raw = []
+            for start in range(0, len(flat), _LABEL_CHUNK):
+                chunk = flat[start : start + _LABEL_CHUNK]
+                sql = f"SELECT {_columns(fields)} FROM records r WHERE r.label IN ({', '.join('?' * len(chunk))})"
+                raw += conn.execute(sql, chunk).fetchall()
+        found = self._rows(raw, fields, record.dimension)
         position = {label: i for i, label in enumerate(found.labels)}
         results = []
         kept_distances = []
@@ -156,6 +154,7 @@ class Reader:
         return Rows(**out)
 
 
+_LABEL_CHUNK = 10_000
 _FIELD_ORDER = ("embeddings", "documents", "uris", "metadatas")
 _FIELD_COLUMNS = {"embeddings": "r.embedding", "documents": "r.document", "uris": "r.uri", "metadatas": "r.metadata"}
 
