@@ -147,7 +147,7 @@ def compile_filter(where: Where | None, where_document: WhereDocument | None) ->
 
 def _compile(node: Any, params: list) -> str:
     if isinstance(node, (And, Or)):
-        glue = " AND " if isinstance(node, And) else " AND "
+        glue = " AND " if isinstance(node, And) else " OR "
         return "(" + glue.join(_compile(c, params) for c in node.children) + ")"
     if isinstance(node, DocumentContains):
         return _document(CONTAINS, node.text, node.negate, params)
