@@ -27,8 +27,25 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 from .filters import (
-    AND, CONTAINS, DOCUMENT_KEY, EQ, GT, GTE, ID_KEY, IN, LT, LTE, NEGATED, OR, REGEX,
-    And, Comparison, DocumentContains, DocumentRegex, Or, Where, WhereDocument, compile_regex,
+    CONTAINS,
+    DOCUMENT_KEY,
+    EQ,
+    GT,
+    GTE,
+    ID_KEY,
+    IN,
+    LT,
+    LTE,
+    NEGATED,
+    REGEX,
+    And,
+    Comparison,
+    DocumentContains,
+    DocumentRegex,
+    Or,
+    Where,
+    WhereDocument,
+    compile_regex,
     type_class,
 )
 

@@ -34,7 +34,7 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 import re2
 
@@ -45,7 +45,7 @@ __all__ = [
     "compile_regex", "matches", "parse_where", "parse_where_document", "type_class",
 ]
 
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 
 ID_KEY = "#id"
 DOCUMENT_KEY = "#document"
@@ -182,11 +182,10 @@ class Comparison:
                 )
         else:
             if isinstance(value, (list, tuple, Mapping)) or value is None:
-                hint = f"; to match any of several values use {{{key!r}: {{'$in': [...]}}}}" if isinstance(
-                    value, (list, tuple)) and op in (EQ, NE) else ""
-                raise InvalidArgumentError(
-                    f"{what} must be a single str, int, float or bool; got {value!r}{hint}"
-                )
+                hint = ""
+                if isinstance(value, (list, tuple)) and op in (EQ, NE):
+                    hint = f"; to match any of several values use {{{key!r}: {{'$in': [...]}}}}"
+                raise InvalidArgumentError(f"{what} must be a single str, int, float or bool; got {value!r}{hint}")
             value = _scalar(value, what)
             if op in RANGE_OPS and type_class(value) != "number":
                 raise InvalidArgumentError(
@@ -290,21 +289,22 @@ class Or:
 
 
 _NODE_TYPES = (Comparison, DocumentContains, DocumentRegex, And, Or)
-Where = Union[Comparison, And, Or]
-WhereDocument = Union[DocumentContains, DocumentRegex, And, Or]
+Where = Comparison | And | Or
+WhereDocument = DocumentContains | DocumentRegex | And | Or
 
 
 def _items(value: Any) -> tuple:
     return value if isinstance(value, tuple) else (value,)
 
 
-def _one_item(d: Any, what: str, example: str) -> tuple[Any, Any]:
+def _one_item(d: Any, what: str, example: str, key: Any = None) -> tuple[Any, Any]:
+    """The single (key, value) of a filter dict; ``key`` names the metadata key of an operator dict."""
     if not isinstance(d, Mapping):
         raise InvalidArgumentError(f"{what} must be a dict like {example}; got {type(d).__name__} {d!r}")
     if len(d) != 1:
         if not d:
             raise InvalidArgumentError(f"{what} is an empty dict; expected one entry like {example}")
-        parts = ", ".join(repr({k: v}) for k, v in d.items())
+        parts = ", ".join(repr({k: v} if key is None else {key: {k: v}}) for k, v in d.items())
         raise InvalidArgumentError(
             f"{what} {d!r} has {len(d)} entries but must have exactly one; combine them with "
             f"{{'$and': [{parts}]}}"
@@ -337,7 +337,7 @@ def _parse_where(d: Any) -> Where:
             f"metadata key: {{'key': {{{key!r}: ...}}}}"
         )
     if isinstance(value, Mapping):
-        op, operand = _one_item(value, f"operator dict of key {key!r}", "{'$eq': value}")
+        op, operand = _one_item(value, f"operator dict of key {key!r}", "{'$eq': value}", key)
         if not (isinstance(op, str) and op.startswith("$")):
             raise InvalidArgumentError(
                 f"{op!r} under key {key!r} is not an operator; nested metadata is not supported; "
