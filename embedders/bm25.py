@@ -28,6 +28,7 @@ from typing import Any
 
 from embedders.base import parse_config
 from embedders.errors import ConfigError, UnsupportedInputError
+from embedders.images import is_image
 from embedders.sparse import SparseVector
 
 __all__ = ["BM25EmbeddingFunction", "ENGLISH_STOPWORDS", "murmur3_32", "term_id"]
@@ -256,9 +257,8 @@ def _texts(input: Any) -> list[str]:  # noqa: A002
     items = list(items)
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise UnsupportedInputError(
-                f"'bm25' embeds text only; input at position {i} is a {type(item).__name__}"
-            )
+            kind = "an image" if is_image(item) else f"a {type(item).__name__}"
+            raise UnsupportedInputError(f"'bm25' embeds text only; input at position {i} is {kind}")
     return items
 
 
