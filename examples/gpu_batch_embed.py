@@ -30,6 +30,7 @@ files = sorted(str(p) for p in Path(args.folder).rglob("*.png"))
 ef = OpenCLIPEmbeddingFunction(model_name=args.model, device=args.device, batch_size=args.batch_size)
 loader = ImageLoader()
 
+ef(["warm-up"])  # load the model before timing
 start = time.perf_counter()
 vectors = embed_uris(ef, files, loader, batch_size=args.batch_size, progress=True)
 elapsed = time.perf_counter() - start

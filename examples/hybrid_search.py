@@ -19,7 +19,7 @@ docs = client.create_collection(  # default embedding function: all-MiniLM-L6-v2
 )
 docs.add(ids=[d["id"] for d in corpus["documents"]], documents=[d["text"] for d in corpus["documents"]])
 
-question = corpus["queries"][0]["text"]
+question = next(q["text"] for q in corpus["queries"] if q["kind"] == "mixed")
 hybrid = Search().rank(
     Rrf([Knn(query=question, return_rank=True, limit=50), Knn(query=question, key="sparse_embedding", return_rank=True, limit=50)])
 ).limit(5).select(K.DOCUMENT, K.SCORE)
