@@ -55,7 +55,10 @@ def _release_engine(engine: Engine) -> None:
                     _shared[key] = (shared, users - 1)
                     return
                 del _shared[key]
-    engine.close()
+        # Close while holding the lock: a thread opening this path meanwhile must wait until the
+        # engine has released the path lock, or it would find the lock held by its own process and
+        # fail with "in use by another process" (tests/test_concurrency.py).
+        engine.close()
 
 
 class Client:

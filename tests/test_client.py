@@ -128,3 +128,36 @@ def test_public_names():
     for name in ["Client", "EphemeralClient", "PersistentClient", "Settings", "Collection", "GetResult", "QueryResult"]:
         assert hasattr(retrieval, name)
         assert name in retrieval.__all__
+
+
+def test_stale_handle_to_deleted_collection_raises(client):
+    col = client.create_collection("doomed", embedding_function=None)
+    col.add(ids=["a"], embeddings=[[1.0, 2.0]])
+    client.delete_collection("doomed")
+    for call in (
+        lambda: col.add(ids=["b"], embeddings=[[1.0, 2.0]]),
+        lambda: col.get(),
+        lambda: col.count(),
+        lambda: col.query(query_embeddings=[[1.0, 2.0]]),
+        lambda: col.delete(ids=["a"]),
+    ):
+        with pytest.raises(NotFoundError, match="was deleted"):
+            call()
+    again = client.create_collection("doomed", embedding_function=None)
+    assert again.count() == 0
+
+
+def test_rolled_back_first_write_fixes_no_dimension(client, monkeypatch):
+    from retrieval.store import engine
+
+    col = client.create_collection("first", embedding_function=None)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(engine, "_log", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        col.add(ids=["a"], embeddings=[[1.0, 2.0, 3.0]])
+    monkeypatch.undo()
+    col.add(ids=["a"], embeddings=[[1.0, 2.0]])  # a different dimension is fine: nothing was stored
+    assert col.count() == 1

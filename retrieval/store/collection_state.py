@@ -112,6 +112,7 @@ class CollectionState:
         if self.directory is not None and (self.directory / "manifest.json").exists():
             try:
                 index, manifest = HnswIndex.load(self.directory, self.dimension, self.config)
+                self._check_database_has(manifest.applied_seq)
                 self.applied_seq = manifest.applied_seq
                 self._replay(index)
                 return index
@@ -120,6 +121,28 @@ class CollectionState:
                     "collection %s: index checkpoint not usable (%s); rebuilding it from the records", self.collection_id, e
                 )
         return self._rebuild()
+
+    def _check_database_has(self, applied_seq: int) -> None:
+        """Refuse a checkpoint that reflects writes SQLite does not have.
+
+        SQLite can lose its last commits while the fsynced checkpoint keeps them (power loss under
+        ``synchronous=NORMAL``, a restored backup); such an index holds phantom records, deletion
+        marks on live ones and vectors SQLite never stored. Every applied_seq is the seq of one of
+        this collection's own oplog rows, and ``_checkpoint`` keeps that row, so its absence proves
+        the database is behind. (The global sequence alone cannot tell: other collections' writes
+        may have reissued the lost numbers before this index is loaded.)
+        """
+        if applied_seq == 0:
+            return
+        with self.db.reading() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM oplog WHERE collection_id = ? AND seq = ?", (self.collection_id, applied_seq)
+            ).fetchone()
+        if found is None:
+            raise CorruptIndexError(
+                f"checkpoint reflects oplog seq {applied_seq}, which the database does not have "
+                "(lost commits or a restored database)"
+            )
 
     def _replay(self, index: HnswIndex) -> None:
         """Apply oplog entries after the checkpoint. Idempotent: it applies final states, not deltas."""
@@ -208,10 +231,14 @@ class CollectionState:
             self._checkpoint(index)
 
     def _checkpoint(self, index: HnswIndex) -> None:
-        """Write the index durably, then forget the oplog it covers (never past it)."""
+        """Write the index durably, then forget the oplog it covers (never past it).
+
+        The row at applied_seq itself stays: it is the database's evidence that it has every write
+        the checkpoint reflects (see ``_check_database_has``); replay starts after it.
+        """
         index.save(self.directory, self.applied_seq)
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq <= ?", (self.collection_id, self.applied_seq))
+            conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq < ?", (self.collection_id, self.applied_seq))
         self.backlog = 0
 
     def flush(self) -> None:

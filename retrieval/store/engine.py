@@ -59,6 +59,7 @@ class Engine(Reader):
         self.db = Database(directory, synchronous=synchronous)
         self._states: dict[str, CollectionState] = {}
         self._states_lock = threading.Lock()
+        self._deleted: set[str] = set()  # ids of collections deleted while this engine was open
         self.closed = False
 
     # -------------------------------------------------------------- collections
@@ -126,6 +127,7 @@ class Engine(Reader):
         with state.lock:
             with self.db.transaction() as conn:
                 _delete_collection_rows(conn, record.id)
+            self._deleted.add(record.id)
             state.destroy()
         with self._states_lock:
             self._states.pop(record.id, None)
@@ -155,6 +157,7 @@ class Engine(Reader):
         return self.get_collection_by_id(collection_id)
 
     def state(self, record: CollectionRecord) -> CollectionState:
+        self._require_live(record)
         with self._states_lock:
             state = self._states.get(record.id)
             if state is None:
@@ -183,9 +186,18 @@ class Engine(Reader):
     def upsert(self, record: CollectionRecord, batch: RecordBatch) -> int:
         return self._write(record, batch, mode="upsert")
 
+    def _require_live(self, record: CollectionRecord) -> None:
+        """Refuse a stale handle to a deleted collection: a write through it would be acknowledged,
+        then unreachable. Writers call this under the state lock, which delete_collection holds."""
+        if record.id in self._deleted:
+            raise NotFoundError(
+                f"collection {record.name!r} was deleted; get or create it again (client.get_or_create_collection)"
+            )
+
     def _write(self, record: CollectionRecord, batch: RecordBatch, mode: str) -> int:
         state = self.state(record)
         with state.lock:
+            self._require_live(record)
             if batch.embeddings is not None:
                 check_dimension(batch.embeddings, state.dimension, record.name)
             state.begin_write()
@@ -202,14 +214,16 @@ class Engine(Reader):
                 old_positions = [p for p, i in enumerate(batch.ids) if i in existing] if mode != "add" else []
                 if new_positions and batch.embeddings is None:
                     raise AssertionError("new records need embeddings")  # the Collection layer guarantees this
-                if state.dimension is None and batch.embeddings is not None and new_positions:
-                    state.dimension = batch.embeddings.shape[1]
-                    conn.execute("UPDATE collections SET dimension = ? WHERE id = ?", (state.dimension, record.id))
+                first_vectors = state.dimension is None and batch.embeddings is not None and bool(new_positions)
+                if first_vectors:  # the first write fixes the collection's dimension
+                    conn.execute("UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id))
                 new_labels = _insert(conn, record.id, batch, new_positions)
                 changed_labels, changed_positions = _update(conn, record.id, batch, old_positions, existing)
                 labels = np.concatenate([new_labels, changed_labels]).astype(np.int64)
                 positions = new_positions + changed_positions
                 last_seq = _log(conn, record.id, labels, state.durable)
+            if first_vectors:  # only once committed: a rolled-back first write leaves no dimension behind
+                state.dimension = batch.embeddings.shape[1]
             vectors = batch.embeddings[positions] if len(positions) else None
             state.apply(labels, vectors, [], last_seq, count_delta=len(new_positions))
             return len(new_positions) + len(old_positions)
@@ -219,6 +233,7 @@ class Engine(Reader):
     ) -> int:
         state = self.state(record)
         with state.lock:
+            self._require_live(record)
             state.begin_write()
             with self.db.transaction() as conn:
                 labels = self._select_labels(conn, record.id, ids, where, where_document)
@@ -283,6 +298,7 @@ class Engine(Reader):
         with self.db.transaction() as conn:
             for (collection_id,) in conn.execute("SELECT id FROM collections").fetchall():
                 _delete_collection_rows(conn, collection_id)
+                self._deleted.add(collection_id)
                 if self.db.directory is not None:
                     CollectionState(self.db, collection_id, CollectionConfig().hnsw, None).destroy()
 

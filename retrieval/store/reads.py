@@ -70,6 +70,7 @@ class Reader:
         fields: set[str],
     ) -> Rows:
         """Records matching all given conditions: in the order of ``ids`` when given, else insertion order."""
+        self._require_live(record)
         sql, params = compile_filter(where, where_document)
         columns = _columns(fields)
         query = f"SELECT {columns} FROM records r WHERE r.collection_id = ? AND ({sql})"
