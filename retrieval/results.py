@@ -45,7 +45,7 @@ def query_result(
         "uris": column("uris", lambda r: r.uris),
         "data": column("data", lambda r: _data(r, load)),
         "metadatas": column("metadatas", lambda r: r.metadatas),
-        "distances": [[float(d) for d in row] for row in distances] if "distances" in include else None,
+        "distances": [np.asarray(row, dtype=np.float64).tolist() for row in distances] if "distances" in include else None,
         "included": list(include),
     }
 

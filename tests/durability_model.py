@@ -214,7 +214,7 @@ def check_index_matches_sql(client, col) -> None:
         index = state.index()
         with engine.db.reading() as conn:
             rows = conn.execute(
-                "SELECT label, embedding FROM records WHERE collection_id = ? ORDER BY label", (col.id,)
+                "SELECT v.label, v.embedding FROM records r JOIN vectors v ON v.label = r.label WHERE r.collection_id = ? ORDER BY r.label", (col.id,)
             ).fetchall()
         if index is None:
             assert not rows

@@ -174,3 +174,29 @@ def test_no_pickle_anywhere():
         text = path.read_text()
         assert "import pickle" not in text and "pickle.load" not in text, path
         assert "allow_pickle=True" not in text, path
+
+
+def test_failed_commit_leaves_no_phantom_vectors_in_the_index(client, monkeypatch):
+    """Big writes insert into the graph while SQLite commits; a rollback must not leave vectors behind."""
+    from retrieval.store import engine, reads
+
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 10)  # answer through the HNSW index
+    rng = np.random.default_rng(4)
+    col = client.create_collection("phantom", embedding_function=None)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    col.add(ids=[f"a{i}" for i in range(300)], embeddings=X)
+    Y = rng.normal(size=(engine.OVERLAP_MIN_VECTORS + 50, 8)).astype(np.float32)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk I/O error")
+
+    real_log = engine._log
+    monkeypatch.setattr(engine, "_log", fail)
+    with pytest.raises(RuntimeError, match="disk I/O error"):
+        col.add(ids=[f"b{i}" for i in range(len(Y))], embeddings=Y)
+    monkeypatch.setattr(engine, "_log", real_log)
+    assert col.count() == 300
+    res = col.query(query_embeddings=Y[:5], n_results=20)
+    assert all(i.startswith("a") for row in res["ids"] for i in row)
+    col.add(ids=["b0"], embeddings=Y[:1])
+    assert col.query(query_embeddings=Y[:1], n_results=1)["ids"] == [["b0"]]

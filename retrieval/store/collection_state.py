@@ -30,6 +30,11 @@ COMPACT_DELETED_FRACTION = 0.25
 CHECKPOINT_BACKLOG_FRACTION = 0.2
 FILTER_CACHE_ENTRIES = 64
 
+_SELECT_VECTORS_OF_COLLECTION = (
+    "SELECT v.label, v.embedding FROM records r JOIN vectors v ON v.label = r.label "
+    "WHERE r.collection_id = ? ORDER BY r.label"
+)
+
 
 def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
     if not blobs:
@@ -93,7 +98,7 @@ class CollectionState:
         if self._matrix is None:
             with self.db.reading() as conn:
                 rows = conn.execute(
-                    "SELECT label, embedding FROM records WHERE collection_id = ? ORDER BY label", (self.collection_id,)
+                    _SELECT_VECTORS_OF_COLLECTION, (self.collection_id,)
                 ).fetchall()
             matrix = VectorMatrix(self.dimension, self.config.space)
             if rows:
@@ -155,7 +160,7 @@ class CollectionState:
                 return
             touched = sorted({label for _, label in rows})
             present = conn.execute(
-                "SELECT label, embedding FROM records WHERE label IN (SELECT value FROM json_each(?)) ORDER BY label",
+                "SELECT label, embedding FROM vectors WHERE label IN (SELECT value FROM json_each(?)) ORDER BY label",
                 (_json_list(touched),),
             ).fetchall()
         if present:
@@ -171,7 +176,7 @@ class CollectionState:
                 "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ?", (self.collection_id,)
             ).fetchone()[0]
             rows = conn.execute(
-                "SELECT label, embedding FROM records WHERE collection_id = ? ORDER BY label", (self.collection_id,)
+                _SELECT_VECTORS_OF_COLLECTION, (self.collection_id,)
             ).fetchall()
         index = HnswIndex(self.dimension, self.config, capacity=len(rows))
         if rows:
@@ -190,10 +195,25 @@ class CollectionState:
         if self.dimension is not None:
             self.index()
 
+    def index_for_write(self, dim: int) -> HnswIndex:
+        """The index a write adds to: loaded by begin_write(), or new for the collection's first vectors."""
+        if self._index is None:
+            self._index = HnswIndex(dim, self.config)
+        return self._index
+
     def apply(
-        self, upserted: np.ndarray, vectors: np.ndarray | None, removed: list[int], last_seq: int, count_delta: int
+        self,
+        upserted: np.ndarray,
+        vectors: np.ndarray | None,
+        removed: list[int],
+        last_seq: int,
+        count_delta: int,
+        indexed: bool = False,
     ) -> None:
-        """Reflect a committed write in the caches. On failure, drop them: they reload from SQLite."""
+        """Reflect a committed write in the caches (``indexed``: the vectors are already in the graph).
+
+        On failure, drop the caches: they reload from SQLite.
+        """
         self._filter_cache.clear()
         if self._count is not None:
             self._count += count_delta
@@ -203,11 +223,10 @@ class CollectionState:
                     self._matrix.upsert(upserted, vectors)
                 if removed:
                     self._matrix.remove(np.asarray(removed, dtype=np.int64))
-            if self._index is None and self.dimension is not None:
-                # The collection's first vectors: begin_write() had nothing to load.
-                self._index = HnswIndex(self.dimension, self.config)
+            if self._index is None and self.dimension is not None and len(upserted) and not indexed:
+                self.index_for_write(self.dimension)  # the collection's first vectors
             if self._index is not None:
-                if len(upserted):
+                if len(upserted) and not indexed:
                     self._index.upsert(upserted, vectors)
                 if removed:
                     self._index.remove(removed)

@@ -40,11 +40,16 @@ CREATE TABLE IF NOT EXISTS records (
     label INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: it is also the hnswlib label
     collection_id TEXT NOT NULL,
     id TEXT NOT NULL,
-    embedding BLOB NOT NULL,                   -- float32, little-endian, as given
     document TEXT,
     uri TEXT,
     metadata TEXT,                             -- JSON object or NULL
     UNIQUE (collection_id, id)
+);
+-- Vectors apart from the records: a record row stays small, so reading documents and metadata
+-- of a query's results touches a few hot pages instead of one 2 KB row per result.
+CREATE TABLE IF NOT EXISTS vectors (
+    label INTEGER PRIMARY KEY,                 -- records.label
+    embedding BLOB NOT NULL                    -- float32, little-endian, as given
 );
 -- Vector-index changes not yet in a durable index checkpoint; replayed on open.
 CREATE TABLE IF NOT EXISTS oplog (

@@ -7,6 +7,7 @@ transaction, applies it to the in-memory index, then returns (the acknowledgemen
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import threading
@@ -40,6 +41,9 @@ from retrieval.validation import check_dimension
 
 logger = logging.getLogger("retrieval")
 
+# Writes with at least this many new vectors overlap graph insertion with the SQLite commit.
+OVERLAP_MIN_VECTORS = 256
+
 DEFAULT_TENANT = "default_tenant"
 DEFAULT_DATABASE = "default_database"
 
@@ -60,6 +64,7 @@ class Engine(Reader):
         self._states: dict[str, CollectionState] = {}
         self._states_lock = threading.Lock()
         self._deleted: set[str] = set()  # ids of collections deleted while this engine was open
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="retrieval-index")
         self.closed = False
 
     # -------------------------------------------------------------- collections
@@ -201,31 +206,54 @@ class Engine(Reader):
             if batch.embeddings is not None:
                 check_dimension(batch.embeddings, state.dimension, record.name)
             state.begin_write()
-            with self.db.transaction() as conn:
-                existing = _existing(conn, record.id, batch.ids)
-                if mode == "add" and existing:
-                    skipped = [i for i in batch.ids if i in existing]
-                    logger.warning("add: %d ids already exist and were skipped: %s", len(skipped), skipped[:10])
-                if mode == "update":
-                    missing = [i for i in batch.ids if i not in existing]
-                    if missing:
-                        logger.error("update: %d ids do not exist and were skipped: %s", len(missing), missing[:10])
-                new_positions = [p for p, i in enumerate(batch.ids) if i not in existing] if mode != "update" else []
-                old_positions = [p for p, i in enumerate(batch.ids) if i in existing] if mode != "add" else []
-                if new_positions and batch.embeddings is None:
-                    raise AssertionError("new records need embeddings")  # the Collection layer guarantees this
-                first_vectors = state.dimension is None and batch.embeddings is not None and bool(new_positions)
-                if first_vectors:  # the first write fixes the collection's dimension
-                    conn.execute("UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id))
-                new_labels = _insert(conn, record.id, batch, new_positions)
-                changed_labels, changed_positions = _update(conn, record.id, batch, old_positions, existing)
-                labels = np.concatenate([new_labels, changed_labels]).astype(np.int64)
-                positions = new_positions + changed_positions
-                last_seq = _log(conn, record.id, labels, state.durable)
+            indexing = None
+            try:
+                with self.db.transaction() as conn:
+                    existing = _existing(conn, record.id, batch.ids)
+                    if mode == "add" and existing:
+                        skipped = [i for i in batch.ids if i in existing]
+                        logger.warning("add: %d ids already exist and were skipped: %s", len(skipped), skipped[:10])
+                    if mode == "update":
+                        missing = [i for i in batch.ids if i not in existing]
+                        if missing:
+                            logger.error("update: %d ids do not exist and were skipped: %s", len(missing), missing[:10])
+                    new_positions = [p for p, i in enumerate(batch.ids) if i not in existing] if mode != "update" else []
+                    old_positions = [p for p, i in enumerate(batch.ids) if i in existing] if mode != "add" else []
+                    if new_positions and batch.embeddings is None:
+                        raise AssertionError("new records need embeddings")  # the Collection layer guarantees this
+                    first_vectors = state.dimension is None and batch.embeddings is not None and bool(new_positions)
+                    if first_vectors:  # the first write fixes the collection's dimension
+                        conn.execute(
+                            "UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id)
+                        )
+                    changed = _changed_vectors(batch, old_positions, existing)
+                    first = _next_label(conn)
+                    new_labels = np.arange(first, first + len(new_positions), dtype=np.int64)
+                    labels = np.concatenate(
+                        [new_labels, np.asarray([existing[batch.ids[p]][0] for p in changed], dtype=np.int64)]
+                    )
+                    positions = new_positions + changed
+                    vectors = batch.embeddings[positions] if positions else None
+                    if len(positions) >= OVERLAP_MIN_VECTORS:
+                        # Graph insertion (hnswlib, GIL released) runs while SQLite writes and syncs.
+                        # Readers cannot see it early: they wait for the collection lock we hold.
+                        indexing = self._pool.submit(state.index_for_write(vectors.shape[1]).upsert, labels, vectors)
+                    _insert(conn, record.id, batch, new_positions, new_labels)
+                    _update(conn, record.id, batch, old_positions, existing, set(changed))
+                    last_seq = _log(conn, record.id, labels, state.durable)
+            except BaseException:
+                if indexing is not None:  # the index may hold vectors SQLite rolled back: rebuild it
+                    concurrent.futures.wait([indexing])
+                    state.drop_caches()
+                raise
             if first_vectors:  # only once committed: a rolled-back first write leaves no dimension behind
                 state.dimension = batch.embeddings.shape[1]
-            vectors = batch.embeddings[positions] if len(positions) else None
-            state.apply(labels, vectors, [], last_seq, count_delta=len(new_positions))
+            indexed = indexing is not None
+            if indexed and indexing.exception() is not None:
+                # Committed, so acknowledged; the index is only a cache and reloads from SQLite.
+                logger.warning("collection %s: index update failed (%s); reloading it", record.name, indexing.exception())
+                state.drop_caches()
+            state.apply(labels, vectors, [], last_seq, count_delta=len(new_positions), indexed=indexed)
             return len(new_positions) + len(old_positions)
 
     def delete(
@@ -241,6 +269,7 @@ class Engine(Reader):
                     return 0
                 param = json.dumps(labels)
                 conn.execute("DELETE FROM records WHERE label IN (SELECT value FROM json_each(?))", (param,))
+                conn.execute("DELETE FROM vectors WHERE label IN (SELECT value FROM json_each(?))", (param,))
                 conn.executemany(METADATA_INDEX_DELETE, [(label,) for label in labels])
                 conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
                 last_seq = _log(conn, record.id, np.asarray(labels), state.durable)
@@ -310,6 +339,7 @@ class Engine(Reader):
         finally:
             self.closed = True
             self._states.clear()
+            self._pool.shutdown(wait=True)
             self.db.close()
 
 
@@ -331,6 +361,7 @@ def _collection(row) -> CollectionRecord:
 def _delete_collection_rows(conn, collection_id: str) -> None:
     labels = "SELECT label FROM records WHERE collection_id = ?"
     conn.execute(f"DELETE FROM metadata_index WHERE label IN ({labels})", (collection_id,))
+    conn.execute(f"DELETE FROM vectors WHERE label IN ({labels})", (collection_id,))
     conn.execute(SPARSE_INDEX_DELETE_COLLECTION, (collection_id,))
     conn.execute("DELETE FROM records WHERE collection_id = ?", (collection_id,))
     conn.execute("DELETE FROM oplog WHERE collection_id = ?", (collection_id,))
@@ -341,8 +372,8 @@ def _existing(conn, collection_id: str, ids: list[str]) -> dict[str, tuple]:
     found = {}
     for placeholders, chunk in id_chunks(ids):
         rows = conn.execute(
-            "SELECT id, label, embedding, document, uri, metadata FROM records "
-            f"WHERE collection_id = ? AND id IN ({placeholders})",
+            "SELECT r.id, r.label, v.embedding, r.document, r.uri, r.metadata FROM records r "
+            f"JOIN vectors v ON v.label = r.label WHERE r.collection_id = ? AND r.id IN ({placeholders})",
             [collection_id, *chunk],
         ).fetchall()
         found.update((row[0], row[1:]) for row in rows)
@@ -354,12 +385,19 @@ def _next_label(conn) -> int:
     return (row[0] if row else 0) + 1
 
 
-def _insert(conn, collection_id: str, batch: RecordBatch, positions: list[int]) -> np.ndarray:
+def _changed_vectors(batch: RecordBatch, positions: list[int], existing: dict[str, tuple]) -> list[int]:
+    """Positions of existing records whose vector the batch changes (identical vectors need no index work)."""
+    if batch.embeddings is None:
+        return []
+    blobs = batch.embeddings.astype("<f4", copy=False)
+    return [p for p in positions if blobs[p].tobytes() != existing[batch.ids[p]][1]]
+
+
+def _insert(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
     if not positions:
-        return np.zeros(0, dtype=np.int64)
-    first = _next_label(conn)
-    labels = np.arange(first, first + len(positions), dtype=np.int64)
-    rows, meta_rows = [], []
+        return
+    rows, vector_rows, meta_rows = [], [], []
+    blobs = batch.embeddings.astype("<f4", copy=False)
     for label, p in zip(labels.tolist(), positions):
         metadata = _strip_none(batch.metadatas[p]) if batch.metadatas is not None else None
         rows.append(
@@ -367,44 +405,40 @@ def _insert(conn, collection_id: str, batch: RecordBatch, positions: list[int]) 
                 label,
                 collection_id,
                 batch.ids[p],
-                batch.embeddings[p].astype("<f4").tobytes(),
                 batch.documents[p] if batch.documents is not None else None,
                 batch.uris[p] if batch.uris is not None else None,
                 _json(metadata),
             )
         )
+        vector_rows.append((label, blobs[p].tobytes()))
         meta_rows.extend(metadata_index_rows(label, metadata))
     conn.executemany(
-        "INSERT INTO records (label, collection_id, id, embedding, document, uri, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        rows,
+        "INSERT INTO records (label, collection_id, id, document, uri, metadata) VALUES (?, ?, ?, ?, ?, ?)", rows
     )
+    conn.executemany("INSERT INTO vectors (label, embedding) VALUES (?, ?)", vector_rows)
     conn.executemany(METADATA_INDEX_INSERT, meta_rows)
     if batch.sparse:
         _write_sparse(conn, collection_id, batch, positions, labels)
-    return labels
 
 
 def _update(
-    conn, collection_id: str, batch: RecordBatch, positions: list[int], existing: dict[str, tuple]
-) -> tuple[np.ndarray, list[int]]:
-    """Apply update semantics to existing records; returns labels (and positions) whose vector changed."""
-    changed_labels, changed_positions, rows, relabelled = [], [], [], []
+    conn, collection_id: str, batch: RecordBatch, positions: list[int], existing: dict[str, tuple], changed: set[int]
+) -> None:
+    """Apply update semantics to existing records (``changed``: positions with a new vector)."""
+    rows, vector_rows, relabelled = [], [], []
     for p in positions:
-        label, old_blob, old_doc, old_uri, old_meta_json = existing[batch.ids[p]]
-        blob = old_blob
-        if batch.embeddings is not None:
-            blob = batch.embeddings[p].astype("<f4").tobytes()
-            if blob != old_blob:  # identical vectors need no index work
-                changed_labels.append(label)
-                changed_positions.append(p)
+        label, _, old_doc, old_uri, old_meta_json = existing[batch.ids[p]]
+        if p in changed:
+            vector_rows.append((batch.embeddings[p].astype("<f4").tobytes(), label))
         document = batch.documents[p] if batch.documents is not None else old_doc
         uri = batch.uris[p] if batch.uris is not None else old_uri
         metadata = json.loads(old_meta_json) if old_meta_json is not None else None
         if batch.metadatas is not None and batch.metadatas[p] is not None:
             metadata = _merge(metadata, batch.metadatas[p])
             relabelled.append((label, metadata))
-        rows.append((blob, document, uri, _json(metadata), label))
-    conn.executemany("UPDATE records SET embedding = ?, document = ?, uri = ?, metadata = ? WHERE label = ?", rows)
+        rows.append((document, uri, _json(metadata), label))
+    conn.executemany("UPDATE records SET document = ?, uri = ?, metadata = ? WHERE label = ?", rows)
+    conn.executemany("UPDATE vectors SET embedding = ? WHERE label = ?", vector_rows)
     if relabelled:
         conn.executemany(METADATA_INDEX_DELETE, [(label,) for label, _ in relabelled])
         conn.executemany(
@@ -414,7 +448,6 @@ def _update(
         labels = [existing[batch.ids[p]][0] for p in positions]
         conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
         _write_sparse(conn, collection_id, batch, positions, np.asarray(labels, dtype=np.int64))
-    return np.asarray(changed_labels, dtype=np.int64), changed_positions
 
 
 def _write_sparse(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:

@@ -118,22 +118,23 @@ class Reader:
                 key = (None if ids is None else tuple(ids), repr(where), repr(where_document))
                 candidates = state.cached_labels(key, select)
             labels, distances = _nearest(state, queries, n_results, candidates, state.count())
-        flat = np.unique(labels).tolist()
+            # Fetched under the same lock, so every label found is still a live record.
+            row_of = {row[0]: row for row in self._rows_by_label(np.unique(labels).tolist(), fields)}
+        results, kept_distances = [], []
+        for row_labels, row_distances in zip(labels.tolist(), distances):
+            picked = [row_of[label] for label in row_labels]
+            results.append(self._rows(picked, fields, record.dimension))
+            kept_distances.append(row_distances)
+        return results, kept_distances
+
+    def _rows_by_label(self, labels: list[int], fields: set[str]) -> list[tuple]:
+        raw: list[tuple] = []
         with self.db.reading() as conn:
-            raw = []
-            for start in range(0, len(flat), _LABEL_CHUNK):
-                chunk = flat[start : start + _LABEL_CHUNK]
+            for start in range(0, len(labels), _LABEL_CHUNK):
+                chunk = labels[start : start + _LABEL_CHUNK]
                 sql = f"SELECT {_columns(fields)} FROM records r WHERE r.label IN ({', '.join('?' * len(chunk))})"
                 raw += conn.execute(sql, chunk).fetchall()
-        found = self._rows(raw, fields, record.dimension)
-        position = {label: i for i, label in enumerate(found.labels)}
-        results = []
-        kept_distances = []
-        for row_labels, row_dist in zip(labels, distances):
-            keep = [i for i, l in enumerate(row_labels) if int(l) in position]  # a record deleted meanwhile is dropped
-            results.append(found.take([position[int(row_labels[i])] for i in keep]))
-            kept_distances.append(np.asarray(row_dist)[keep])
-        return results, kept_distances
+        return raw
 
     @staticmethod
     def _rows(rows: list[tuple], fields: set[str], dim: int | None) -> Rows:
@@ -157,7 +158,7 @@ class Reader:
 
 _LABEL_CHUNK = 10_000
 _FIELD_ORDER = ("embeddings", "documents", "uris", "metadatas")
-_FIELD_COLUMNS = {"embeddings": "r.embedding", "documents": "r.document", "uris": "r.uri", "metadatas": "r.metadata"}
+_FIELD_COLUMNS = {"embeddings": "(SELECT v.embedding FROM vectors v WHERE v.label = r.label)", "documents": "r.document", "uris": "r.uri", "metadatas": "r.metadata"}
 
 
 def _columns(fields: set[str]) -> str:
