@@ -121,7 +121,7 @@ class Database:
             if directory is not None:
                 self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
-            self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
+            self.conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the OS page cache holds the rest
             self.conn.execute("PRAGMA temp_store=MEMORY")
             register_sql_functions(self.conn)
             self._create_schema()
