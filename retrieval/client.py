@@ -6,6 +6,7 @@ one set of index caches, one path lock); the engine closes when the last client 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -35,6 +36,22 @@ UNSET = emb.UNSET
 
 _shared_lock = threading.Lock()
 _shared: dict[str, tuple[Engine, int]] = {}  # realpath -> (engine, number of open clients)
+
+
+@atexit.register
+def _close_shared_engines() -> None:
+    """Checkpoint indexes of clients never closed (chromadb code rarely closes), so the next open is fast.
+
+    Nothing depends on it for safety: every acknowledged write is already in SQLite.
+    """
+    with _shared_lock:
+        engines = [engine for engine, _ in _shared.values()]
+        _shared.clear()
+    for engine in engines:
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - best effort at exit; the oplog replays on next open
+            logger.warning("could not checkpoint %s at exit", engine.db.directory, exc_info=True)
 
 
 def _acquire_engine(path: Path, synchronous: str) -> Engine:

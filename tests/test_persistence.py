@@ -200,3 +200,17 @@ def test_failed_commit_leaves_no_phantom_vectors_in_the_index(client, monkeypatc
     assert all(i.startswith("a") for row in res["ids"] for i in row)
     col.add(ids=["b0"], embeddings=Y[:1])
     assert col.query(query_embeddings=Y[:1], n_results=1)["ids"] == [["b0"]]
+
+
+def test_unclosed_client_checkpoints_at_exit(persist_dir):
+    """chromadb code rarely calls close(); the index is still checkpointed when the process exits."""
+    run_python(
+        f"""
+        import numpy as np, retrieval
+        col = retrieval.PersistentClient({persist_dir!r}).create_collection("exit", embedding_function=None)
+        col.add(ids=[str(i) for i in range(50)], embeddings=np.eye(50, dtype=np.float32))
+        """
+    )
+    (directory,) = [p for p in Path(persist_dir).iterdir() if p.is_dir()]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["element_count"] == 50
