@@ -131,3 +131,36 @@ def test_n_results_at_least_live_count_returns_everything(client, monkeypatch):
     col.delete(ids=[str(i) for i in range(0, 60, 3)])
     res = col.query(query_embeddings=X[:2], n_results=1000)
     assert all(sorted(map(int, ids)) == [i for i in range(60) if i % 3] for ids in res["ids"])
+
+
+@pytest.mark.parametrize("budget", [0, 64 << 20], ids=["vectors-from-sqlite", "vectors-in-memory"])
+def test_exact_search_with_and_without_an_in_memory_copy(client, monkeypatch, budget):
+    """Large collections keep no second in-memory copy of their vectors; exact answers stay exact."""
+    from retrieval.store import collection_state
+
+    monkeypatch.setattr(collection_state, "EXACT_MATRIX_MAX_BYTES", budget)
+    monkeypatch.setattr(collection_state, "_READ_CHUNK", 64)  # several chunks even on small data
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 50)
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(600, 6)).astype(np.float32)
+    tags = rng.integers(0, 6, size=len(X))
+    col = client.create_collection("budget", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+    col.add(ids=[str(i) for i in range(len(X))], embeddings=X, metadatas=[{"tag": int(t)} for t in tags])
+    Q = rng.normal(size=(3, 6)).astype(np.float32)
+
+    def check(where_tag):
+        members = np.flatnonzero(tags == where_tag) if where_tag is not None else np.arange(len(X))
+        members = [m for m in members if str(m) in alive]
+        res = col.query(query_embeddings=Q, n_results=7, where=None if where_tag is None else {"tag": where_tag})
+        for q, ids in zip(Q, res["ids"]):
+            expected = np.asarray(members)[np.argsort(brute_force(X[members], q, "cosine"), kind="stable")[:7]]
+            assert sorted(map(int, ids)) == sorted(expected.tolist())
+
+    alive = {str(i) for i in range(len(X))}
+    check(2)
+    check(2)  # served from the candidate cache
+    col.delete(ids=[str(i) for i in np.flatnonzero(tags == 2)[:5]])  # a write invalidates it
+    alive -= {str(i) for i in np.flatnonzero(tags == 2)[:5]}
+    check(2)
+    res = col.query(query_embeddings=Q[:1], n_results=len(X))  # k >= live: a streamed full scan
+    assert sorted(map(int, res["ids"][0])) == sorted(map(int, alive))

@@ -18,7 +18,7 @@ import numpy as np
 from retrieval.config import HnswConfig
 from retrieval.store.db import Database
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, read_manifest, remove_checkpoint
-from retrieval.store.vectors import VectorMatrix
+from retrieval.store.vectors import VectorMatrix, search_chunks
 
 logger = logging.getLogger("retrieval")
 
@@ -29,11 +29,22 @@ COMPACT_DELETED_FRACTION = 0.25
 # sync_threshold): bounded replay on a crash, amortised O(1) checkpoint cost per write.
 CHECKPOINT_BACKLOG_FRACTION = 0.2
 FILTER_CACHE_ENTRIES = 64
+# Keep every vector in memory for exact search only while that copy stays this small; beyond it
+# the HNSW graph is the only in-memory copy (see exact_search).
+EXACT_MATRIX_MAX_BYTES = 64 << 20
+# Candidate vectors of recent filters on large collections (cleared by every write).
+CANDIDATE_CACHE_MAX_BYTES = 128 << 20
+_READ_CHUNK = 8192
 
 _SELECT_VECTORS_OF_COLLECTION = (
     "SELECT v.label, v.embedding FROM records r JOIN vectors v ON v.label = r.label "
     "WHERE r.collection_id = ? ORDER BY r.label"
 )
+
+
+def _unpack(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return labels, vectors_from_blobs([r[1] for r in rows], dim)
 
 
 def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
@@ -60,6 +71,7 @@ class CollectionState:
         # Filter cache: label sets of recent filters, valid until the next write (like a search
         # engine's filter cache; repeated filters such as a category page skip SQL entirely).
         self._filter_cache: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._candidate_cache: OrderedDict[Any, VectorMatrix] = OrderedDict()
 
     # ------------------------------------------------------------------ counts and filters
 
@@ -92,20 +104,56 @@ class CollectionState:
 
     # ------------------------------------------------------------------ loading
 
-    def matrix(self) -> VectorMatrix:
-        if self.dimension is None:  # no vectors yet: an empty matrix, not cached
-            return VectorMatrix(1, self.config.space)
+    def exact_search(
+        self, queries: np.ndarray, k: int, candidates: np.ndarray | None = None, cache_key: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among all records or among ``candidates`` (labels).
+
+        Collections whose vectors fit EXACT_MATRIX_MAX_BYTES keep them in memory. Larger ones do not
+        hold a second copy of every vector next to the HNSW graph: a filter's candidate vectors are
+        read from SQLite once and kept with the filter's cache entry (within a byte budget), and a
+        scan of everything streams through in chunks.
+        """
+        if self.dimension is None or self.count() == 0:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+        if self.count() * self.dimension * 4 <= EXACT_MATRIX_MAX_BYTES:
+            matrix = self._full_matrix()
+            return matrix.search(queries, k, rows=None if candidates is None else matrix.rows_for(candidates))
+        if candidates is None:
+            return search_chunks(queries, k, self._vector_chunks(None), self.config.space)
+        subset = self._candidate_cache.get(cache_key) if cache_key is not None else None
+        if subset is None:
+            chunks = self._vector_chunks(np.sort(candidates))
+            subset = VectorMatrix.from_chunks(self.dimension, self.config.space, chunks, capacity=len(candidates))
+            if cache_key is not None and subset.nbytes <= CANDIDATE_CACHE_MAX_BYTES:
+                self._candidate_cache[cache_key] = subset
+                while sum(m.nbytes for m in self._candidate_cache.values()) > CANDIDATE_CACHE_MAX_BYTES:
+                    self._candidate_cache.popitem(last=False)
+        else:
+            self._candidate_cache.move_to_end(cache_key)
+        return subset.search(queries, k)
+
+    def _full_matrix(self) -> VectorMatrix:
         if self._matrix is None:
-            with self.db.reading() as conn:
-                rows = conn.execute(
-                    _SELECT_VECTORS_OF_COLLECTION, (self.collection_id,)
-                ).fetchall()
-            matrix = VectorMatrix(self.dimension, self.config.space)
-            if rows:
-                labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                matrix.upsert(labels, vectors_from_blobs([r[1] for r in rows], self.dimension))
-            self._matrix = matrix
+            self._matrix = VectorMatrix.from_chunks(
+                self.dimension, self.config.space, self._vector_chunks(None), capacity=self.count()
+            )
         return self._matrix
+
+    def _vector_chunks(self, labels: np.ndarray | None):
+        """``(labels, raw vectors)`` chunks from SQLite: the collection's, or the given labels'."""
+        with self.db.reading() as conn:
+            if labels is None:
+                cursor = conn.execute(_SELECT_VECTORS_OF_COLLECTION, (self.collection_id,))
+                while rows := cursor.fetchmany(_READ_CHUNK):
+                    yield _unpack(rows, self.dimension)
+                return
+            for start in range(0, len(labels), _READ_CHUNK):
+                chunk = labels[start : start + _READ_CHUNK].tolist()
+                sql = f"SELECT label, embedding FROM vectors WHERE label IN ({', '.join('?' * len(chunk))})"
+                rows = conn.execute(sql, chunk).fetchall()
+                if rows:
+                    yield _unpack(rows, self.dimension)
 
     def index(self) -> HnswIndex | None:
         """The HNSW index, loading or rebuilding it on first use; None while the collection has no vectors."""
@@ -175,13 +223,9 @@ class CollectionState:
             seq = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ?", (self.collection_id,)
             ).fetchone()[0]
-            rows = conn.execute(
-                _SELECT_VECTORS_OF_COLLECTION, (self.collection_id,)
-            ).fetchall()
-        index = HnswIndex(self.dimension, self.config, capacity=len(rows))
-        if rows:
-            labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            index.upsert(labels, vectors_from_blobs([r[1] for r in rows], self.dimension))
+        index = HnswIndex(self.dimension, self.config, capacity=self.count())
+        for labels, vectors in self._vector_chunks(None):
+            index.upsert(labels, vectors)
         self.applied_seq = seq
         self.backlog = 0
         if self.durable:
@@ -201,6 +245,10 @@ class CollectionState:
             self._index = HnswIndex(dim, self.config)
         return self._index
 
+    def _invalidate(self) -> None:
+        self._filter_cache.clear()
+        self._candidate_cache.clear()
+
     def apply(
         self,
         upserted: np.ndarray,
@@ -214,15 +262,18 @@ class CollectionState:
 
         On failure, drop the caches: they reload from SQLite.
         """
-        self._filter_cache.clear()
+        self._invalidate()
         if self._count is not None:
             self._count += count_delta
         try:
             if self._matrix is not None:
-                if len(upserted):
-                    self._matrix.upsert(upserted, vectors)
-                if removed:
-                    self._matrix.remove(np.asarray(removed, dtype=np.int64))
+                if self.count() * self._matrix.dim * 4 > EXACT_MATRIX_MAX_BYTES:
+                    self._matrix = None  # outgrown: exact_search reads from SQLite from now on
+                else:
+                    if len(upserted):
+                        self._matrix.upsert(upserted, vectors)
+                    if removed:
+                        self._matrix.remove(np.asarray(removed, dtype=np.int64))
             if self._index is None and self.dimension is not None and len(upserted) and not indexed:
                 self.index_for_write(self.dimension)  # the collection's first vectors
             if self._index is not None:
@@ -274,7 +325,7 @@ class CollectionState:
         self._index = None
         self._matrix = None
         self._count = None
-        self._filter_cache.clear()
+        self._invalidate()
         self.backlog = 0
 
     def destroy(self) -> None:

@@ -106,7 +106,7 @@ class Reader:
         state: CollectionState = self.state(record)
         with state.lock:
             check_dimension(queries, state.dimension, record.name, what="query embeddings")
-            candidates = None
+            candidates = cache_key = None
             if ids is not None or where is not None or where_document is not None:
 
                 def select() -> np.ndarray:
@@ -115,9 +115,9 @@ class Reader:
                     return np.asarray(found, dtype=np.int64)
 
                 # repr, not the trees themselves: dataclass equality says False == 0.
-                key = (None if ids is None else tuple(ids), repr(where), repr(where_document))
-                candidates = state.cached_labels(key, select)
-            labels, distances = _nearest(state, queries, n_results, candidates, state.count())
+                cache_key = (None if ids is None else tuple(ids), repr(where), repr(where_document))
+                candidates = state.cached_labels(cache_key, select)
+            labels, distances = _nearest(state, queries, n_results, candidates, state.count(), cache_key)
             # Fetched under the same lock, so every label found is still a live record.
             row_of = {row[0]: row for row in self._rows_by_label(np.unique(labels).tolist(), fields)}
         results, kept_distances = [], []
@@ -166,7 +166,12 @@ def _columns(fields: set[str]) -> str:
 
 
 def _nearest(
-    state: CollectionState, queries: np.ndarray, n_results: int, candidates: np.ndarray | None, live: int
+    state: CollectionState,
+    queries: np.ndarray,
+    n_results: int,
+    candidates: np.ndarray | None,
+    live: int,
+    cache_key: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and distances of the top ``n_results`` per query, choosing exact or HNSW search."""
     empty = (np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32))
@@ -175,25 +180,22 @@ def _nearest(
             return empty
         k = min(n_results, live)
         if live <= EXACT_MAX_ROWS or k >= live:
-            return state.matrix().search(queries, k)
+            return state.exact_search(queries, k)
         return _ann(state, queries, k, None)
     if len(candidates) == 0:
         return empty
     k = min(n_results, len(candidates))
     selective = len(candidates) <= EXACT_FILTER_MAX_ROWS or len(candidates) <= EXACT_FILTER_MAX_FRACTION * live
     if selective or k >= len(candidates) or live <= EXACT_MAX_ROWS:
-        matrix = state.matrix()
-        return matrix.search(queries, k, rows=matrix.rows_for(candidates))
+        return state.exact_search(queries, k, candidates, cache_key)
     allowed = set(candidates.tolist())
-    return _ann(state, queries, k, allowed.__contains__, candidates)
+    return _ann(state, queries, k, allowed.__contains__, candidates, cache_key)
 
 
-def _ann(state: CollectionState, queries: np.ndarray, k: int, filter_fn, candidates: np.ndarray | None = None):
+def _ann(state: CollectionState, queries: np.ndarray, k: int, filter_fn, candidates=None, cache_key=None):
     index = state.index()
     try:
         return index.search(queries, k, filter_fn)
     except RuntimeError:
         # hnswlib could not reach k elements (tiny ef, many deletions): answer exactly instead.
-        matrix = state.matrix()
-        rows = None if candidates is None else matrix.rows_for(candidates)
-        return matrix.search(queries, k, rows=rows)
+        return state.exact_search(queries, k, candidates, cache_key)

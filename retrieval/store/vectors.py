@@ -55,8 +55,38 @@ def top_k(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
+def search_chunks(
+    queries: np.ndarray, k: int, chunks, space: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over ``(labels, raw vectors)`` chunks, holding one chunk at a time."""
+    queries = prepare(queries, space)
+    best_labels = np.zeros((len(queries), 0), dtype=np.int64)
+    best_dist = np.zeros((len(queries), 0), dtype=np.float32)
+    for labels, vectors in chunks:
+        vectors = prepare(vectors, space)
+        idx, dist = top_k(distances(queries, vectors, space), k)
+        best_labels = np.concatenate([best_labels, labels[idx]], axis=1)
+        best_dist = np.concatenate([best_dist, dist], axis=1)
+        keep, best_dist = top_k(best_dist, k)
+        best_labels = np.take_along_axis(best_labels, keep, axis=1)
+    return best_labels, best_dist
+
+
 class VectorMatrix:
     """Live vectors of one collection, addressable by label."""
+
+    @classmethod
+    def from_chunks(cls, dim: int, space: str, chunks, capacity: int = 0) -> VectorMatrix:
+        """Build from ``(labels, raw vectors)`` chunks without materialising all rows twice."""
+        matrix = cls(dim, space)
+        matrix._ensure_row_capacity(capacity)
+        for labels, vectors in chunks:
+            matrix.upsert(labels, vectors)
+        return matrix
+
+    @property
+    def nbytes(self) -> int:
+        return self._data.nbytes + self._sq_norms.nbytes + self._labels.nbytes + self._row_of.nbytes
 
     def __init__(self, dim: int, space: str):
         self.dim = dim
