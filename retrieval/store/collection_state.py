@@ -72,6 +72,7 @@ class CollectionState:
         # engine's filter cache; repeated filters such as a category page skip SQL entirely).
         self._filter_cache: OrderedDict[Any, np.ndarray] = OrderedDict()
         self._candidate_cache: OrderedDict[Any, VectorMatrix] = OrderedDict()
+        self._sparse_docs: dict[str, int] = {}  # documents per sparse index, for BM25's IDF
 
     # ------------------------------------------------------------------ counts and filters
 
@@ -245,9 +246,15 @@ class CollectionState:
             self._index = HnswIndex(dim, self.config)
         return self._index
 
+    def sparse_doc_count(self, key: str, compute: Callable[[], int]) -> int:
+        if key not in self._sparse_docs:
+            self._sparse_docs[key] = compute()
+        return self._sparse_docs[key]
+
     def _invalidate(self) -> None:
         self._filter_cache.clear()
         self._candidate_cache.clear()
+        self._sparse_docs.clear()
 
     def apply(
         self,

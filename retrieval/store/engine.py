@@ -33,6 +33,7 @@ from retrieval.store.sparse_index import (
     SPARSE_INDEX_DELETE_COLLECTION,
     SPARSE_INDEX_DELETE_LABEL,
     SPARSE_INDEX_INSERT,
+    sparse_doc_count,
     sparse_knn,
     sparse_rows,
 )
@@ -294,11 +295,13 @@ class Engine(Reader):
         self, record: CollectionRecord, key: str, query: Any, limit: int, where: Any = None, where_document: Any = None
     ) -> list[tuple[str, float]]:
         """Top ``limit`` (id, -score) pairs of a sparse (BM25) index, scored with IDF."""
-        with self.db.reading() as conn:
+        state = self.state(record)
+        with state.lock, self.db.reading() as conn:
             candidates = None
             if where is not None or where_document is not None:
                 candidates = set(self._select_labels(conn, record.id, None, where, where_document))
-            hits = sparse_knn(conn, record.id, key, query, limit, candidate_labels=candidates, idf=True)
+            n_docs = state.sparse_doc_count(key, lambda: sparse_doc_count(conn, record.id, key))
+            hits = sparse_knn(conn, record.id, key, query, limit, candidate_labels=candidates, idf=True, n_docs=n_docs)
             if not hits:
                 return []
             id_of = dict(

@@ -111,12 +111,13 @@ def sparse_knn(
     limit: int,
     candidate_labels: set[int] | None = None,
     idf: bool = False,
+    n_docs: int | None = None,
 ) -> list[tuple[int, float]]:
     """The best ``limit`` (label, distance) pairs, distance ascending (``-score``; ties by label).
 
     Only labels sharing at least one term with ``query`` are returned. ``candidate_labels``
     restricts the result (e.g. to the records a filter matched); IDF always counts the
-    whole index.
+    whole index; ``n_docs`` passes in its size when the caller knows it (counting costs a scan).
 
     Example:
         >>> conn = sqlite3.connect(":memory:")
@@ -141,7 +142,8 @@ def sparse_knn(
         for term, label, weight in rows:
             postings[term].append((label, weight))
     if idf:
-        n_docs = sparse_doc_count(conn, collection_id, key)
+        if n_docs is None:
+            n_docs = sparse_doc_count(conn, collection_id, key)
         for term, plist in postings.items():
             weights[term] *= bm25_idf(n_docs, len(plist))
     scores: dict[int, float] = {}
