@@ -235,3 +235,7 @@ def parse_configuration(configuration: Mapping[str, Any] | None) -> dict[str, An
     if not isinstance(hnsw, Mapping):
         raise InvalidArgumentError(f"configuration['hnsw'] must be a dict; got {hnsw!r}")
     return dict(hnsw)
+
+
+# chromadb code imports Settings from here: ``from chromadb.config import Settings``.
+from retrieval.settings import Settings  # noqa: E402,F401

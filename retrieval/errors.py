@@ -7,7 +7,7 @@ against chromadb, and carries an HTTP status so the server can map it without a 
     ├── InvalidArgumentError (ValueError)       400  bad input; nothing was written
     │   ├── DimensionMismatchError               400  vector length differs from the collection's
     │   └── DuplicateIDError                     400  an id repeats inside one call
-    ├── NotFoundError (LookupError)              404  collection, tenant or database missing
+    ├── NotFoundError (LookupError, ValueError)  404  collection, tenant or database missing
     ├── UniqueConstraintError (ValueError)       409  collection name already taken
     ├── ConfigurationConflictError (ValueError)  409  stored configuration disagrees with arguments
     ├── PersistPathLockedError (RuntimeError)    423  another process owns the persist path
@@ -40,7 +40,9 @@ class DuplicateIDError(InvalidArgumentError):
     http_status = 400
 
 
-class NotFoundError(RetrievalError, LookupError):
+class NotFoundError(RetrievalError, LookupError, ValueError):
+    """Also a ValueError: chromadb before 1.0 raised ValueError for a missing collection."""
+
     http_status = 404
 
 

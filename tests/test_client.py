@@ -161,3 +161,21 @@ def test_rolled_back_first_write_fixes_no_dimension(client, monkeypatch):
     monkeypatch.undo()
     col.add(ids=["a"], embeddings=[[1.0, 2.0]])  # a different dimension is fine: nothing was stored
     assert col.count() == 1
+
+
+def test_chromadb_import_paths():
+    code = (
+        "import sys; from retrieval.config import Settings; "
+        "from retrieval.utils import embedding_functions as ef; from retrieval.utils.data_loaders import ImageLoader; "
+        "assert 'torch' not in sys.modules; "
+        "assert ef.OpenCLIPEmbeddingFunction.__name__ == 'OpenCLIPEmbeddingFunction'; "
+        "assert ef.DefaultEmbeddingFunction().name() == 'default'; print(ImageLoader().name())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "image"
+
+
+def test_missing_collection_is_also_a_value_error(client):
+    with pytest.raises(ValueError):
+        client.get_collection("missing")
