@@ -249,7 +249,9 @@ class Collection:
     def _batch(self, ids, embeddings, metadatas, documents, images, uris, *, mode: str) -> RecordBatch:
         ids = v.validate_ids(ids)
         n = len(ids)
-        metadatas = v.validate_metadatas(metadatas, n, allow_none=mode != "add")
+        # None values: chromadb accepts them everywhere; in add they mean "no such key", in
+        # update/upsert they delete the key.
+        metadatas = v.validate_metadatas(metadatas, n, allow_none=True)
         documents = v.validate_strings(documents, n, "documents")
         uris = v.validate_strings(uris, n, "uris")
         images = _validate_images(images, n)

@@ -60,12 +60,13 @@ def test_bad_writes_are_rejected_and_write_nothing(seeded, verb, kwargs, message
     assert_unchanged(seeded, before)
 
 
-def test_none_metadata_value_only_in_update_and_upsert(seeded):
-    with pytest.raises(InvalidArgumentError, match="None deletes a key only in update/upsert"):
-        seeded.add(ids=["a"], embeddings=E3, metadatas=[{"n": None}])
-    assert seeded.count() == 1
-    seeded.upsert(ids=["a"], embeddings=E3, metadatas=[{"n": None, "m": 1}])  # None drops the key
-    assert seeded.get(ids=["a"])["metadatas"] == [{"m": 1}]
+def test_none_metadata_values(seeded):
+    """As in chromadb: None in add means the key is absent; in update/upsert it deletes the key."""
+    seeded.add(ids=["a", "b"], embeddings=E3 * 2, metadatas=[{"n": None}, {"n": None, "m": 1}])
+    assert seeded.get(ids=["a", "b"])["metadatas"] == [None, {"m": 1}]
+    assert seeded.get(where={"n": {"$ne": 5}}, ids=["a", "b"])["ids"] == ["a", "b"]
+    seeded.upsert(ids=["b"], embeddings=E3, metadatas=[{"m": None, "k": 2}])
+    assert seeded.get(ids=["b"])["metadatas"] == [{"k": 2}]
 
 
 def test_error_classes_subclass_builtins(seeded):
