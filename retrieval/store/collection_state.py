@@ -7,6 +7,7 @@ checkpoint (and replays the oplog after it), the first exact search loads the ma
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -17,7 +18,7 @@ import numpy as np
 
 from retrieval.config import HnswConfig
 from retrieval.store.db import Database
-from retrieval.store.hnsw import CorruptIndexError, HnswIndex, read_manifest, remove_checkpoint
+from retrieval.store.hnsw import CorruptIndexError, HnswIndex, remove_checkpoint
 from retrieval.store.vectors import VectorMatrix, search_chunks
 
 logger = logging.getLogger("retrieval")
@@ -344,15 +345,9 @@ class CollectionState:
             except OSError:
                 pass
 
-    @property
-    def loaded_index(self) -> HnswIndex | None:
-        return self._index
-
 
 def _json_list(values) -> str:
-    import json
-
     return json.dumps(list(values))
 
 
-__all__ = ["CollectionState", "vectors_from_blobs", "read_manifest"]
+__all__ = ["CollectionState", "vectors_from_blobs"]

@@ -111,9 +111,6 @@ class VectorMatrix:
     def contains(self, label: int) -> bool:
         return label < len(self._row_of) and self._row_of[label] >= 0
 
-    def vectors(self, labels: np.ndarray) -> np.ndarray:
-        return self._data[self._row_of[np.asarray(labels, dtype=np.int64)]]
-
     def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         """Add or replace; ``vectors`` are raw, preparation for the space happens here."""
         labels = np.asarray(labels, dtype=np.int64)
