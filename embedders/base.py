@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -36,31 +36,52 @@ MODALITIES = frozenset({"text", "image"})
 _REFUSED_TRUE = ("trust_remote_code",)
 
 
+D = TypeVar("D", contravariant=True)
+
+
 @runtime_checkable
-class EmbeddingFunction(Protocol):
+class EmbeddingFunction(Protocol[D]):
     """What ``retrieval`` needs from an embedding function (chromadb's protocol, plus modalities).
+
+    It is also a base class, as chromadb's is: a subclass that defines only ``__call__`` gets
+    chromadb's defaults (``default_space()`` is ``"l2"``, all three spaces supported, and no
+    ``name()``/``get_config()``, so it is a *legacy* function that cannot be persisted).
 
     Example:
         >>> from embedders import HashEmbeddingFunction
         >>> isinstance(HashEmbeddingFunction(), EmbeddingFunction)
         True
+        >>> class Mine(EmbeddingFunction):
+        ...     def __call__(self, input):
+        ...         return [np.ones(2, np.float32) for _ in input]
+        >>> Mine().default_space(), Mine().is_legacy()
+        ('l2', True)
     """
 
-    def __call__(self, input: Any) -> Embeddings: ...
+    def __call__(self, input: D) -> Embeddings: ...
+
+    def embed_query(self, input: D) -> Embeddings:  # noqa: A002 - chromadb's parameter name
+        return self(input)
 
     @staticmethod
-    def name() -> str: ...
+    def name() -> str:
+        return NotImplemented  # chromadb's marker of a function that cannot be persisted
 
-    def get_config(self) -> dict[str, Any]: ...
+    def get_config(self) -> dict[str, Any]:
+        return NotImplemented
 
     @staticmethod
-    def build_from_config(config: dict[str, Any]) -> EmbeddingFunction: ...
+    def build_from_config(config: dict[str, Any]) -> EmbeddingFunction:
+        return NotImplemented
 
-    def default_space(self) -> str: ...
+    def default_space(self) -> str:
+        return "l2"  # chromadb's default for functions that do not say
 
-    def supported_spaces(self) -> list[str]: ...
+    def supported_spaces(self) -> list[str]:
+        return ["cosine", "l2", "ip"]
 
-    def is_legacy(self) -> bool: ...
+    def is_legacy(self) -> bool:
+        return self.name() is NotImplemented or self.get_config() is NotImplemented
 
 
 class BaseEmbeddingFunction:
@@ -84,6 +105,10 @@ class BaseEmbeddingFunction:
     CONFIG_KEYS: ClassVar[tuple[str, ...]] = ()
     RUNTIME_OPTIONS: ClassVar[tuple[str, ...]] = ()
     MODALITIES: ClassVar[frozenset[str]] = frozenset()
+    #: Stored key -> constructor key, for keys renamed to chromadb's names (old databases).
+    CONFIG_ALIASES: ClassVar[dict[str, str]] = {}
+    #: Keys chromadb stores that are host choices here: accepted in a stored config, not used.
+    IGNORED_CONFIG_KEYS: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------ chromadb protocol
     @staticmethod
@@ -260,9 +285,21 @@ def parse_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
             )
     allowed = tuple(getattr(cls, "CONFIG_KEYS", ()))
     runtime = tuple(getattr(cls, "RUNTIME_OPTIONS", ()))
+    aliases: Mapping[str, str] = getattr(cls, "CONFIG_ALIASES", {})
+    ignored = tuple(getattr(cls, "IGNORED_CONFIG_KEYS", ()))
     kwargs: dict[str, Any] = {}
     for key, value in config.items():
-        if key in allowed:
+        if key in aliases:  # an older or chromadb name of a key: read it as the current one
+            target = aliases[key]
+            if target in config and config[target] != value:
+                raise ConfigError(
+                    f"{label} config sets both {key!r}={value!r} and {target!r}={config[target]!r}, "
+                    f"which name the same setting; keep only {target!r}"
+                )
+            kwargs[target] = value
+        elif key in ignored:
+            continue  # written by chromadb for its own use (e.g. its device); the host decides here
+        elif key in allowed:
             kwargs[key] = value
         elif key in runtime:
             raise ConfigError(

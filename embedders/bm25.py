@@ -1,11 +1,16 @@
-"""BM25 as a sparse embedding function (the idea of chromadb's ``ChromaBm25EmbeddingFunction``).
+"""BM25 as a sparse embedding function: chromadb's ``ChromaBm25EmbeddingFunction`` (``chroma_bm25``).
+
+Its registry name and persisted config keys are chromadb's (``chroma_bm25``; ``k``, ``b``,
+``avg_doc_length``, ``token_max_length``, ``stopwords``, ``include_tokens``), so either library
+reads the other's sparse config. Older retrieval databases stored the name ``bm25`` and the key
+``k1``; both are still read. ``stemmer`` is our addition, written only when stemming is off.
 
 Documents become sparse vectors of BM25 term-frequency weights; queries become the set of
 their terms with weight 1.0. The index multiplies each query weight by the term's IDF
 (computed from the indexed document frequencies), so ``query . document`` is the BM25 score::
 
-    score(q, d) = sum over t in q of IDF(t) * tf(t, d) * (k1 + 1) /
-                  (tf(t, d) + k1 * (1 - b + b * len(d) / avg_doc_length))
+    score(q, d) = sum over t in q of IDF(t) * tf(t, d) * (k + 1) /
+                  (tf(t, d) + k * (1 - b + b * len(d) / avg_doc_length))
 
 Tokenisation follows chromadb: punctuation becomes spaces, text is lowercased and split on
 whitespace, English stopwords and tokens longer than ``token_max_length`` are dropped, and
@@ -109,12 +114,15 @@ class BM25EmbeddingFunction:
     """Sparse BM25 vectors for documents (``__call__``) and queries (``embed_query``).
 
     Args:
-        k1: Term-frequency saturation (>= 0).
+        k: Term-frequency saturation (>= 0); chromadb's name.
         b: Length normalisation, in [0, 1].
         avg_doc_length: Assumed average document length in tokens (> 0).
         token_max_length: Longer tokens are dropped (>= 1).
         stopwords: Words to drop; ``None`` uses :data:`ENGLISH_STOPWORDS`.
+        include_tokens: chromadb's flag to label vectors with their tokens; kept in the config so
+            chromadb's readers see it, but retrieval's sparse vectors carry no labels.
         stemmer: ``"snowball"`` (English Snowball stemmer) or ``None``.
+        k1: The textbook name of ``k``; pass one or the other.
 
     Example:
         >>> ef = BM25EmbeddingFunction()
@@ -126,18 +134,29 @@ class BM25EmbeddingFunction:
         [1.0, 1.0]
     """
 
-    CONFIG_KEYS = ("k1", "b", "avg_doc_length", "token_max_length", "stopwords", "stemmer")
+    CONFIG_KEYS = ("k", "b", "avg_doc_length", "token_max_length", "stopwords", "include_tokens", "stemmer")
+    CONFIG_ALIASES = {"k1": "k"}  # older retrieval databases stored k1
 
     def __init__(
         self,
-        k1: float = 1.2,
+        k: float = 1.2,
         b: float = 0.75,
         avg_doc_length: float = 256.0,
         token_max_length: int = 40,
         stopwords: Iterable[str] | None = None,
+        include_tokens: bool = False,
         stemmer: str | None = "snowball",
+        *,
+        k1: float | None = None,
     ) -> None:
-        self.k1 = _number(k1, "k1", lo=0.0)
+        if k1 is not None:
+            if k != 1.2 and k != k1:
+                raise ConfigError(f"k={k!r} and k1={k1!r} name the same setting; pass only one of them")
+            k = k1
+        self.k = _number(k, "k", lo=0.0)
+        if not isinstance(include_tokens, bool):
+            raise ConfigError(f"include_tokens must be True or False; got {include_tokens!r}")
+        self.include_tokens = include_tokens
         self.b = _number(b, "b", lo=0.0, hi=1.0)
         self.avg_doc_length = _number(avg_doc_length, "avg_doc_length", lo=0.0, strict=True)
         if isinstance(token_max_length, bool) or not isinstance(token_max_length, int) or token_max_length < 1:
@@ -154,10 +173,15 @@ class BM25EmbeddingFunction:
         self.stemmer = stemmer
         self._stem = _snowball() if stemmer == "snowball" else None
 
+    @property
+    def k1(self) -> float:
+        """The textbook name of :attr:`k`."""
+        return self.k
+
     # ------------------------------------------------------------ protocol
     @staticmethod
     def name() -> str:
-        return "bm25"
+        return "chroma_bm25"
 
     @staticmethod
     def is_sparse() -> bool:
@@ -176,16 +200,18 @@ class BM25EmbeddingFunction:
         return ["ip"]
 
     def get_config(self) -> dict[str, Any]:
-        """The persisted config; ``stopwords`` only when not the default list."""
+        """chromadb's keys; ``stopwords`` only when not the default list, ``stemmer`` only when off."""
         config: dict[str, Any] = {
-            "k1": self.k1,
+            "k": self.k,
             "b": self.b,
             "avg_doc_length": self.avg_doc_length,
             "token_max_length": self.token_max_length,
-            "stemmer": self.stemmer,
+            "include_tokens": self.include_tokens,
         }
         if self.stopwords is not None:
             config["stopwords"] = list(self.stopwords)
+        if self.stemmer != "snowball":
+            config["stemmer"] = self.stemmer
         return config
 
     @staticmethod
@@ -202,7 +228,7 @@ class BM25EmbeddingFunction:
         changed = sorted(k for k in new_config if new_config[k] != old_config.get(k))
         if changed:
             raise ConfigError(
-                f"'bm25' config keys {changed} cannot change after creation: stored sparse vectors "
+                f"'chroma_bm25' config keys {changed} cannot change after creation: stored sparse vectors "
                 "were made with the old values (create a new collection instead)"
             )
 
@@ -222,8 +248,8 @@ class BM25EmbeddingFunction:
     def __call__(self, input: Any) -> list[SparseVector]:  # noqa: A002 - chromadb's name
         """Document vectors: BM25-saturated, length-normalised term frequencies."""
         vectors = []
-        norm = self.k1 * (1 - self.b)
-        per_token = self.k1 * self.b / self.avg_doc_length
+        norm = self.k * (1 - self.b)
+        per_token = self.k * self.b / self.avg_doc_length
         for text in _texts(input):
             counts = Counter(term_id(t) for t in self.tokenize(text))
             length = sum(counts.values())
@@ -232,7 +258,7 @@ class BM25EmbeddingFunction:
             vectors.append(
                 SparseVector(
                     indices=ids,
-                    values=[counts[i] * (self.k1 + 1) / (counts[i] + denominator_base) for i in ids],
+                    values=[counts[i] * (self.k + 1) / (counts[i] + denominator_base) for i in ids],
                 )
             )
         return vectors
@@ -253,12 +279,12 @@ class BM25EmbeddingFunction:
 def _texts(input: Any) -> list[str]:  # noqa: A002
     items = [input] if isinstance(input, str) else input
     if isinstance(items, (bytes, Mapping)) or not isinstance(items, Iterable):
-        raise UnsupportedInputError(f"'bm25' embeds a list of strings; got {type(input).__name__}")
+        raise UnsupportedInputError(f"'chroma_bm25' embeds a list of strings; got {type(input).__name__}")
     items = list(items)
     for i, item in enumerate(items):
         if not isinstance(item, str):
             kind = "an image" if is_image(item) else f"a {type(item).__name__}"
-            raise UnsupportedInputError(f"'bm25' embeds text only; input at position {i} is {kind}")
+            raise UnsupportedInputError(f"'chroma_bm25' embeds text only; input at position {i} is {kind}")
     return items
 
 

@@ -7,8 +7,14 @@ load no weights; the model loads on the first call. ``model_name`` may be:
 * ``"local-dir:/path"`` or a plain path to a folder in open_clip's local-dir layout
   (``open_clip_config.json`` + weights),
 * ``"hf-hub:org/repo"``,
-* an open_clip architecture (``"ViT-B-32"``) with ``pretrained`` = a tag
+* an open_clip architecture (``"ViT-B-32"``) with ``checkpoint`` = a tag
   (``"laion2b_s34b_b79k"``) or a local checkpoint file.
+
+The persisted config uses chromadb's key names (``model_name``, ``checkpoint``), so chromadb and
+retrieval read each other's ``open_clip`` configs. ``pretrained`` (open_clip's name, and the key
+older retrieval databases stored) is accepted as an alias of ``checkpoint``. chromadb also stores
+``device``; it is read and ignored, because the device is a choice of the host that opens the
+collection, and it is never written.
 """
 
 from __future__ import annotations
@@ -24,8 +30,7 @@ import numpy as np
 from embedders.assets import bundled_models, models_dir
 from embedders.base import BaseEmbeddingFunction, check_embeddings
 from embedders.errors import ConfigError, ModelUnavailableError
-from embedders.images import to_rgb_uint8
-from embedders.pipeline import batched, check_loaded, prefetch_map
+from embedders.pipeline import batched, prefetch_map
 
 __all__ = ["OpenCLIPEmbeddingFunction"]
 
@@ -44,44 +49,60 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
 
     Args:
         model_name: What to load (see the module docstring); persisted.
-        pretrained: Weights tag or checkpoint path for an open_clip architecture name; persisted.
+        checkpoint: Weights tag or checkpoint path for an open_clip architecture name (chromadb's
+            name); persisted.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:1"`` ...; a host
             option, never persisted.
         batch_size: Inputs per forward pass; a host option.
-        normalize: Return unit-length vectors; persisted (it changes the vectors).
+        normalize: Return unit-length vectors; persisted only when False (chromadb always
+            normalises, so its readers need no key for the default).
         cache_dir: Where downloaded weights are cached (default: Hugging Face's cache); a host
             option.
+        pretrained: open_clip's name for ``checkpoint``; pass one or the other.
 
     Example:
         >>> ef = OpenCLIPEmbeddingFunction("tiny-shapes", device="cpu")
         >>> ef.get_config()
-        {'model_name': 'tiny-shapes', 'pretrained': None, 'normalize': True}
+        {'model_name': 'tiny-shapes'}
+        >>> OpenCLIPEmbeddingFunction("ViT-B-32", pretrained="laion2b_s34b_b79k").get_config()
+        {'model_name': 'ViT-B-32', 'checkpoint': 'laion2b_s34b_b79k'}
         >>> text, image = ef(["a red circle", np.zeros((64, 64, 3), np.uint8)])
         >>> text.shape == image.shape == (64,)
         True
     """
 
-    CONFIG_KEYS = ("model_name", "pretrained", "normalize")
+    CONFIG_KEYS = ("model_name", "checkpoint", "normalize")
+    CONFIG_ALIASES = {"pretrained": "checkpoint"}
+    IGNORED_CONFIG_KEYS = ("device",)
     RUNTIME_OPTIONS = ("device", "batch_size", "cache_dir")
     MODALITIES = frozenset({"text", "image"})
 
     def __init__(
         self,
         model_name: str = "tiny-shapes",
-        pretrained: str | None = None,
+        checkpoint: str | None = None,
         device: str = "auto",
         batch_size: int = 64,
         normalize: bool = True,
         cache_dir: str | None = None,
+        *,
+        pretrained: str | None = None,
     ) -> None:
         if not isinstance(model_name, str) or not model_name:
             raise ConfigError(f"model_name must be a non-empty string; got {model_name!r}")
-        if pretrained is not None and not isinstance(pretrained, str):
-            raise ConfigError(f"pretrained must be a tag, a checkpoint path or None; got {pretrained!r}")
+        if pretrained is not None:
+            if checkpoint is not None and checkpoint != pretrained:
+                raise ConfigError(
+                    f"checkpoint={checkpoint!r} and pretrained={pretrained!r} name the same setting; "
+                    "pass only one of them"
+                )
+            checkpoint = pretrained
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise ConfigError(f"checkpoint must be a tag, a checkpoint path or None; got {checkpoint!r}")
         if not isinstance(normalize, bool):
             raise ConfigError(f"normalize must be True or False; got {normalize!r}")
         self.model_name = model_name
-        self.pretrained = pretrained
+        self.checkpoint = checkpoint
         self.normalize = normalize
         self.device = device
         self.batch_size = batch_size
@@ -90,12 +111,27 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         self._lock = threading.Lock()
         self._model: Any = None
         self._preprocess: Any = None
+        self._batcher: Any = None  # ImageBatcher: this model's fast preprocessing, per device
         self._tokenizer: Any = None
         self._device: Any = None
+
+    @property
+    def pretrained(self) -> str | None:
+        """open_clip's name for :attr:`checkpoint`."""
+        return self.checkpoint
 
     @staticmethod
     def name() -> str:
         return "open_clip"
+
+    def get_config(self) -> dict[str, Any]:
+        """chromadb's keys; ``checkpoint`` only when set, ``normalize`` only when False."""
+        config: dict[str, Any] = {"model_name": self.model_name}
+        if self.checkpoint is not None:
+            config["checkpoint"] = self.checkpoint
+        if not self.normalize:
+            config["normalize"] = False
+        return config
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> OpenCLIPEmbeddingFunction:
@@ -104,6 +140,9 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         Example:
             >>> OpenCLIPEmbeddingFunction.build_from_config({"model_name": "tiny-shapes"}).model_name
             'tiny-shapes'
+            >>> stored_by_chromadb = {"model_name": "ViT-B-32", "checkpoint": "laion2b_s34b_b79k", "device": "cpu"}
+            >>> OpenCLIPEmbeddingFunction.build_from_config(stored_by_chromadb).get_config()
+            {'model_name': 'ViT-B-32', 'checkpoint': 'laion2b_s34b_b79k'}
         """
         return OpenCLIPEmbeddingFunction._from_config(config)
 
@@ -122,7 +161,8 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
 
     def _embed_images(self, images: list[np.ndarray]) -> list[np.ndarray]:
         self._ensure_loaded()
-        return self._encode_batches(prefetch_map(self._preprocess_batch, batched(images, self.batch_size)))
+        batcher = self._image_batcher()
+        return self._encode_batches(prefetch_map(batcher.from_arrays, batched(images, self.batch_size), depth=2))
 
     def embed_image_uris(
         self,
@@ -161,33 +201,43 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         self._ensure_loaded()
         size = batch_size or self.batch_size
         uris = list(uris)
+        batcher = self._image_batcher()
 
         def prepare(batch: Sequence[str]) -> Any:
-            images = loader(batch)
-            check_loaded(batch, images)
-            return self._preprocess_batch(images)
+            return batcher.from_uris(batch, loader)
 
         with tqdm(total=len(uris), disable=not progress, unit="img", desc="embedding images") as bar:
-            vectors = self._encode_batches(prefetch_map(prepare, batched(uris, size)), bar)
+            vectors = self._encode_batches(prefetch_map(prepare, batched(uris, size), depth=2), bar)
         return check_embeddings(vectors, len(uris), self.name())
 
-    def _preprocess_batch(self, images: Iterable[Any]) -> Any:
+    def _image_batcher(self) -> Any:
+        """The fast preprocessing for this model and device (see ``embedders.image_batches``).
+
+        It reproduces open_clip's own ``preprocess`` geometry (resize mode, crop, mean/std)
+        from the model's ``preprocess_cfg``, as batched work on every core or on the GPU.
+        """
+        if self._batcher is None or self._batcher.device != self._device:
+            import open_clip
+            import torch
+
+            from embedders.image_batches import ImageBatcher
+            from embedders.preprocess import Geometry
+
+            geometry = Geometry.from_config(open_clip.get_model_preprocess_cfg(self._model))
+            dtype = torch.float16 if self._device.type == "cuda" else None
+            self._batcher = ImageBatcher(geometry, self._device, dtype)
+        return self._batcher
+
+    def _encode_batches(self, batches: Iterable[Any], bar: Any = None) -> list[np.ndarray]:
         import torch
-        from PIL import Image
 
-        return torch.stack([self._preprocess(Image.fromarray(to_rgb_uint8(im))) for im in images])
+        from embedders.image_batches import encode_overlapped
 
-    def _encode_batches(self, tensors: Iterable[Any], bar: Any = None) -> list[np.ndarray]:
-        import torch
-
-        out: list[np.ndarray] = []
-        for pixels in tensors:
+        def encode(pixels: Any) -> Any:
             with torch.inference_mode(), self._autocast():
-                features = self._model.encode_image(pixels.to(self._device), normalize=self.normalize)
-            out.extend(features.float().cpu().numpy())
-            if bar is not None:
-                bar.update(len(pixels))
-        return out
+                return self._model.encode_image(pixels, normalize=self.normalize)
+
+        return encode_overlapped(encode, batches, bar.update if bar is not None else None)
 
     def _autocast(self) -> Any:
         import contextlib
@@ -219,8 +269,8 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
             if pretrained is not None:
                 # open_clip would silently ignore it; a persisted config must not carry dead options.
                 raise ConfigError(
-                    f"pretrained={pretrained!r} cannot be combined with model_name={self.model_name!r}, "
-                    "which already names its weights; drop pretrained"
+                    f"checkpoint={pretrained!r} cannot be combined with model_name={self.model_name!r}, "
+                    "which already names its weights; drop checkpoint (pretrained)"
                 )
         else:
             self._check_architecture(open_clip, name, pretrained)
@@ -261,7 +311,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
                 f"model_name={name!r}: {str(path)!r} is not a folder holding open_clip_config.json "
                 f"and weights (bundled models: {bundled_models()}; a Hugging Face repo is written "
                 "'hf-hub:org/repo'; an open_clip architecture such as 'ViT-B-32' needs "
-                "pretrained=<tag or checkpoint path>)"
+                "checkpoint=<tag or checkpoint path>)"
             )
         return f"{_LOCAL_DIR}{path}", self.pretrained
 
@@ -278,7 +328,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
             )
         if pretrained is None:
             raise ConfigError(
-                f"model_name={name!r} is an architecture without weights; pass pretrained=<tag> "
+                f"model_name={name!r} is an architecture without weights; pass checkpoint=<tag> "
                 f"(one of {open_clip.list_pretrained_tags_by_model(name)}) or a checkpoint path"
             )
         if os.path.isfile(pretrained):
@@ -286,7 +336,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         cfg = open_clip.get_pretrained_cfg(name, pretrained)
         if not cfg:
             raise ConfigError(
-                f"pretrained={pretrained!r} is neither a tag of {name!r} nor an existing file; tags: "
+                f"checkpoint={pretrained!r} is neither a tag of {name!r} nor an existing file; tags: "
                 f"{open_clip.list_pretrained_tags_by_model(name)}"
             )
         if _offline() and not _weights_cached(cfg, self.cache_dir):
@@ -294,10 +344,10 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
 
     def _unavailable(self, why: str) -> ModelUnavailableError:
         return ModelUnavailableError(
-            f"the weights of open_clip model_name={self.model_name!r}, pretrained={self.pretrained!r} "
+            f"the weights of open_clip model_name={self.model_name!r}, checkpoint={self.checkpoint!r} "
             f"are not reachable: {why}. To fix: download them on a connected machine (e.g. call this "
             "embedding function once there) and copy the Hugging Face cache (HF_HOME) here, or pass "
-            "cache_dir=<folder holding them>, or point at local files: pretrained='/path/to/"
+            "cache_dir=<folder holding them>, or point at local files: checkpoint='/path/to/"
             "checkpoint.safetensors' or model_name='local-dir:/path/to/folder'."
         )
 
@@ -310,6 +360,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
             self._model.to(self._device)
         if "cache_dir" in keys:
             self._model = None  # weights may now come from elsewhere
+            self._batcher = None
 
     def _check_runtime(self) -> None:
         b = self.batch_size

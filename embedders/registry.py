@@ -32,6 +32,8 @@ class Registry(Generic[T]):
         builtins: ``name -> "module:Attribute"`` (or ``(target, install_hint)``); imported
             on first use.
         required: Attribute names every registered class must have (its protocol).
+        aliases: ``old name -> registered name``, so configs stored under a retired name still
+            resolve; aliases are not listed by :meth:`names`.
 
     Example:
         >>> reg = Registry("widget", builtins={"od": "collections:OrderedDict"})
@@ -50,9 +52,11 @@ class Registry(Generic[T]):
         builtins: Mapping[str, str | tuple[str, str]] | None = None,
         *,
         required: tuple[str, ...] = (),
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.kind = kind
         self._required = required
+        self._aliases = dict(aliases or {})
         self._lock = threading.RLock()
         # name -> class, or (dotted target, install hint) until first use
         self._entries: dict[str, type | tuple[str, str]] = {}
@@ -184,6 +188,8 @@ class Registry(Generic[T]):
             >>> Registry("widget", builtins={"od": "collections:OrderedDict"}).get("od")
             <class 'collections.OrderedDict'>
         """
+        if isinstance(name, str) and name not in self._entries:
+            name = self._aliases.get(name, name)
         with self._lock:
             entry = self._entries.get(name) if isinstance(name, str) else None
             if entry is None:
@@ -253,7 +259,7 @@ class Registry(Generic[T]):
         return MappingProxyType(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

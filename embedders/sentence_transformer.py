@@ -53,6 +53,8 @@ class SentenceTransformerEmbeddingFunction(BaseEmbeddingFunction):
     """
 
     CONFIG_KEYS = ("model_name", "normalize_embeddings")
+    # chromadb's config also stores its device (a host choice here) and extra model kwargs.
+    IGNORED_CONFIG_KEYS = ("device",)
     RUNTIME_OPTIONS = ("device", "batch_size")
     MODALITIES = frozenset({"text"})
 
@@ -83,12 +85,15 @@ class SentenceTransformerEmbeddingFunction(BaseEmbeddingFunction):
     def build_from_config(config: dict[str, Any]) -> SentenceTransformerEmbeddingFunction:
         """Rebuild from :meth:`get_config` output (``trust_remote_code`` is refused).
 
+        chromadb's config is read as well: its ``device`` is ignored (the host decides) and its
+        ``kwargs`` must be empty (they would change how the model loads, unchecked).
+
         Example:
             >>> config = {"model_name": "all-MiniLM-L6-v2"}
             >>> SentenceTransformerEmbeddingFunction.build_from_config(config).model_name
             'all-MiniLM-L6-v2'
         """
-        return SentenceTransformerEmbeddingFunction._from_config(config)
+        return SentenceTransformerEmbeddingFunction._from_config(_without_empty_kwargs(config))
 
     def _embed_texts(self, texts: list[str]) -> list[np.ndarray]:
         model = self._ensure_loaded()
@@ -181,6 +186,11 @@ class DefaultEmbeddingFunction(SentenceTransformerEmbeddingFunction):
     def name() -> str:
         return "default"
 
+    def default_space(self) -> str:
+        # chromadb's default function measures l2 (its base class's default); matching it keeps
+        # distances and thresholds written for chromadb valid here.
+        return "l2"
+
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> DefaultEmbeddingFunction:
         """Rebuild from :meth:`get_config` output (an empty dict).
@@ -189,7 +199,22 @@ class DefaultEmbeddingFunction(SentenceTransformerEmbeddingFunction):
             >>> DefaultEmbeddingFunction.build_from_config({}).name()
             'default'
         """
-        return DefaultEmbeddingFunction._from_config(config)
+        return DefaultEmbeddingFunction._from_config(_without_empty_kwargs(config))
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
+
+def _without_empty_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """Drop chromadb's ``kwargs`` key when empty; refuse it otherwise, naming the keys."""
+    if not isinstance(config, dict) or "kwargs" not in config:
+        return config
+    extra = config["kwargs"]
+    if extra:
+        keys = sorted(extra) if isinstance(extra, dict) else extra
+        raise ConfigError(
+            f"stored sentence-transformers kwargs {keys!r} are not supported: they change how the model "
+            "loads. Open the collection with embedding_function=SentenceTransformerEmbeddingFunction(...) "
+            "built in code instead"
+        )
+    return {k: v for k, v in config.items() if k != "kwargs"}

@@ -105,7 +105,7 @@ def test_empty_and_bare_string_inputs():
 
 @pytest.mark.parametrize("bad", [[1], ["ok", None], [np.zeros((2, 2, 3), np.uint8)], b"bytes", 3])
 def test_non_text_inputs_are_refused(bad):
-    with pytest.raises(UnsupportedInputError, match="'bm25'"):
+    with pytest.raises(UnsupportedInputError, match="'chroma_bm25'"):
         BM25EmbeddingFunction()(bad)
 
 
@@ -113,24 +113,27 @@ def test_non_text_inputs_are_refused(bad):
 def test_config_round_trip():
     ef = BM25EmbeddingFunction(k1=1.5, b=0.5, avg_doc_length=100, token_max_length=20, stopwords=["B", "a"])
     config = ef.get_config()
-    assert config == {
-        "k1": 1.5, "b": 0.5, "avg_doc_length": 100.0, "token_max_length": 20, "stemmer": "snowball",
+    assert config == {  # chromadb's keys (k, include_tokens), so chromadb reads it
+        "k": 1.5, "b": 0.5, "avg_doc_length": 100.0, "token_max_length": 20, "include_tokens": False,
         "stopwords": ["a", "b"],
     }
     again = BM25EmbeddingFunction.build_from_config(config)
     assert again.get_config() == config
     assert again(["a b c"]) == ef(["a b c"])
     assert "stopwords" not in BM25EmbeddingFunction().get_config()  # the default list is not stored
-    assert BM25EmbeddingFunction.name() == "bm25" and BM25EmbeddingFunction().is_sparse()
+    assert BM25EmbeddingFunction(stemmer=None).get_config()["stemmer"] is None  # ours: only when off
+    assert BM25EmbeddingFunction.name() == "chroma_bm25" and BM25EmbeddingFunction().is_sparse()
     assert BM25EmbeddingFunction().modalities() == frozenset({"text"})
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"k": 1.2}, "unknown key 'k'"),
-        ({"k1": -1}, "k1 must be >= 0"),
-        ({"k1": "1"}, "k1 must be a finite number"),
+        ({"k2": 1.2}, "unknown key 'k2'"),
+        ({"k": -1}, "k must be >= 0"),
+        ({"k1": "1"}, "k must be a finite number"),
+        ({"k": 1.0, "k1": 2.0}, "keep only 'k'"),
+        ({"include_tokens": "yes"}, "include_tokens must be True or False"),
         ({"b": 1.5}, r"b must be in \[0, 1\]"),
         ({"avg_doc_length": 0}, "avg_doc_length must be > 0"),
         ({"token_max_length": 0}, "token_max_length must be an integer >= 1"),
@@ -147,5 +150,5 @@ def test_bad_config(config, message):
 def test_config_cannot_change_after_creation():
     ef = BM25EmbeddingFunction()
     ef.validate_config_update(ef.get_config(), ef.get_config())
-    with pytest.raises(ConfigError, match=r"\['k1'\] cannot change"):
-        ef.validate_config_update(ef.get_config(), {**ef.get_config(), "k1": 2.0})
+    with pytest.raises(ConfigError, match=r"\['k'\] cannot change"):
+        ef.validate_config_update(ef.get_config(), {**ef.get_config(), "k": 2.0})

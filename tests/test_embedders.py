@@ -393,9 +393,12 @@ def test_open_clip_config_and_runtime_options() -> None:
         "open_clip", {"model_name": "tiny-shapes"}, device="cpu", batch_size=2
     )
     assert (ef.device, ef.batch_size) == ("cpu", 2)
-    assert ef.get_config() == {"model_name": "tiny-shapes", "pretrained": None, "normalize": True}
+    assert ef.get_config() == {"model_name": "tiny-shapes"}
+    # chromadb stores its device; the host decides here, so a stored device is read and ignored.
+    from_chromadb = embedders.build_embedding_function("open_clip", {"model_name": "tiny-shapes", "device": "cuda"})
+    assert from_chromadb.device == "auto" and from_chromadb.get_config() == {"model_name": "tiny-shapes"}
     with pytest.raises(ConfigError, match="host runtime option"):
-        embedders.build_embedding_function("open_clip", {"model_name": "tiny-shapes", "device": "cuda"})
+        embedders.build_embedding_function("open_clip", {"model_name": "tiny-shapes", "batch_size": 8})
     with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
         embedders.build_embedding_function("open_clip", {}, batch_size=0)
 
@@ -433,7 +436,7 @@ def test_open_clip_bad_names_fail_clearly(tiny_clip: Any) -> None:
         embedders.OpenCLIPEmbeddingFunction("ViT-B-32")(["x"])
     with pytest.raises(ConfigError, match="neither a tag"):
         embedders.OpenCLIPEmbeddingFunction("ViT-B-32", pretrained="no_such_tag")(["x"])
-    with pytest.raises(ConfigError, match="drop pretrained"):
+    with pytest.raises(ConfigError, match=r"drop checkpoint \(pretrained\)"):
         embedders.OpenCLIPEmbeddingFunction("tiny-shapes", pretrained="laion2b_s34b_b79k")(["x"])
 
 

@@ -145,7 +145,7 @@ def test_sparse_configuration_persists(tmp_path):
         col.add(ids=["a"], documents=["quartz watch"])
     with retrieval.PersistentClient(path) as client:
         col = client.get_collection("persisted")
-        assert col.configuration["sparse"]["embedding_function"]["name"] == "bm25"
+        assert col.configuration["sparse"]["embedding_function"]["name"] == "chroma_bm25"  # chromadb's name
         col.add(ids=["b"], documents=["quartz crystal"])
         rows = col.search(Search().rank(Knn(query="quartz", key="sparse_embedding"))).rows()[0]
         assert {r["id"] for r in rows} == {"a", "b"}
