@@ -15,7 +15,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from retrieval.client import Client, EphemeralClient, PersistentClient
+from retrieval.client import AdminClient, Client, EphemeralClient, PersistentClient
 from retrieval.collection import Collection
 from retrieval.errors import (
     ConfigurationConflictError,
@@ -34,6 +34,7 @@ from retrieval.settings import Settings
 from retrieval.types import GetResult, QueryResult
 
 __all__ = [
+    "AdminClient",
     "Client",
     "Collection",
     "ConfigurationConflictError",

@@ -1,22 +1,18 @@
-"""Clients: ``EphemeralClient``, ``PersistentClient`` and ``Client(Settings(...))``.
+"""Clients: ``EphemeralClient``, ``PersistentClient``, ``Client(Settings(...))`` and ``AdminClient``.
 
-Clients in one process that name the same persist path share one engine (one SQLite connection,
-one set of index caches, one path lock); the engine closes when the last client does.
+A client is a thin handle over one backend (``retrieval.backend.Backend``): the storage engine in
+this process, or a server over HTTP (``retrieval.HttpClient``). It validates arguments, rebuilds each
+collection's stored embedding function and data loader once, and hands out ``Collection`` handles.
 """
 
 from __future__ import annotations
 
-import atexit
-import dataclasses
-import logging
 import os
-import threading
-import time
-from pathlib import Path
 from typing import Any
 
 from retrieval import embedding as emb
 from retrieval import validation as v
+from retrieval.backend import Backend
 from retrieval.collection import Collection
 from retrieval.config import (
     CollectionConfig,
@@ -26,65 +22,100 @@ from retrieval.config import (
     parse_configuration,
     split_legacy_metadata,
 )
-from retrieval.errors import InvalidArgumentError, NotAllowedError
+from retrieval.errors import InvalidArgumentError, NotFoundError
 from retrieval.settings import Settings
-from retrieval.store.engine import DEFAULT_DATABASE, DEFAULT_TENANT, Engine
-
-logger = logging.getLogger("retrieval")
+from retrieval.store.namespaces import DEFAULT_DATABASE, DEFAULT_TENANT
+from retrieval.types import CollectionRecord
 
 UNSET = emb.UNSET
 
-_shared_lock = threading.Lock()
-_shared: dict[str, tuple[Engine, int]] = {}  # realpath -> (engine, number of open clients)
+
+def _embedded_backend(settings: Settings) -> Backend:
+    from retrieval.store.backend import open_embedded_backend
+
+    directory = settings.persist_directory if settings.is_persistent else None
+    return open_embedded_backend(directory, synchronous=settings.sqlite_synchronous, allow_reset=settings.allow_reset)
 
 
-@atexit.register
-def _close_shared_engines() -> None:
-    """Checkpoint indexes of clients never closed (chromadb code rarely closes), so the next open is fast.
+class _Handle:
+    """What every client shares: a backend, the settings, and closing."""
 
-    Nothing depends on it for safety: every acknowledged write is already in SQLite.
+    def __init__(self, settings: Settings | None, backend: Backend | None):
+        self.settings = settings or Settings()
+        self._backend = backend if backend is not None else _embedded_backend(self.settings)
+        self._closed = False
+
+    def heartbeat(self) -> int:
+        """Nanoseconds since the epoch: proof of life, as in chromadb."""
+        return self._backend.heartbeat()
+
+    def get_version(self) -> str:
+        return self._backend.get_version()
+
+    def close(self) -> None:
+        """Checkpoint indexes and release the persist path (other processes may then open it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._backend.close()
+
+    def clear_system_cache(self) -> None:
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AdminClient(_Handle):
+    """Tenants and databases (chromadb's ``AdminClient``).
+
+    Args:
+        settings: as for ``Client``; the same persist path or server.
+        backend: a backend to use instead of the one ``settings`` describe (``HttpClient`` passes one).
+
+    Example:
+        >>> import retrieval
+        >>> admin = retrieval.AdminClient()
+        >>> admin.create_tenant("acme"); admin.create_database("docs", tenant="acme")
+        >>> [d["name"] for d in admin.list_databases(tenant="acme")]
+        ['docs']
     """
-    with _shared_lock:
-        engines = [engine for engine, _ in _shared.values()]
-        _shared.clear()
-    for engine in engines:
-        try:
-            engine.close()
-        except Exception:  # noqa: BLE001 - best effort at exit; the oplog replays on next open
-            logger.warning("could not checkpoint %s at exit", engine.db.directory, exc_info=True)
+
+    def __init__(self, settings: Settings | None = None, *, backend: Backend | None = None):
+        super().__init__(settings, backend)
+
+    def create_tenant(self, name: str) -> None:
+        self._backend.create_tenant(name)
+
+    def get_tenant(self, name: str) -> dict[str, str]:
+        return {"name": self._backend.get_tenant(name)}
+
+    def create_database(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
+        self._backend.create_database(name, tenant)
+
+    def get_database(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        return self._backend.get_database(name, tenant)
+
+    def list_databases(self, limit: int | None = None, offset: int | None = None, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
+        limit, offset = v.validate_limit_offset(limit, offset)
+        return self._backend.list_databases(tenant, limit, offset)
+
+    def delete_database(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
+        self._backend.delete_database(name, tenant)
 
 
-def _acquire_engine(path: Path, synchronous: str) -> Engine:
-    key = os.path.realpath(path)
-    with _shared_lock:
-        engine, users = _shared.get(key, (None, 0))
-        if engine is None or engine.closed:
-            engine, users = Engine(Path(key), synchronous=synchronous), 0
-        _shared[key] = (engine, users + 1)
-        return engine
-
-
-def _release_engine(engine: Engine) -> None:
-    with _shared_lock:
-        for key, (shared, users) in list(_shared.items()):
-            if shared is engine:
-                if users > 1:
-                    _shared[key] = (shared, users - 1)
-                    return
-                del _shared[key]
-        # Close while holding the lock: a thread opening this path meanwhile must wait until the
-        # engine has released the path lock, or it would find the lock held by its own process and
-        # fail with "in use by another process" (tests/test_concurrency.py).
-        engine.close()
-
-
-class Client:
-    """A chromadb-compatible client over the embedded engine.
+class Client(_Handle):
+    """A chromadb-compatible client.
 
     Args:
         settings: ``Settings(is_persistent=True, persist_directory=...)`` for disk storage;
             in-memory otherwise. ``allow_reset=True`` enables ``reset()``.
-        tenant, database: namespaces for collections (defaults as in chromadb).
+        tenant, database: the namespace of this client's collections (they must exist; create
+            them with ``AdminClient``). Defaults as in chromadb.
+        backend: a backend to use instead of the one ``settings`` describe (``HttpClient`` passes one).
 
     Example:
         >>> import retrieval
@@ -93,64 +124,54 @@ class Client:
         True
     """
 
-    def __init__(self, settings: Settings | None = None, tenant: str = DEFAULT_TENANT, database: str = DEFAULT_DATABASE):
-        self.settings = settings or Settings()
-        self.tenant = tenant
-        self.database = database
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        tenant: str = DEFAULT_TENANT,
+        database: str = DEFAULT_DATABASE,
+        *,
+        backend: Backend | None = None,
+    ):
+        super().__init__(settings, backend)
         self._ef_cache: dict[tuple, Any] = {}
-        if self.settings.is_persistent:
-            self._engine = _acquire_engine(Path(self.settings.persist_directory), self.settings.sqlite_synchronous)
-        else:
-            self._engine = Engine(None)
-        self._closed = False
+        try:
+            self.set_tenant(tenant, database)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ system
 
-    def heartbeat(self) -> int:
-        """Nanoseconds since the epoch: proof of life, as in chromadb."""
-        return time.time_ns()
-
-    def get_version(self) -> str:
-        from retrieval import __version__
-
-        return __version__
-
     def get_max_batch_size(self) -> int:
-        return v.MAX_BATCH_SIZE
+        return self._backend.get_max_batch_size()
 
     @property
     def max_batch_size(self) -> int:
-        return v.MAX_BATCH_SIZE
+        return self.get_max_batch_size()
 
     def reset(self) -> bool:
         """Delete every collection. Only allowed with ``Settings(allow_reset=True)``."""
-        if not self.settings.allow_reset:
-            raise NotAllowedError(
-                "reset() is disabled: it deletes every collection. Create the client with "
-                "Settings(allow_reset=True) to allow it."
-            )
-        self._engine.reset()
+        self._backend.reset()
         self._ef_cache.clear()
         return True
 
-    def close(self) -> None:
-        """Checkpoint indexes and release the persist path (other processes may then open it)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.settings.is_persistent:
-            _release_engine(self._engine)
-        else:
-            self._engine.close()
+    def set_tenant(self, tenant: str, database: str = DEFAULT_DATABASE) -> None:
+        """Switch this client to another tenant (and database); both must exist."""
+        self._require_namespace(tenant, database)
+        self.tenant, self.database = tenant, database
 
-    def clear_system_cache(self) -> None:
-        self.close()
+    def set_database(self, database: str) -> None:
+        self._require_namespace(self.tenant, database)
+        self.database = database
 
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _require_namespace(self, tenant: str, database: str) -> None:
+        try:
+            self._backend.get_tenant(tenant)
+            self._backend.get_database(database, tenant)
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"could not connect to tenant {tenant!r} / database {database!r}: {e}"
+            ) from e
 
     # ------------------------------------------------------------- collections
 
@@ -189,12 +210,13 @@ class Client:
             data_loader=emb.describe(data_loader, "data_loader", persist=persist_data_loader),
             sparse=_sparse_config((configuration or {}).get("sparse")),
         )
-        record, created = self._engine.create_collection(
-            name, config, user_metadata, get_or_create=get_or_create, tenant=self.tenant, database=self.database
+        record = self._backend.create_collection(
+            self.tenant, self.database, name, config, user_metadata, get_or_create
         )
-        if not created:
+        if get_or_create and record.configuration_json != config.to_json():
+            # An existing collection: its stored functions win, and a conflicting one is an error.
             return self._open(record, embedding_function, data_loader, None)
-        return Collection(self, record, embedding_function, data_loader, self._sparse(record, config))
+        return Collection(self._backend, record, embedding_function, data_loader, self._sparse(record, config))
 
     def get_collection(
         self,
@@ -209,7 +231,7 @@ class Client:
 
         ``embedding_function_options`` are host choices never persisted, e.g. ``{"device": "cuda"}``.
         """
-        record = self._engine.get_collection(name, self.tenant, self.database)
+        record = self._backend.get_collection(self.tenant, self.database, name)
         return self._open(record, embedding_function, data_loader, embedding_function_options, data_loader_options)
 
     def get_or_create_collection(
@@ -228,32 +250,32 @@ class Client:
     def list_collections(self, limit: int | None = None, offset: int | None = None) -> list[Collection]:
         """Collections, oldest first."""
         limit, offset = v.validate_limit_offset(limit, offset)
-        records = self._engine.list_collections(limit, offset, self.tenant, self.database)
+        records = self._backend.list_collections(self.tenant, self.database, limit, offset)
         return [self._open(r, UNSET, UNSET, None) for r in records]
 
     def count_collections(self) -> int:
-        return self._engine.count_collections(self.tenant, self.database)
+        return self._backend.count_collections(self.tenant, self.database)
 
     def delete_collection(self, name: str) -> None:
-        record = self._engine.get_collection(name, self.tenant, self.database)
-        self._engine.delete_collection(name, self.tenant, self.database)
+        record = self._backend.get_collection(self.tenant, self.database, name)
+        self._backend.delete_collection(self.tenant, self.database, name)
         self._ef_cache = {k: ef for k, ef in self._ef_cache.items() if k[0] != record.id}
 
     # --------------------------------------------------------------- internals
 
-    def _open(self, record, embedding_function, data_loader, ef_options, loader_options=None) -> Collection:
+    def _open(self, record: CollectionRecord, embedding_function, data_loader, ef_options, loader_options=None) -> Collection:
         config = CollectionConfig.from_json(record.configuration_json)
         ef = self._component(record, "embedding_function", embedding_function, config.embedding_function, ef_options)
         loader = self._component(record, "data_loader", data_loader, config.data_loader, loader_options)
-        return Collection(self, record, ef, loader, self._sparse(record, config))
+        return Collection(self._backend, record, ef, loader, self._sparse(record, config))
 
-    def _sparse(self, record, config: CollectionConfig) -> tuple[str, Any] | None:
+    def _sparse(self, record: CollectionRecord, config: CollectionConfig) -> tuple[str, Any] | None:
         if config.sparse is None:
             return None
         ef = self._component(record, "embedding_function", UNSET, config.sparse.embedding_function, None)
         return config.sparse.key, ef
 
-    def _component(self, record, kind: str, given: Any, stored, options: dict | None) -> Any:
+    def _component(self, record: CollectionRecord, kind: str, given: Any, stored, options: dict | None) -> Any:
         """The embedding function or loader for an opened collection: given, or rebuilt once and cached."""
         if given is not UNSET and given is not None:
             if stored is not None:
@@ -265,15 +287,6 @@ class Client:
         if key not in self._ef_cache:
             self._ef_cache[key] = emb.build(stored, kind, options)
         return self._ef_cache[key]
-
-    def _modified_config(self, record, configuration: dict) -> CollectionConfig:
-        config = CollectionConfig.from_json(record.configuration_json)
-        if set(configuration) - {"hnsw"}:
-            raise InvalidArgumentError(
-                f"modify(configuration=...) can change only 'hnsw' settings; got keys {sorted(configuration)}"
-            )
-        hnsw = config.hnsw.modified(parse_configuration(configuration))
-        return dataclasses.replace(config, hnsw=hnsw)
 
 
 def _sparse_config(value: Any) -> SparseConfig | None:

@@ -1,4 +1,8 @@
-"""``Collection``: a thin handle that validates input once, embeds it, and calls the engine."""
+"""``Collection``: a thin handle that validates input once, embeds it, and calls the backend.
+
+The backend (``retrieval.backend.Backend``) is the storage engine in this process or a server over
+HTTP; this module is the same for both.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,25 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from retrieval import validation as v
-from retrieval.config import CollectionConfig, split_legacy_metadata
+from retrieval.config import CollectionConfig, modified_config, split_legacy_metadata
 from retrieval.errors import InvalidArgumentError
 from retrieval.query.filters import parse_where, parse_where_document
-from retrieval.results import engine_fields, get_result, query_result
+from retrieval.results import get_result, query_result, stored_columns
 from retrieval.types import (
     DEFAULT_INCLUDE_GET,
     DEFAULT_INCLUDE_QUERY,
     INCLUDE_GET,
     INCLUDE_QUERY,
     CollectionRecord,
+    GetRequest,
     GetResult,
+    QueryRequest,
     QueryResult,
     RecordBatch,
 )
 
 if TYPE_CHECKING:
-    from retrieval.client import Client
+    from retrieval.backend import Backend
 
 URI_BATCH_SIZE = 64
 
@@ -41,13 +47,13 @@ class Collection:
 
     def __init__(
         self,
-        client: Client,
+        backend: Backend,
         record: CollectionRecord,
         embedding_function: Any,
         data_loader: Any,
         sparse: tuple[str, Any] | None = None,
     ):
-        self._client = client
+        self._backend = backend
         self._record = record
         self._embedding_function = embedding_function
         self._data_loader = data_loader
@@ -100,14 +106,10 @@ class Collection:
     def __hash__(self) -> int:
         return hash(self.id)
 
-    @property
-    def _engine(self):
-        return self._client._engine
-
     # ------------------------------------------------------------------ reads
 
     def count(self) -> int:
-        return self._engine.count(self._record)
+        return self._backend.count(self._record)
 
     def peek(self, limit: int = 10) -> GetResult:
         return self.get(limit=limit, include=["embeddings", "documents", "metadatas"])
@@ -127,16 +129,15 @@ class Collection:
         limit, offset = v.validate_limit_offset(limit, offset)
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
         self._check_data_loader(include)
-        rows = self._engine.get(
-            self._record,
+        request = GetRequest(
             ids=ids,
             where=where_tree,
             where_document=document_tree,
             limit=limit,
             offset=offset,
-            fields=engine_fields(include),
+            include=stored_columns(include),
         )
-        return get_result(rows, include, self._data_loader)
+        return get_result(self._backend.get(self._record, request), include, self._data_loader)
 
     def query(
         self,
@@ -157,16 +158,15 @@ class Collection:
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
         self._check_data_loader(include)
         queries = self._query_vectors(query_embeddings, query_texts, query_images, query_uris)
-        rows, distances = self._engine.query(
-            self._record,
-            queries,
-            n_results,
+        request = QueryRequest(
+            embeddings=queries,
+            n_results=n_results,
             ids=ids,
             where=where_tree,
             where_document=document_tree,
-            fields=engine_fields(include),
+            include=stored_columns(include),
         )
-        return query_result(rows, distances, include, self._data_loader)
+        return query_result(self._backend.query(self._record, request), include, self._data_loader)
 
     # ----------------------------------------------------------------- writes
 
@@ -181,7 +181,7 @@ class Collection:
     ) -> None:
         """Add new records. Ids that already exist are skipped with a warning (as in chromadb)."""
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="add")
-        self._engine.add(self._record, batch)
+        self._backend.write(self._record, "add", batch)
 
     def update(
         self,
@@ -194,7 +194,7 @@ class Collection:
     ) -> None:
         """Change existing records; metadata merges and a ``None`` value deletes its key."""
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="update")
-        self._engine.update(self._record, batch)
+        self._backend.write(self._record, "update", batch)
 
     def upsert(
         self,
@@ -207,7 +207,7 @@ class Collection:
     ) -> None:
         """Update records that exist and add the others."""
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="upsert")
-        self._engine.upsert(self._record, batch)
+        self._backend.write(self._record, "upsert", batch)
 
     def delete(self, ids: Any = None, where: dict | None = None, where_document: dict | None = None) -> None:
         """Delete records by id and/or filter (all conditions must hold)."""
@@ -219,7 +219,7 @@ class Collection:
             )
         if ids == []:
             return
-        self._engine.delete(self._record, ids, where_tree, document_tree)
+        self._backend.delete(self._record, ids, where_tree, document_tree, None)
 
     def modify(self, name: str | None = None, metadata: dict | None = None, configuration: dict | None = None) -> None:
         """Rename, replace metadata, or change the mutable HNSW settings (``ef_search``, ``num_threads``...)."""
@@ -235,14 +235,24 @@ class Collection:
             metadata = v.validate_metadata(user, 0, allow_none=False) if user else None
         config = None
         if configuration is not None:
-            config = self._client._modified_config(self._record, configuration)
-        self._record = self._engine.modify_collection(self._record.id, name=name, metadata=metadata, config=config)
+            config = modified_config(CollectionConfig.from_json(self._record.configuration_json), configuration)
+        self._record = self._backend.modify_collection(self._record, name, metadata, config)
 
     def search(self, searches: Any) -> Any:
-        """Run Search API requests (Knn, Rrf, filters, group-by) against this collection."""
-        from retrieval.search.run import run_searches
+        """Run Search API requests (Knn, Rrf, filters, group-by) against this collection.
 
-        return run_searches(self, searches)
+        Text and image Knn queries are embedded here, with this collection's functions; the
+        backend evaluates the rest (one request over HTTP).
+        """
+        from retrieval.search.embed_queries import embed_knn_queries
+        from retrieval.search.plan import Search
+
+        batch = [searches] if isinstance(searches, Search) else list(searches)
+        if not batch or not all(isinstance(s, Search) for s in batch):
+            raise InvalidArgumentError(f"search() takes a Search or a non-empty list of Search; got {searches!r}")
+        batch = embed_knn_queries(batch, self._embed_search_query)
+        result = self._backend.search(self._record, batch)
+        return _load_search_data(result, self._data_loader)
 
     # -------------------------------------------------------------- internals
 
@@ -342,6 +352,22 @@ class Collection:
         ef = self._require_embedding_function("query_uris")
         return _check_output(self._embed_uris(ef, uris), len(uris), ef)
 
+    def _embed_search_query(self, key: str, query: Any) -> Any:
+        """Embed one text or image Knn query: dense with the collection's function, sparse with the key's."""
+        if key == "#embedding":
+            if isinstance(query, str):
+                return self._query_vectors(None, [query], None, None)[0]
+            return self._query_vectors(None, None, [query], None)[0]
+        if self._sparse is None or key != self._sparse[0] or not isinstance(query, str):
+            known = ["#embedding"] + ([self._sparse[0]] if self._sparse is not None else [])
+            raise InvalidArgumentError(
+                f"cannot embed a {type(query).__name__} Knn query for key {key!r} of collection {self.name!r}; "
+                f"keys: {known} (a sparse key takes text or a SparseVector)"
+            )
+        sparse_ef = self._sparse[1]
+        embed = getattr(sparse_ef, "embed_query", None) or sparse_ef
+        return embed([query])[0]
+
     def _require_embedding_function(self, what: str) -> Any:
         if self._embedding_function is None:
             raise InvalidArgumentError(
@@ -356,6 +382,18 @@ class Collection:
                 f"include=['data'] loads records from their uris, but collection {self.name!r} has no data loader; "
                 "create it with data_loader=ImageLoader()"
             )
+
+
+def _load_search_data(result: Any, loader: Any) -> Any:
+    """Load the ``data`` column of searches that selected ``#data``: backends return each record's
+    URI there, and only the handle (which holds the data loader) reads URIs."""
+    data = result.get("data") or []
+    for position, selected in enumerate(result.get("select") or []):
+        if "#data" not in selected or data[position] is None:
+            continue
+        uris = data[position]
+        data[position] = loader(uris) if loader is not None and any(u is not None for u in uris) else [None] * len(uris)
+    return result
 
 
 def _validate_images(images: Any, count: int | None) -> list | None:

@@ -237,5 +237,15 @@ def parse_configuration(configuration: Mapping[str, Any] | None) -> dict[str, An
     return dict(hnsw)
 
 
+def modified_config(config: CollectionConfig, configuration: Mapping[str, Any]) -> CollectionConfig:
+    """``config`` with the mutable HNSW settings of ``modify(configuration=...)`` applied."""
+    if not isinstance(configuration, Mapping) or set(configuration) - {"hnsw"}:
+        raise InvalidArgumentError(
+            f"modify(configuration=...) can change only 'hnsw' settings; got {configuration!r}"
+        )
+    hnsw = config.hnsw.modified(parse_configuration(configuration))
+    return dataclasses.replace(config, hnsw=hnsw)
+
+
 # chromadb code imports Settings from here: ``from chromadb.config import Settings``.
 from retrieval.settings import Settings  # noqa: E402,F401

@@ -72,3 +72,53 @@ class QueryResult(TypedDict):
     metadatas: Optional[List[List[Optional[Metadata]]]]
     distances: Optional[List[List[float]]]
     included: List[str]
+
+
+# ------------------------------------------------------------------ what crosses the Backend seam
+
+
+@dataclass(frozen=True)
+class GetRequest:
+    """A validated ``get``: filters are parsed trees, ``include`` names stored columns only."""
+
+    ids: list[str] | None = None
+    where: Any = None
+    where_document: Any = None
+    limit: int | None = None
+    offset: int = 0
+    include: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """A validated ``query`` with its query vectors already embedded ((n, d) float32)."""
+
+    embeddings: np.ndarray
+    n_results: int = 10
+    ids: list[str] | None = None
+    where: Any = None
+    where_document: Any = None
+    include: tuple[str, ...] = ()
+
+
+@dataclass
+class Records:
+    """Column-major records as a backend returns them; a column is None when not included."""
+
+    ids: list[str]
+    embeddings: np.ndarray | None = None
+    documents: list[str | None] | None = None
+    uris: list[str | None] | None = None
+    metadatas: list[Metadata | None] | None = None
+
+
+@dataclass
+class QueryAnswer:
+    """Per query: the nearest records and their distances (ascending)."""
+
+    records: list[Records]
+    distances: list[np.ndarray]
+
+
+# Stored columns a backend can return (``data`` is loaded from ``uris`` by the handle).
+STORED_COLUMNS = ("embeddings", "documents", "uris", "metadatas")

@@ -208,7 +208,7 @@ def diff(got: Model, want: Model) -> str:
 
 def check_index_matches_sql(client, col) -> None:
     """The loaded HNSW index holds exactly the live labels, with their stored vectors."""
-    engine = client._engine
+    engine = client._backend.engine
     state = engine.state(col._record)
     with state.lock:
         index = state.index()

@@ -57,7 +57,7 @@ def churn(client, col, n: int, rounds: int, seed: int, monkeypatch) -> None:
     X = data.sample(n)
     add_in_batches(col, ids, X)
     live = dict(zip(ids, X))
-    state = client._engine.state(col._record)
+    state = client._backend.engine.state(col._record)
 
     def check(stage: str) -> None:
         queries = data.sample(100)

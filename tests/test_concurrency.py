@@ -221,7 +221,7 @@ def test_writes_to_a_deleted_collection_are_refused_not_lost(persist_dir):
                   lambda: col.delete(ids=["a"])):
         with pytest.raises(retrieval.NotFoundError, match="'doomed' was deleted"):
             write()
-    with client._engine.db.reading() as conn:
+    with client._backend.engine.db.reading() as conn:
         assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 0, "orphaned records"
     new = client.create_collection("doomed", embedding_function=None)  # same name, new collection
     assert new.count() == 0
@@ -255,7 +255,7 @@ def test_writes_racing_delete_collection_are_visible_or_refused(persist_dir):
         t.join(timeout=60)
     assert not errors, errors[0]
     assert acked and refused
-    with client._engine.db.reading() as conn:
+    with client._backend.engine.db.reading() as conn:
         assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 0, "orphaned records"
     client.close()
 

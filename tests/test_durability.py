@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import retrieval
+import retrieval.store.shared_engines
 from retrieval.store import collection_state, reads
 from retrieval.store.collection_state import CollectionState
 
@@ -84,12 +85,12 @@ def run_child(path: str, mode: str, start: int, *, kill_after_acks: int | None =
 
 def simulate_crash(client) -> None:
     """Drop a client's engine the way a crash would: no closing checkpoint, lock released."""
-    engine = client._engine
+    engine = client._backend.engine
     engine._states.clear()
     engine.db.close()
     engine.closed = True
     client._closed = True
-    retrieval.client._shared.clear()
+    retrieval.store.shared_engines.forget_all()
 
 
 def verify_reopen(path: str, candidates: list[Model], *, ann: bool = True) -> int:
@@ -249,7 +250,7 @@ BOUNDARIES = ["none", "checkpoint", "close", "crash"]
 
 def _cross(client, path: str, boundary: str):
     if boundary == "checkpoint":
-        client._engine.flush()
+        client._backend.engine.flush()
     elif boundary == "close":
         client.close()
         client = retrieval.PersistentClient(path)
@@ -301,7 +302,7 @@ from retrieval.store import collection_state
 from durability_model import op
 collection_state.CHECKPOINT_BACKLOG_FRACTION = 0   # thresholds are the collections' sync_threshold
 client = retrieval.PersistentClient(sys.argv[1])
-engine = client._engine
+engine = client._backend.engine
 alpha = client.create_collection("alpha", embedding_function=None, configuration={"hnsw": {"sync_threshold": 2}})
 beta = client.create_collection("beta", embedding_function=None, configuration={"hnsw": {"sync_threshold": 100000}})
 gamma = client.create_collection("gamma", embedding_function=None, configuration={"hnsw": {"sync_threshold": 100000}})

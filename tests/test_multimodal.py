@@ -225,7 +225,7 @@ def test_stored_config_cannot_import_or_trust_remote_code(tmp_path):
         (ComponentSpec("os:system", {}), "os:system"),
         (ComponentSpec("sentence_transformer", {"trust_remote_code": True}), "trust_remote_code"),
     ]:
-        record, _ = client._engine.create_collection(f"evil-{len(message)}", CollectionConfig(embedding_function=spec), None)
+        record, _ = client._backend.engine.create_collection(f"evil-{len(message)}", CollectionConfig(embedding_function=spec), None)
         with pytest.raises(ValueError, match=message):
             client.get_collection(record.name)
     client.close()

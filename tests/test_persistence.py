@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import retrieval
+import retrieval.store.shared_engines
 from retrieval import PersistPathLockedError
 from retrieval.store import collection_state
 
@@ -107,18 +108,18 @@ def test_checkpoint_and_oplog_replay(persist_dir, monkeypatch):
     client = retrieval.PersistentClient(persist_dir)
     col = client.create_collection("replay", embedding_function=None, configuration={"hnsw": {"sync_threshold": 10}})
     X = fill(col, n=200)
-    client._engine.flush()  # checkpoint now: the later writes only exist in SQLite + oplog
+    client._backend.engine.flush()  # checkpoint now: the later writes only exist in SQLite + oplog
     col.delete(ids=[f"id{i}" for i in range(0, 200, 2)])
     col.upsert(ids=["id1", "new"], embeddings=[X[0] * 0, X[2]])
     # Simulate a crash: drop the engine without its closing checkpoint.
-    engine = client._engine
+    engine = client._backend.engine
     engine._states.clear()
     engine.db.close()
-    retrieval.client._shared.clear()
+    retrieval.store.shared_engines.forget_all()
     client2 = retrieval.PersistentClient(persist_dir)
     col2 = client2.get_collection("replay")
     assert col2.count() == 101
-    state = client2._engine.state(col2._record)
+    state = client2._backend.engine.state(col2._record)
     with state.lock:
         index = state.index()
     assert index.live_count == 101

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import retrieval
+import retrieval.store.shared_engines
 from retrieval import PersistPathLockedError
 from retrieval.errors import RetrievalError
 
@@ -62,7 +63,7 @@ def test_open_close_cycles_leak_no_descriptors_or_memory(persist_dir):
     assert not leaked, f"descriptors left open after 100 open/close cycles: {sorted(leaked)[:10]}"
     grown = psutil.Process().memory_info().rss - rss_before
     assert grown < 40 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB over 100 cycles"
-    assert not retrieval.client._shared, "closed clients must leave no shared engine behind"
+    assert retrieval.store.shared_engines.open_count() == 0, "closed clients must leave no shared engine behind"
     client = retrieval.PersistentClient(persist_dir)
     assert client.get_collection("cycles").count() == 1010
     client.close()
@@ -165,7 +166,7 @@ def test_failed_open_leaves_nothing_open(persist_dir):
             with pytest.raises(RetrievalError):
                 retrieval.PersistentClient(persist_dir)
         assert open_fds() == fds
-        assert not retrieval.client._shared
+        assert retrieval.store.shared_engines.open_count() == 0
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.communicate(timeout=60)

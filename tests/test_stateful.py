@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import retrieval
+import retrieval.store.shared_engines
 from retrieval.query.filters import matches, parse_where, parse_where_document
 from retrieval.store import collection_state, hnsw
 
@@ -118,7 +119,7 @@ class StoreMachine(RuleBasedStateMachine):
         finally:
             collection_state.CHECKPOINT_BACKLOG_FRACTION = self._old_fraction
             hnsw._fsync_file, hnsw._fsync_dir = self._old_fsyncs
-            retrieval.client._shared.clear()
+            retrieval.store.shared_engines.forget_all()
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ writes
@@ -180,12 +181,12 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def crash_and_reopen(self):
         """No closing checkpoint: the oplog must carry everything since the last one."""
-        engine = self.client._engine
+        engine = self.client._backend.engine
         engine._states.clear()
         engine.db.close()
         engine.closed = True
         self.client._closed = True
-        retrieval.client._shared.clear()
+        retrieval.store.shared_engines.forget_all()
         self.client = self._open()
         self.col = self.client.get_collection("model")
         check_index_matches_sql(self.client, self.col)

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 
 from retrieval.errors import InternalError, PersistPathLockedError
 from retrieval.query.filter_sql import METADATA_INDEX_DDL, register_sql_functions
+from retrieval.store.namespaces import NAMESPACES_DDL, seed_defaults
 from retrieval.store.sparse_index import SPARSE_INDEX_DDL
 
 SCHEMA_VERSION = 1
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS oplog (
 CREATE INDEX IF NOT EXISTS oplog_by_collection ON oplog (collection_id, seq);
 {METADATA_INDEX_DDL}
 {SPARSE_INDEX_DDL}
+{NAMESPACES_DDL}
 """
 
 
@@ -142,6 +144,7 @@ class Database:
                 raise InternalError(
                     f"database schema version {row[0]} is newer than this retrieval ({SCHEMA_VERSION}); upgrade"
                 )
+            seed_defaults(self.conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
