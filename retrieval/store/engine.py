@@ -28,6 +28,7 @@ from retrieval.query.filter_sql import (
 )
 from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import Database, id_chunks
+from retrieval.store.namespaces import DEFAULT_DATABASE, DEFAULT_TENANT, Namespaces
 from retrieval.store.reads import Reader
 from retrieval.store.sparse_index import (
     SPARSE_INDEX_DELETE_COLLECTION,
@@ -45,8 +46,6 @@ logger = logging.getLogger("retrieval")
 # Writes with at least this many new vectors overlap graph insertion with the SQLite commit.
 OVERLAP_MIN_VECTORS = 256
 
-DEFAULT_TENANT = "default_tenant"
-DEFAULT_DATABASE = "default_database"
 
 
 def _json(value: Any) -> str | None:
@@ -55,7 +54,7 @@ def _json(value: Any) -> str | None:
 
 
 
-class Engine(Reader):
+class Engine(Reader, Namespaces):
     """One database (persistent directory or in-memory) and the collections in it."""
 
     def __init__(self, directory: Path | None, synchronous: str = "FULL"):
@@ -258,14 +257,22 @@ class Engine(Reader):
             return len(new_positions) + len(old_positions)
 
     def delete(
-        self, record: CollectionRecord, ids: list[str] | None, where: Any = None, where_document: Any = None
+        self,
+        record: CollectionRecord,
+        ids: list[str] | None,
+        where: Any = None,
+        where_document: Any = None,
+        limit: int | None = None,
     ) -> int:
+        """Delete the matching records (the first ``limit`` in insertion order); returns how many."""
         state = self.state(record)
         with state.lock:
             self._require_live(record)
             state.begin_write()
             with self.db.transaction() as conn:
                 labels = self._select_labels(conn, record.id, ids, where, where_document)
+                if limit is not None:
+                    labels = sorted(labels)[:limit]
                 if not labels:
                     return 0
                 param = json.dumps(labels)
