@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -12,10 +16,42 @@ from embedders.images import to_rgb_uint8
 from loaders.base import BaseDataLoader
 from loaders.fs import read_bytes
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageLoader"]
+__all__ = ["DEFAULT_MAX_PIXELS", "EncodedImage", "Fit", "ImageHeader", "ImageLoader"]
+
+# EXIF orientations that swap width and height (transpose / rotate 90 / transverse / rotate 270).
+_SWAPS_AXES = (5, 6, 7, 8)
 
 #: Pillow's own default ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89.5 megapixels).
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
+class Fit(Protocol):
+    """Where decoded images are headed: lets the loader decode small and resize in its threads.
+
+    ``embedders.preprocess.Geometry`` is one (the open_clip image tower's resize and crop).
+    """
+
+    def resize_size(self, width: int, height: int) -> tuple[int, int]: ...
+
+    def fit_pil(self, image: Any) -> Any: ...
+
+
+class ImageHeader(NamedTuple):
+    """What :meth:`ImageLoader.probe` reads from an image's header without decoding it."""
+
+    format: str | None
+    width: int
+    height: int
+    mode: str
+    orientation: int
+
+
+class EncodedImage(NamedTuple):
+    """An image's URI, its encoded bytes and its parsed header (see :meth:`ImageLoader.fetch`)."""
+
+    uri: str
+    data: bytes
+    header: ImageHeader
 
 
 class ImageLoader(BaseDataLoader):
@@ -68,8 +104,92 @@ class ImageLoader(BaseDataLoader):
         data = read_bytes(uri, what="image")
         return self.decode(data, uri=uri)
 
-    def decode(self, data: bytes, *, uri: str = "<bytes>") -> np.ndarray:
+    # ------------------------------------------------------------ fast paths for embedders
+    def load(self, uris: Sequence[str], *, fit: Fit | None = None) -> list[np.ndarray]:
+        """Read and decode ``uris`` on all cores, optionally straight to a model's input size.
+
+        With ``fit``, a JPEG is decoded in *draft* mode (libjpeg's DCT scaling, 1/2 to 1/8)
+        at the smallest scale that still covers the size ``fit`` resizes it to, and the
+        resize/crop runs in the same worker thread; a 12-megapixel photo headed for a 224px
+        model then costs a fraction of a full decode. Pillow releases the GIL while it
+        decodes and resizes, so threads use every core without pickling pixels.
+
+        Args:
+            uris: Image URIs (no ``None``).
+            fit: Target geometry, e.g. ``embedders.preprocess.Geometry``; ``None`` = full size.
+
+        Returns:
+            RGB uint8 arrays, in order.
+
+        Raises:
+            LoadError: The first URI (in order) that cannot be read or decoded, named.
+
+        Example:
+            >>> import fsspec
+            >>> from PIL import Image
+            >>> from embedders.preprocess import Geometry
+            >>> buf = io.BytesIO(); Image.new("RGB", (640, 480), "red").save(buf, "JPEG")
+            >>> with fsspec.open("memory://doc/red.jpg", "wb") as f: _ = f.write(buf.getvalue())
+            >>> ImageLoader().load(["memory://doc/red.jpg"], fit=Geometry((224, 224)))[0].shape
+            (224, 224, 3)
+        """
+        return self._map(lambda uri: self.decode(read_bytes(uri, what="image"), uri=uri, fit=fit), uris)
+
+    def fetch(self, uris: Sequence[str]) -> list[EncodedImage]:
+        """Read ``uris`` in parallel and parse their headers, without decoding pixels.
+
+        For decoders outside Pillow (nvJPEG on a GPU): the pixel limit and the "not an
+        image" check still happen here, in the loader, with its error messages.
+
+        Raises:
+            LoadError: The first URI (in order) that is unreadable, not an image or too large.
+        """
+
+        def one(uri: str) -> EncodedImage:
+            data = read_bytes(uri, what="image")
+            return EncodedImage(uri, data, self.probe(data, uri=uri))
+
+        return self._map(one, uris)
+
+    def probe(self, data: bytes, *, uri: str = "<bytes>") -> ImageHeader:
+        """Parse an image's header (no pixel decoding) and apply the pixel limit.
+
+        A decoder that bypasses Pillow (nvJPEG on a GPU) calls this first, so the
+        decompression-bomb guard and the "not an image" error stay the loader's.
+
+        Raises:
+            LoadError: Not an image, or more pixels than ``max_pixels``; names ``uri``.
+
+        Example:
+            >>> from PIL import Image
+            >>> buf = io.BytesIO(); Image.new("RGB", (6, 4)).save(buf, "JPEG")
+            >>> ImageLoader().probe(buf.getvalue())[:3]
+            ('JPEG', 6, 4)
+        """
+        with _pillow_errors(uri):
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as img:
+                self._check_pixels(img, uri)
+                orientation = img.getexif().get(0x0112, 1) if img.format == "JPEG" else 1
+                return ImageHeader(img.format, img.size[0], img.size[1], img.mode, int(orientation or 1))
+
+    def _map(self, fn: Callable[[str], Any], uris: Sequence[str]) -> list[Any]:
+        uris = list(uris)
+        if len(uris) <= 1 or self.max_workers == 1:
+            return [fn(u) for u in uris]
+        workers = min(len(uris), self.max_workers or min(32, (os.cpu_count() or 1) + 4))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-loader") as pool:
+            return list(pool.map(fn, uris))  # in order; re-raises the first failure in order
+
+    # ------------------------------------------------------------ decoding
+    def decode(self, data: bytes, *, uri: str = "<bytes>", fit: Fit | None = None) -> np.ndarray:
         """Decode encoded image bytes (PNG, JPEG, ...) under this loader's pixel limit.
+
+        Args:
+            data: The encoded image.
+            uri: Named in errors.
+            fit: Resize/crop to a model's input (see :meth:`load`); ``None`` = full size.
 
         Example:
             >>> from PIL import Image
@@ -77,29 +197,61 @@ class ImageLoader(BaseDataLoader):
             >>> ImageLoader().decode(buf.getvalue()).shape
             (2, 3, 3)
         """
-        from PIL import Image, ImageOps, UnidentifiedImageError
+        from PIL import Image, ImageOps
 
-        try:
+        with _pillow_errors(uri):
             with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                if width * height > self.max_pixels:
-                    raise LoadError(
-                        f"image {uri!r} is {width}x{height} = {width * height} pixels, more than "
-                        f"max_pixels={self.max_pixels} (a decompression-bomb guard); if you trust "
-                        "it, use ImageLoader(max_pixels=...) with a larger limit",
-                        uri=uri,
-                    )
-                return to_rgb_uint8(ImageOps.exif_transpose(img))
-        except LoadError:
-            raise
-        except Image.DecompressionBombError as exc:
+                self._check_pixels(img, uri)
+                if fit is None:
+                    return to_rgb_uint8(ImageOps.exif_transpose(img))
+                if img.format == "JPEG":
+                    _draft(img, fit)
+                img = ImageOps.exif_transpose(img)
+                if img.mode != "RGB":
+                    img = Image.fromarray(to_rgb_uint8(img))  # one conversion rule for every mode
+                img.load()  # decode now, so a truncated file fails here, with its URI
+                return np.asarray(fit.fit_pil(img), dtype=np.uint8)
+
+    def _check_pixels(self, img: Any, uri: str) -> None:
+        width, height = img.size
+        if width * height > self.max_pixels:
             raise LoadError(
-                f"image {uri!r} exceeds Pillow's process-wide decompression-bomb limit "
-                f"PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}: {exc} (if you trust it, "
-                "raise that limit as well as this loader's max_pixels)",
+                f"image {uri!r} is {width}x{height} = {width * height} pixels, more than "
+                f"max_pixels={self.max_pixels} (a decompression-bomb guard); if you trust "
+                "it, use ImageLoader(max_pixels=...) with a larger limit",
                 uri=uri,
-            ) from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise LoadError(
-                f"cannot decode {uri!r} as an image: {type(exc).__name__}: {exc}", uri=uri
-            ) from exc
+            )
+
+
+def _draft(img: Any, fit: Fit) -> None:
+    """Ask libjpeg for the smallest DCT scale whose output still covers the resize target."""
+    width, height = img.size
+    orientation = img.getexif().get(0x0112, 1)
+    if orientation in _SWAPS_AXES:  # the target applies to the image as it will be shown
+        tw, th = fit.resize_size(height, width)
+        tw, th = th, tw
+    else:
+        tw, th = fit.resize_size(width, height)
+    img.draft("RGB", (max(1, tw), max(1, th)))
+
+
+@contextmanager
+def _pillow_errors(uri: str) -> Iterator[None]:
+    """Turn Pillow's many failure types into one :class:`LoadError` naming the URI."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        yield
+    except LoadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise LoadError(
+            f"image {uri!r} exceeds Pillow's process-wide decompression-bomb limit "
+            f"PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}: {exc} (if you trust it, "
+            "raise that limit as well as this loader's max_pixels)",
+            uri=uri,
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise LoadError(
+            f"cannot decode {uri!r} as an image: {type(exc).__name__}: {exc}", uri=uri
+        ) from exc
