@@ -169,7 +169,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         uris: Sequence[str],
         loader: Callable[[Sequence[str]], Sequence[Any]],
         *,
-        progress: bool = False,
+        progress: bool | Callable[[int], Any] = False,
         batch_size: int | None = None,
     ) -> list[np.ndarray]:
         """Load, preprocess and embed images by URI, overlapping loading with encoding.
@@ -180,7 +180,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         Args:
             uris: Image URIs the loader understands.
             loader: A data loader, e.g. ``loaders.ImageLoader()``.
-            progress: Show a tqdm progress bar.
+            progress: Show a tqdm progress bar, or a callable given each finished batch's size.
             batch_size: Overrides this function's ``batch_size`` for this call.
 
         Returns:
@@ -206,8 +206,12 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         def prepare(batch: Sequence[str]) -> Any:
             return batcher.from_uris(batch, loader)
 
-        with tqdm(total=len(uris), disable=not progress, unit="img", desc="embedding images") as bar:
-            vectors = self._encode_batches(prefetch_map(prepare, batched(uris, size), depth=2), bar)
+        batches = prefetch_map(prepare, batched(uris, size), depth=2)
+        if callable(progress):
+            vectors = self._encode_batches(batches, progress)
+        else:
+            with tqdm(total=len(uris), disable=not progress, unit="img", desc="embedding images") as bar:
+                vectors = self._encode_batches(batches, bar.update)
         return check_embeddings(vectors, len(uris), self.name())
 
     def _image_batcher(self) -> Any:
@@ -228,7 +232,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
             self._batcher = ImageBatcher(geometry, self._device, dtype)
         return self._batcher
 
-    def _encode_batches(self, batches: Iterable[Any], bar: Any = None) -> list[np.ndarray]:
+    def _encode_batches(self, batches: Iterable[Any], on_batch: Callable[[int], Any] | None = None) -> list[np.ndarray]:
         import torch
 
         from embedders.image_batches import encode_overlapped
@@ -237,7 +241,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
             with torch.inference_mode(), self._autocast():
                 return self._model.encode_image(pixels, normalize=self.normalize)
 
-        return encode_overlapped(encode, batches, bar.update if bar is not None else None)
+        return encode_overlapped(encode, batches, on_batch)
 
     def _autocast(self) -> Any:
         import contextlib

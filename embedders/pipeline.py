@@ -67,7 +67,7 @@ def embed_uris(
     loader: Callable[[Sequence[str]], Sequence[Any]],
     *,
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int], Any] = False,
 ) -> list[np.ndarray]:
     """Load ``uris`` with ``loader`` and embed them, overlapping loading with embedding.
 
@@ -79,7 +79,7 @@ def embed_uris(
         uris: URIs understood by ``loader``.
         loader: A data loader: a list of URIs in, a list of images out.
         batch_size: URIs per batch; ``None`` uses the function's own ``batch_size`` (or 64).
-        progress: Show a tqdm progress bar.
+        progress: Show a tqdm progress bar, or a callable given each finished batch's size.
 
     Returns:
         One vector per URI, in order.
@@ -103,13 +103,14 @@ def embed_uris(
     if batch_size is None:
         batch_size = getattr(embedding_function, "batch_size", None) or 64
     out: list[np.ndarray] = []
-    with _progress(len(uris), progress) as bar:
+    with _progress(len(uris), progress is True) as bar:
+        update = progress if callable(progress) else bar.update
         for batch, images in zip(batched(uris, batch_size), prefetch_map(loader, batched(uris, batch_size))):
             check_loaded(batch, images)
             # A foreign (chromadb-style) function gets the same one-vector-per-input check.
             vectors = embedding_function(list(images))
             out.extend(check_embeddings(vectors, len(batch), _name(embedding_function)))
-            bar.update(len(batch))
+            update(len(batch))
     return out
 
 

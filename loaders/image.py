@@ -105,7 +105,13 @@ class ImageLoader(BaseDataLoader):
         return self.decode(data, uri=uri)
 
     # ------------------------------------------------------------ fast paths for embedders
-    def load(self, uris: Sequence[str], *, fit: Fit | None = None) -> list[np.ndarray]:
+    def load(
+        self,
+        uris: Sequence[str],
+        *,
+        fit: Fit | None = None,
+        on_error: Callable[[str, LoadError], Any] | None = None,
+    ) -> list[np.ndarray]:
         """Read and decode ``uris`` on all cores, optionally straight to a model's input size.
 
         With ``fit``, a JPEG is decoded in *draft* mode (libjpeg's DCT scaling, 1/2 to 1/8)
@@ -117,6 +123,8 @@ class ImageLoader(BaseDataLoader):
         Args:
             uris: Image URIs (no ``None``).
             fit: Target geometry, e.g. ``embedders.preprocess.Geometry``; ``None`` = full size.
+            on_error: Instead of raising, put ``on_error(uri, error)`` in place of a URI that
+                fails (a batch job that skips bad files and reports them).
 
         Returns:
             RGB uint8 arrays, in order.
@@ -133,13 +141,19 @@ class ImageLoader(BaseDataLoader):
             >>> ImageLoader().load(["memory://doc/red.jpg"], fit=Geometry((224, 224)))[0].shape
             (224, 224, 3)
         """
-        return self._map(lambda uri: self.decode(read_bytes(uri, what="image"), uri=uri, fit=fit), uris)
+        return self._map(lambda uri: self.decode(read_bytes(uri, what="image"), uri=uri, fit=fit), uris, on_error)
 
-    def fetch(self, uris: Sequence[str]) -> list[EncodedImage]:
+    def fetch(
+        self, uris: Sequence[str], *, on_error: Callable[[str, LoadError], Any] | None = None
+    ) -> list[EncodedImage]:
         """Read ``uris`` in parallel and parse their headers, without decoding pixels.
 
         For decoders outside Pillow (nvJPEG on a GPU): the pixel limit and the "not an
         image" check still happen here, in the loader, with its error messages.
+
+        Args:
+            uris: Image URIs.
+            on_error: As in :meth:`load`.
 
         Raises:
             LoadError: The first URI (in order) that is unreadable, not an image or too large.
@@ -149,7 +163,7 @@ class ImageLoader(BaseDataLoader):
             data = read_bytes(uri, what="image")
             return EncodedImage(uri, data, self.probe(data, uri=uri))
 
-        return self._map(one, uris)
+        return self._map(one, uris, on_error)
 
     def probe(self, data: bytes, *, uri: str = "<bytes>") -> ImageHeader:
         """Parse an image's header (no pixel decoding) and apply the pixel limit.
@@ -174,8 +188,19 @@ class ImageLoader(BaseDataLoader):
                 orientation = img.getexif().get(0x0112, 1) if img.format == "JPEG" else 1
                 return ImageHeader(img.format, img.size[0], img.size[1], img.mode, int(orientation or 1))
 
-    def _map(self, fn: Callable[[str], Any], uris: Sequence[str]) -> list[Any]:
+    def _map(
+        self, fn: Callable[[str], Any], uris: Sequence[str], on_error: Callable[[str, LoadError], Any] | None = None
+    ) -> list[Any]:
         uris = list(uris)
+        if on_error is not None:
+            strict = fn
+
+            def fn(uri: str) -> Any:
+                try:
+                    return strict(uri)
+                except LoadError as exc:
+                    return on_error(uri, exc)
+
         if len(uris) <= 1 or self.max_workers == 1:
             return [fn(u) for u in uris]
         workers = min(len(uris), self.max_workers or min(32, (os.cpu_count() or 1) + 4))

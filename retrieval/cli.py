@@ -10,10 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-ADD_CHUNK = 256
 
 
 def _client(path: str):
@@ -23,36 +20,15 @@ def _client(path: str):
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from retrieval.jobs.commands import run_index
 
-    from embedders import build_embedding_function
-    from loaders import ImageLoader
+    return run_index(args)
 
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        print(f"error: {str(folder)!r} is not a folder of images", file=sys.stderr)
-        return 2
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        print(f"error: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(folder)!r}", file=sys.stderr)
-        return 2
-    client = _client(args.path)
-    try:
-        ef = build_embedding_function("open_clip", {"model_name": args.model}, device=args.device)
-        collection = client.get_or_create_collection(
-            args.collection, embedding_function=ef, data_loader=ImageLoader(), configuration={"hnsw": {"space": "cosine"}}
-        )
-        uris = [str(p.resolve()) for p in files]
-        ids = [str(p.relative_to(folder)) for p in files]
-        with tqdm(total=len(uris), unit="img", disable=args.quiet, desc="indexing") as bar:
-            for start in range(0, len(uris), ADD_CHUNK):
-                chunk = slice(start, start + ADD_CHUNK)
-                collection.upsert(ids=ids[chunk], uris=uris[chunk], metadatas=[{"file": i} for i in ids[chunk]])
-                bar.update(len(ids[chunk]))
-        print(f"indexed {len(uris)} images into collection {args.collection!r} at {args.path} ({collection.count()} total)")
-    finally:
-        client.close()
-    return 0
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from retrieval.jobs.commands import run_embed
+
+    return run_embed(args)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -82,8 +58,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    print("error: the HTTP server is not available in this version; use the embedded client", file=sys.stderr)
-    return 2
+    from retrieval.errors import RetrievalError
+    from retrieval.server.config import ServerConfig, serve
+
+    flags = {"path": args.path, "host": args.host, "port": args.port}
+    try:
+        if args.config:
+            config = ServerConfig.from_file(args.config, **flags)
+        else:
+            config = ServerConfig.from_dict({k: v for k, v in flags.items() if v is not None})
+        serve(config)
+    except RetrievalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,14 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
     default_path = os.environ.get("RETRIEVAL_PATH", "./.chroma")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    index = sub.add_parser("index", help="embed every image under a folder (by URI) into a collection")
-    index.add_argument("folder")
+    from retrieval.jobs.commands import add_job_arguments  # argparse only; the job loads on use
+
+    index = sub.add_parser(
+        "index", help="embed images (folder, glob, URI list, fsspec URL) into a collection; resumable"
+    )
+    index.add_argument("source", nargs="?", help="folder, glob, .txt/.csv/.parquet list of URIs, or fsspec URL")
+    index.add_argument("--from-parquet", metavar="DIR", help="load embeddings written by `retrieval embed`")
     index.add_argument("--path", default=default_path, help="persist directory (default %(default)s)")
+    index.add_argument("--host", default=None, help="index into a retrieval server instead of --path")
+    index.add_argument("--port", type=int, default=8000)
     index.add_argument("--collection", default="images")
-    index.add_argument("--model", default="tiny-shapes", help="open_clip model name or local path")
-    index.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    index.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_job_arguments(index)
     index.set_defaults(func=cmd_index)
+
+    embed = sub.add_parser("embed", help="embed images into Parquet shards (id, uri, vector, model); resumable")
+    embed.add_argument("source", help="folder, glob, .txt/.csv/.parquet list of URIs, or fsspec URL")
+    embed.add_argument("--out", required=True, help="folder for the part-NNNNN.parquet shards")
+    add_job_arguments(embed)
+    embed.set_defaults(func=cmd_embed)
 
     query = sub.add_parser("query", help="search a collection by text (or --image PATH)")
     query.add_argument("text", nargs="?", default="")
@@ -112,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--path", default=default_path)
     listing.set_defaults(func=cmd_list)
 
-    run = sub.add_parser("run", help="serve a persist directory over HTTP (not available yet)")
-    run.add_argument("--path", default=default_path)
+    run = sub.add_parser("run", help="serve a persist directory over HTTP (Chroma's v2 REST API)")
+    run.add_argument("--path", default=None, help=f"persist directory (default {default_path})")
+    run.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    run.add_argument("--config", default=None, help="server.yaml: allow_reset, ui, ... (flags win)")
     run.set_defaults(func=cmd_run)
     return parser
 

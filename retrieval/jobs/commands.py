@@ -1,0 +1,197 @@
+"""The ``retrieval index`` and ``retrieval embed`` subcommands (parser entries live in retrieval/cli.py).
+
+    retrieval index photos/ --path .chroma --collection photos --model ViT-B-32 ...
+    retrieval index 'photos/**/*.jpg' | list.txt | list.csv | list.parquet | s3://bucket/photos/
+    retrieval index --from-parquet embeddings/ --collection photos
+    retrieval embed photos/ --out embeddings/
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+__all__ = ["add_job_arguments", "run_embed", "run_index"]
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``index`` and ``embed`` share: model, device, batch size, workers, report."""
+    parser.add_argument("--model", default="tiny-shapes",
+                        help="open_clip model: a bundled name, local-dir:/path, hf-hub:org/repo or an architecture "
+                             "(with --checkpoint) (default %(default)s)")
+    parser.add_argument("--checkpoint", default=None, help="weights tag or file for an open_clip architecture")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default 256 on a GPU, 64 on a CPU)")
+    parser.add_argument("--workers", type=int, default=None, help="decode threads (default: one per core + 4)")
+    parser.add_argument("--report", default=None,
+                        help="where to list skipped files, one JSON line each (default "
+                             "./index-report-<collection>.jsonl, written only when files were skipped)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _embedding_function(args: argparse.Namespace) -> Any:
+    from embedders import build_embedding_function
+
+    config = {"model_name": args.model}
+    if args.checkpoint:
+        config["checkpoint"] = args.checkpoint
+    ef = build_embedding_function("open_clip", config, device=args.device)
+    if args.batch_size is None:
+        import torch
+
+        cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+        args.batch_size = 256 if cuda else 64
+    ef.set_runtime_options(batch_size=args.batch_size)
+    return ef
+
+
+def _loader(args: argparse.Namespace) -> Any:
+    from loaders import ImageLoader
+
+    return ImageLoader(max_workers=args.workers)
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    if args.batch_size is not None and args.batch_size < 1:
+        return f"--batch-size must be a positive integer; got {args.batch_size}"
+    if args.workers is not None and args.workers < 1:
+        return f"--workers must be a positive integer; got {args.workers}"
+    return None
+
+
+def _summary(stats: Any, report: str) -> str:
+    from retrieval.jobs.index_job import write_report
+
+    parts = [f"{stats.already_stored} already stored"]
+    if stats.failed:
+        write_report(report, stats.failed)
+        parts.append(f"{len(stats.failed)} skipped as unreadable (reasons in {report})")
+    else:
+        parts.append("0 skipped")
+    return f"{'; '.join(parts)}; {stats.rate:.1f} images/s over {stats.seconds:.1f} s"
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """``retrieval index``: SOURCE (or ``--from-parquet DIR``) into a collection."""
+    from retrieval.errors import RetrievalError
+    from retrieval.jobs.index_job import index_items, open_target
+    from retrieval.jobs.sources import list_source
+
+    problem = _check(args)
+    if problem is None and (args.source is None) == (args.from_parquet is None):
+        problem = "give a SOURCE to index, or --from-parquet DIR (not both)"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.from_parquet is not None:
+        return _index_parquet(args)
+    try:
+        items = list_source(args.source)
+    except (RetrievalError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        client = open_target(args.path, args.host, args.port)
+    except (RetrievalError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    where = f"{args.host}:{args.port}" if args.host else args.path
+    try:
+        ef = _embedding_function(args)
+        collection = client.get_or_create_collection(
+            args.collection, embedding_function=ef, data_loader=_loader(args),
+            configuration={"hnsw": {"space": "cosine"}},
+        )
+        loader = collection.data_loader or _loader(args)  # the stored loader keeps its pixel limit
+        if args.workers is not None:
+            loader.set_runtime_options(max_workers=args.workers)
+        stats = index_items(items, collection, ef, loader, batch_size=args.batch_size, progress=not args.quiet)
+        report = args.report or f"index-report-{args.collection}.jsonl"
+        print(f"indexed {stats.written} images into collection {args.collection!r} at {where} "
+              f"({collection.count()} total); {_summary(stats, report)}")
+    except _user_errors() as exc:  # a bad name, model or option: say so, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    return 0
+
+
+def _index_parquet(args: argparse.Namespace) -> int:
+    import time
+
+    from embedders import build_embedding_function
+    from retrieval.errors import RetrievalError
+    from retrieval.jobs.index_job import open_target, stored_ids
+    from retrieval.jobs.parquet import read_shards
+
+    client = open_target(args.path, args.host, args.port)
+    where = f"{args.host}:{args.port}" if args.host else args.path
+    started, written, skipped, collection = time.perf_counter(), 0, 0, None
+    try:
+        for ids, uris, vectors, spec in read_shards(args.from_parquet):
+            if collection is None:
+                ef = None
+                if spec is not None:  # the shards' model, so text queries land in the same space
+                    ef = build_embedding_function(spec["name"], spec["config"], device=args.device)
+                collection = client.get_or_create_collection(
+                    args.collection, embedding_function=ef, data_loader=_loader(args),
+                    configuration={"hnsw": {"space": "cosine"}},
+                )
+            have = stored_ids(collection, ids)
+            keep = [i for i, id_ in enumerate(ids) if id_ not in have]
+            skipped += len(ids) - len(keep)
+            if keep:
+                collection.add(ids=[ids[i] for i in keep], embeddings=vectors[keep],
+                               uris=[uris[i] for i in keep] if uris[0] is not None else None,
+                               metadatas=[{"file": ids[i]} for i in keep])
+                written += len(keep)
+        seconds = time.perf_counter() - started
+        print(f"indexed {written} images into collection {args.collection!r} at {where} ({collection.count()} "
+              f"total); {skipped} already stored; {written / max(seconds, 1e-9):.1f} records/s over {seconds:.1f} s")
+    except (*_user_errors(), ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    return 0
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from embedders.errors import ConfigError, ModelUnavailableError, UnknownNameError
+    from retrieval.errors import RetrievalError
+
+    return (RetrievalError, ConfigError, ModelUnavailableError, UnknownNameError)
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """``retrieval embed``: SOURCE into Parquet shards under ``--out``."""
+    from retrieval.errors import RetrievalError
+    from retrieval.jobs.index_job import embed_items
+    from retrieval.jobs.parquet import ShardWriter
+    from retrieval.jobs.sources import list_source
+
+    problem = _check(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        items = list_source(args.source)
+    except (RetrievalError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ef = _embedding_function(args)
+        ef(["probe"])  # load the model now: a bad --model fails before any work
+    except _user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    writer = ShardWriter(args.out, ef)
+    stats = embed_items(items, ef, _loader(args), writer, batch_size=args.batch_size, progress=not args.quiet)
+    report = args.report or os.path.join(args.out, "embed-report.jsonl")
+    print(f"embedded {stats.written} images into {args.out} ({len(writer.existing_ids)} total); "
+          f"{_summary(stats, report)}")
+    return 0
