@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 from retrieval.client import AdminClient, Client, EphemeralClient, PersistentClient
 from retrieval.collection import Collection
+from retrieval.http.clients import AsyncHttpClient, HttpClient
 from retrieval.errors import (
     ConfigurationConflictError,
     DimensionMismatchError,
@@ -35,6 +36,7 @@ from retrieval.types import GetResult, QueryResult
 
 __all__ = [
     "AdminClient",
+    "AsyncHttpClient",
     "Client",
     "Collection",
     "ConfigurationConflictError",
@@ -42,6 +44,7 @@ __all__ = [
     "DuplicateIDError",
     "EphemeralClient",
     "GetResult",
+    "HttpClient",
     "InternalError",
     "InvalidArgumentError",
     "NotAllowedError",

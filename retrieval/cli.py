@@ -59,7 +59,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from retrieval.errors import RetrievalError
-    from retrieval.server.config import ServerConfig, serve
+    from retrieval.server.config import ServerConfig
+    from retrieval.server.main import serve
 
     flags = {"path": args.path, "host": args.host, "port": args.port}
     try:

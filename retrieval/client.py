@@ -31,6 +31,11 @@ UNSET = emb.UNSET
 
 
 def _embedded_backend(settings: Settings) -> Backend:
+    from retrieval.http.connect import backend_from_settings
+
+    remote = backend_from_settings(settings)  # Settings(chroma_api_impl="chromadb.api.fastapi.FastAPI", ...)
+    if remote is not None:
+        return remote
     from retrieval.store.backend import open_embedded_backend
 
     directory = settings.persist_directory if settings.is_persistent else None

@@ -12,6 +12,7 @@ against chromadb, and carries an HTTP status so the server can map it without a 
     ├── ConfigurationConflictError (ValueError)  409  stored configuration disagrees with arguments
     ├── PersistPathLockedError (RuntimeError)    423  another process owns the persist path
     ├── NotAllowedError (PermissionError)        403  e.g. ``reset()`` without ``allow_reset``
+    ├── ServerUnavailableError (ConnectionError) 503  an HTTP client cannot reach its server
     └── InternalError (RuntimeError)             500
 """
 
@@ -60,6 +61,12 @@ class PersistPathLockedError(RetrievalError, RuntimeError):
 
 class NotAllowedError(RetrievalError, PermissionError):
     http_status = 403
+
+
+class ServerUnavailableError(RetrievalError, ConnectionError):
+    """An HTTP client could not reach its server, or the request timed out."""
+
+    http_status = 503
 
 
 class InternalError(RetrievalError, RuntimeError):

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from retrieval.config import CollectionConfig
-from retrieval.errors import InvalidArgumentError, NotAllowedError
+from retrieval.errors import InvalidArgumentError, NotAllowedError, NotFoundError
 from retrieval.search.execute import execute_many
 from retrieval.store import shared_engines
 from retrieval.store.engine import Engine
@@ -101,6 +101,14 @@ class EmbeddedBackend:
 
     def get_collection(self, tenant: str, database: str, name: str) -> CollectionRecord:
         return self.engine.get_collection(name, tenant, database)
+
+    def get_collection_by_id(self, tenant: str, database: str, collection_id: str) -> CollectionRecord:
+        record = self.engine.get_collection_by_id(collection_id)
+        if record.tenant != tenant or record.database != database:
+            raise NotFoundError(
+                f"collection {collection_id!r} does not exist in tenant {tenant!r} / database {database!r}"
+            )
+        return record
 
     def list_collections(self, tenant: str, database: str, limit: int | None, offset: int) -> list[CollectionRecord]:
         return self.engine.list_collections(limit, offset, tenant, database)

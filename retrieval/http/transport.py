@@ -1,0 +1,185 @@
+"""``HttpBackend`` and ``AsyncHttpBackend``: the Backend seam over Chroma's v2 REST API (httpx).
+
+Both are generated from one table: every verb of :class:`retrieval.http.calls.Calls` becomes a
+method that builds the :class:`~retrieval.http.wire.Call` and sends it. The two classes differ only
+in ``_send`` (a blocking or an awaited request); what a request carries, how an answer decodes,
+which error it raises, what is retried and for how long are shared code.
+
+Timeouts are per request (``timeout=``, seconds; chromadb's client has no such knob: its issue
+#5805). Idempotent calls (reads, ``update``/``upsert``, ``modify``) are retried after a transport
+failure (``retries=``, exponential backoff); any call is retried when the connection could not be
+made at all, since nothing was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+import urllib.parse
+from typing import Any, Mapping
+
+import httpx
+
+from retrieval.errors import ServerUnavailableError
+from retrieval.http.calls import Calls
+from retrieval.http.wire import API_PREFIX, Call, dumps, error_from_wire, loads
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RETRIES = 2
+_BACKOFF = 0.1  # seconds before the first retry; doubles each time
+
+
+def base_url(host: str, port: int, ssl: bool) -> str:
+    """``http://host:port`` (or the URL given as ``host``, as chromadb's client accepts)."""
+    if host.startswith(("http://", "https://")):
+        return host.rstrip("/")
+    return f"{'https' if ssl else 'http'}://{host}:{int(port)}"
+
+
+def _answer(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            body = loads(response.content)
+        except ValueError:
+            body = None
+        raise error_from_wire(response.status_code, body, response.text)
+    return loads(response.content) if response.content else None
+
+
+def _retry_delay(call: Call, error: httpx.TransportError, attempt: int, retries: int, url: str) -> float:
+    """Seconds to wait before retrying ``call`` after ``error``, or raise when it must not be retried."""
+    unsent = isinstance(error, httpx.ConnectError)
+    if attempt < retries and (unsent or call.route.idempotent):
+        return _BACKOFF * (2**attempt)
+    if isinstance(error, httpx.TimeoutException):
+        raise ServerUnavailableError(
+            f"{call.route.method} {call.path} timed out at {url}; raise timeout= when creating the client "
+            "if the server is busy"
+        ) from error
+    raise ServerUnavailableError(
+        f"could not reach a retrieval or Chroma server at {url} ({type(error).__name__}: {error}); is it running "
+        "(`retrieval run --path DIR --port ...`)?"
+    ) from error
+
+
+class _HttpBase:
+    """What both transports share: where the server is, the request builder, and pre-flight checks."""
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 8000,
+        ssl: bool = False,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        verify: Any = True,
+        transport: Any = None,
+    ):
+        self.url = base_url(str(host), port, ssl)
+        self.retries = int(retries)
+        self.calls = Calls()
+        self._pre_flight: dict[str, Any] | None = None
+        self._options = {
+            "base_url": self.url,
+            "headers": {"Content-Type": "application/json", **dict(headers or {})},
+            "timeout": httpx.Timeout(timeout),
+            "verify": verify if verify is not None else True,
+        }
+        if transport is not None:  # e.g. an in-process ASGI app in tests
+            self._options["transport"] = transport
+
+    def _request(self, call: Call) -> dict[str, Any]:
+        return {
+            "method": call.route.method,
+            "url": urllib.parse.quote(API_PREFIX + call.path, safe="/"),
+            "params": call.params,
+            "content": None if call.body is None else dumps(call.body),
+        }
+
+
+def _sync_verb(verb: str):
+    build = getattr(Calls, verb)
+
+    @functools.wraps(build)
+    def method(self: HttpBackend, *args: Any, **kwargs: Any) -> Any:
+        return self._send(build(self.calls, *args, **kwargs))
+
+    return method
+
+
+def _async_verb(verb: str):
+    build = getattr(Calls, verb)
+
+    @functools.wraps(build)
+    async def method(self: AsyncHttpBackend, *args: Any, **kwargs: Any) -> Any:
+        return await self._send(build(self.calls, *args, **kwargs))
+
+    return method
+
+
+VERBS = tuple(name for name in vars(Calls) if not name.startswith("_"))
+
+
+class HttpBackend(_HttpBase):
+    """The Backend protocol over HTTP, blocking (see the module docstring for ``timeout``/``retries``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._http = httpx.Client(**self._options)
+
+    def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(**self._request(call))
+                break
+            except httpx.TransportError as error:
+                time.sleep(_retry_delay(call, error, attempt, self.retries, self.url))
+                attempt += 1
+        answer = _answer(response)
+        return self._send(call.then(answer)) if call.then is not None else call.decode(answer)
+
+    def get_max_batch_size(self) -> int:
+        if self._pre_flight is None:
+            self._pre_flight = self.pre_flight_checks()
+        return int(self._pre_flight.get("max_batch_size", -1))
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class AsyncHttpBackend(_HttpBase):
+    """The same verbs as :class:`HttpBackend`, each a coroutine (httpx's ``AsyncClient``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._http = httpx.AsyncClient(**self._options)
+
+    async def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(**self._request(call))
+                break
+            except httpx.TransportError as error:
+                await asyncio.sleep(_retry_delay(call, error, attempt, self.retries, self.url))
+                attempt += 1
+        answer = _answer(response)
+        return await self._send(call.then(answer)) if call.then is not None else call.decode(answer)
+
+    async def get_max_batch_size(self) -> int:
+        if self._pre_flight is None:
+            self._pre_flight = await self.pre_flight_checks()
+        return int(self._pre_flight.get("max_batch_size", -1))
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+for _verb in VERBS:
+    setattr(HttpBackend, _verb, _sync_verb(_verb))
+    setattr(AsyncHttpBackend, _verb, _async_verb(_verb))
+del _verb

@@ -1,0 +1,364 @@
+"""Chroma's v2 REST API as data: routes, JSON shapes and error bodies (sans-IO).
+
+Nothing here touches a socket or imports an HTTP library. The same rules serve three parties, so
+the wire cannot drift between them:
+
+- the sync and the async HTTP transports (``retrieval.http.transport``) turn a Backend verb into a
+  :class:`Call` with :mod:`retrieval.http.calls` and its answer back into a typed value;
+- the server (``retrieval.server``) routes the table below and decodes/encodes with the same
+  helpers (:mod:`retrieval.server.handlers`).
+
+The shapes are those chromadb 1.5.9's own server speaks (its Rust frontend, ``rust/frontend/src/
+server.rs``), so chromadb's ``HttpClient`` / ``AsyncHttpClient`` / ``AdminClient`` work unchanged:
+
+- a collection is ``{"id", "name", "configuration_json": {"hnsw": {...}, "spann", "embedding_function"},
+  "schema", "metadata", "dimension", "tenant", "database", "log_position", "version"}``;
+- embeddings sent to the server are lists of floats or base64 strings of little-endian float32
+  (``supports_base64_encoding`` in the pre-flight checks);
+- an error is ``{"error": <name>, "message": ...}`` with a status; chromadb's client maps ``error`` to
+  its exception class. The server names errors as chromadb's does (``InvalidArgumentError``,
+  ``NotFoundError``, ``InternalError``, else ``ChromaError``) and adds ``retrieval_error``, the exact
+  class of :mod:`retrieval.errors`, which our clients raise.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from retrieval.config import CollectionConfig, ComponentSpec, HnswConfig, SparseConfig
+from retrieval.errors import (
+    InternalError,
+    InvalidArgumentError,
+    NotAllowedError,
+    NotFoundError,
+    PersistPathLockedError,
+    RetrievalError,
+    UniqueConstraintError,
+    error_class,
+)
+from retrieval.types import CollectionRecord
+
+API_PREFIX = "/api/v2"
+_DB = "/tenants/{tenant}/databases/{database}"
+_COLLECTIONS = _DB + "/collections"
+_ONE = _COLLECTIONS + "/{collection}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One verb of the API: its HTTP method and path template (under ``API_PREFIX``).
+
+    ``idempotent`` calls may be retried by a client after a transport failure.
+    """
+
+    verb: str
+    method: str
+    path: str
+    idempotent: bool
+
+
+def _routes(*rows: tuple[str, str, str, bool]) -> dict[str, Route]:
+    return {verb: Route(verb, method, path, idempotent) for verb, method, path, idempotent in rows}
+
+
+# Order matters to the server's router: ``by-id`` before ``{collection}``.
+ROUTES: dict[str, Route] = _routes(
+    ("heartbeat", "GET", "/heartbeat", True),
+    ("get_version", "GET", "/version", True),
+    ("pre_flight_checks", "GET", "/pre-flight-checks", True),
+    ("reset", "POST", "/reset", False),
+    ("get_user_identity", "GET", "/auth/identity", True),
+    ("create_tenant", "POST", "/tenants", False),
+    ("get_tenant", "GET", "/tenants/{tenant}", True),
+    ("list_databases", "GET", "/tenants/{tenant}/databases", True),
+    ("create_database", "POST", "/tenants/{tenant}/databases", False),
+    ("get_database", "GET", _DB, True),
+    ("delete_database", "DELETE", _DB, False),
+    ("count_collections", "GET", _DB + "/collections_count", True),
+    ("list_collections", "GET", _COLLECTIONS, True),
+    ("create_collection", "POST", _COLLECTIONS, False),
+    ("get_collection_by_id", "GET", _COLLECTIONS + "/by-id/{collection}", True),
+    ("get_collection", "GET", _ONE, True),  # {collection} is the name
+    ("modify_collection", "PUT", _ONE, True),  # {collection} is the id
+    ("delete_collection", "DELETE", _ONE, False),  # {collection} is the name
+    ("add", "POST", _ONE + "/add", False),
+    ("update", "POST", _ONE + "/update", True),
+    ("upsert", "POST", _ONE + "/upsert", True),
+    ("delete", "POST", _ONE + "/delete", False),
+    ("count", "GET", _ONE + "/count", True),
+    ("get", "POST", _ONE + "/get", True),
+    ("query", "POST", _ONE + "/query", True),
+    ("search", "POST", _ONE + "/search", True),
+)
+
+
+@dataclass
+class Call:
+    """One request to make and how to read its answer: what a transport needs, and nothing more.
+
+    Args:
+        route: the verb's route; ``path`` is its template filled in (not yet URL-quoted).
+        body: the JSON body (a value for :func:`dumps`) or None.
+        params: query-string parameters.
+        decode: turns the answer's JSON into the typed value the Backend verb returns.
+        then: when set, the answer is not final: ``then(answer)`` is the next call to make (e.g.
+            ``modify`` reads the collection back), and its decoded answer is the result.
+    """
+
+    route: Route
+    path: str
+    body: Any = None
+    params: dict[str, Any] | None = None
+    decode: Callable[[Any], Any] = lambda answer: answer
+    then: Callable[[Any], Call] | None = None
+
+    @classmethod
+    def to(cls, verb: str, *, body: Any = None, params: dict | None = None, decode=None, **path: str) -> Call:
+        route = ROUTES[verb]
+        params = {k: v for k, v in (params or {}).items() if v is not None} or None
+        return cls(route, route.path.format(**path), body, params, decode or (lambda answer: answer))
+
+
+# ------------------------------------------------------------------------------------- JSON
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):  # Where trees, Search parts, SparseVector
+        return to_dict()
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
+
+
+try:  # orjson is several times faster on embedding-heavy bodies; plain json works too
+    import orjson
+
+    def dumps(value: Any) -> bytes:
+        return orjson.dumps(value, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+    loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is a dependency
+    def dumps(value: Any) -> bytes:
+        return json.dumps(value, default=_default, ensure_ascii=False).encode()
+
+    loads = json.loads
+
+
+def parse_body(raw: bytes) -> Any:
+    """A request body as JSON; malformed JSON is the client's error."""
+    if not raw:
+        return None
+    try:
+        return loads(raw)
+    except ValueError as e:
+        raise InvalidArgumentError(f"request body is not valid JSON: {e}") from e
+
+
+# ------------------------------------------------------------------------------- embeddings
+
+
+def embeddings_to_base64(array: np.ndarray) -> list[str]:
+    """Each row as base64 of little-endian float32, as chromadb's client sends them."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return [base64.b64encode(row.tobytes()).decode("ascii") for row in array]
+
+
+def embeddings_from_wire(values: Any, what: str = "embeddings") -> Any:
+    """Embeddings as sent: base64 float32 strings (decoded to an (n, d) array) or lists (returned
+    as they are, for the validator). Validation itself happens in ``retrieval.validation``."""
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        if isinstance(values, list) and any(isinstance(v, str) for v in values):
+            raise InvalidArgumentError(f"{what} mixes base64 strings and lists; send one form")
+        return values
+    try:
+        raw = [base64.b64decode(v, validate=True) for v in values]
+    except ValueError as e:
+        raise InvalidArgumentError(f"{what}: invalid base64 ({e})") from e
+    sizes = {len(r) for r in raw}
+    if len(sizes) != 1 or next(iter(sizes)) % 4 or not next(iter(sizes)):
+        raise InvalidArgumentError(f"{what} must be base64 float32 vectors of one non-zero length; got byte sizes {sorted(sizes)}")
+    return np.frombuffer(b"".join(raw), dtype="<f4").reshape(len(raw), -1).astype(np.float32)
+
+
+def embeddings_from_answer(values: Any) -> np.ndarray | None:
+    """Embeddings in an answer (lists of floats) as an (n, d) float32 array."""
+    if values is None:
+        return None
+    if not values:
+        return np.zeros((0, 0), np.float32)
+    return np.asarray(values, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ collections
+
+
+# What chromadb's server reads back under "hnsw": its HnswConfiguration minus the host knobs
+# (num_threads, batch_size) it does not serialize.
+PUBLIC_HNSW_KEYS = ("space", "ef_construction", "ef_search", "max_neighbors", "resize_factor", "sync_threshold")
+
+
+def public_configuration(config: CollectionConfig) -> dict[str, Any]:
+    """A collection's ``configuration_json`` as chromadb's server returns it, defaults filled in.
+
+    ``data_loader`` and ``sparse`` are retrieval's additions; chromadb's client ignores them.
+    """
+    hnsw = config.hnsw.to_dict()
+    out: dict[str, Any] = {
+        "hnsw": {key: hnsw[key] for key in PUBLIC_HNSW_KEYS},
+        "spann": None,
+        "embedding_function": config.embedding_function.to_dict() if config.embedding_function else None,
+    }
+    if config.data_loader is not None:
+        out["data_loader"] = config.data_loader.to_dict()
+    if config.sparse is not None:
+        out["sparse"] = config.sparse.to_dict()
+    return out
+
+
+def collection_to_wire(record: CollectionRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "configuration_json": public_configuration(CollectionConfig.from_json(record.configuration_json)),
+        "schema": None,
+        "metadata": record.metadata,
+        "dimension": record.dimension,
+        "tenant": record.tenant,
+        "database": record.database,
+        "log_position": 0,
+        "version": 0,
+    }
+
+
+def collection_from_wire(data: Mapping[str, Any]) -> CollectionRecord:
+    config = configuration_from_wire(data.get("configuration_json"), None)
+    return CollectionRecord(
+        id=str(data["id"]),
+        name=data["name"],
+        tenant=data.get("tenant", "default_tenant"),
+        database=data.get("database", "default_database"),
+        configuration_json=config.to_json(),
+        metadata=data.get("metadata"),
+        dimension=data.get("dimension"),
+    )
+
+
+def configuration_from_wire(configuration: Any, legacy_hnsw: Mapping[str, Any] | None) -> CollectionConfig:
+    """A configuration as chromadb's client sends (or its server returns) it, parsed.
+
+    ``legacy_hnsw`` holds the fields named by ``hnsw:*`` metadata keys; explicit ones win.
+    """
+    if configuration is None:
+        configuration = {}
+    if not isinstance(configuration, Mapping):
+        raise InvalidArgumentError(f"configuration must be an object like {{'hnsw': {{...}}}}; got {configuration!r}")
+    index = configuration.get("hnsw")
+    if index is None and configuration.get("spann") is not None:
+        # A single-node server has no SPANN index; keep what HNSW shares with it (the space).
+        spann = configuration["spann"]
+        index = {"space": spann.get("space")} if isinstance(spann, Mapping) else None
+    if index is not None and not isinstance(index, Mapping):
+        raise InvalidArgumentError(f"configuration['hnsw'] must be an object; got {index!r}")
+    fields = dict(legacy_hnsw or {})
+    fields.update({k: v for k, v in (index or {}).items() if v is not None})
+    sparse = configuration.get("sparse")
+    if sparse is not None and not (isinstance(sparse, Mapping) and isinstance(sparse.get("key"), str)):
+        raise InvalidArgumentError(f"configuration['sparse'] must be {{'key': str, 'embedding_function': ...}}; got {sparse!r}")
+    return CollectionConfig(
+        hnsw=HnswConfig.from_dict(fields),
+        embedding_function=ComponentSpec.from_dict(configuration.get("embedding_function"), "embedding_function"),
+        data_loader=ComponentSpec.from_dict(configuration.get("data_loader"), "data_loader"),
+        sparse=SparseConfig.from_dict(sparse) if sparse is not None else None,
+    )
+
+
+def configuration_update_to_wire(old: CollectionConfig, new: CollectionConfig) -> dict[str, Any]:
+    """``new_configuration`` for ``modify``: the mutable HNSW settings that changed."""
+    before, after = old.hnsw.to_dict(), new.hnsw.to_dict()
+    changed = {k: v for k, v in after.items() if before.get(k) != v}
+    return {"hnsw": changed or None, "spann": None, "embedding_function": None}
+
+
+def configuration_update_from_wire(config: CollectionConfig, update: Any) -> CollectionConfig:
+    """Apply chromadb's ``new_configuration`` (``{"hnsw": {...}, "embedding_function": ...}``)."""
+    if not isinstance(update, Mapping):
+        raise InvalidArgumentError(f"new_configuration must be an object; got {update!r}")
+    hnsw = update.get("hnsw") or (update.get("spann") if isinstance(update.get("spann"), Mapping) else None) or {}
+    if not isinstance(hnsw, Mapping):
+        raise InvalidArgumentError(f"new_configuration['hnsw'] must be an object; got {hnsw!r}")
+    changes = {k: v for k, v in hnsw.items() if v is not None}
+    out = dataclasses.replace(config, hnsw=config.hnsw.modified(changes)) if changes else config
+    ef = update.get("embedding_function")
+    if ef is not None:
+        out = dataclasses.replace(out, embedding_function=ComponentSpec.from_dict(ef, "embedding_function"))
+    return out
+
+
+# ----------------------------------------------------------------------------------- errors
+
+# chromadb's server names only these error codes; everything else is "ChromaError" (rust/error).
+_CHROMA_NAMES = (
+    (InvalidArgumentError, "InvalidArgumentError"),
+    (NotFoundError, "NotFoundError"),
+    (InternalError, "InternalError"),
+)
+# Names chromadb's servers (Rust and the older Python one) send, and ours from a status alone.
+_FROM_CHROMA_NAME: dict[str, type[RetrievalError]] = {
+    "InvalidArgumentError": InvalidArgumentError,
+    "InvalidDimension": InvalidArgumentError,
+    "DuplicateID": InvalidArgumentError,
+    "InvalidUUID": InvalidArgumentError,
+    "NotFoundError": NotFoundError,
+    "UniqueConstraintError": UniqueConstraintError,
+    "IDAlreadyExists": UniqueConstraintError,
+    "InternalError": InternalError,
+    "AuthError": NotAllowedError,
+    "AuthorizationError": NotAllowedError,
+}
+_FROM_STATUS: dict[int, type[RetrievalError]] = {
+    400: InvalidArgumentError,
+    403: NotAllowedError,
+    404: NotFoundError,
+    409: UniqueConstraintError,
+    423: PersistPathLockedError,
+}
+
+
+def error_to_wire(error: BaseException) -> tuple[int, dict[str, str]]:
+    """The status and body for an exception raised while serving a request.
+
+    Anything that is not a :class:`RetrievalError` is a bug: a 500 with no stack trace and no
+    internal detail in its message (the server logs it).
+    """
+    if not isinstance(error, RetrievalError):
+        return 500, {"error": "InternalError", "message": "internal server error (see the server log)",
+                     "retrieval_error": "InternalError"}
+    name = next((chroma for cls, chroma in _CHROMA_NAMES if isinstance(error, cls)), "ChromaError")
+    message = str(error.args[0]) if error.args else type(error).__name__
+    return error.http_status, {"error": name, "message": message, "retrieval_error": type(error).name()}
+
+
+def error_from_wire(status: int, body: Any, text: str = "") -> RetrievalError:
+    """The exception an error answer stands for, from our server or chromadb's."""
+    if isinstance(body, Mapping) and "error" in body:
+        message = str(body.get("message", body["error"]))
+        ours = body.get("retrieval_error")
+        if isinstance(ours, str):
+            cls = error_class(ours)
+            if cls is not RetrievalError or ours == "RetrievalError":
+                return cls(message)
+        cls = _FROM_CHROMA_NAME.get(str(body["error"])) or _FROM_STATUS.get(status, InternalError if status >= 500 else RetrievalError)
+        return cls(message)
+    cls = _FROM_STATUS.get(status, InternalError if status >= 500 else RetrievalError)
+    return cls(f"HTTP {status}: {text[:500] or 'no body'}")
