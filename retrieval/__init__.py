@@ -34,7 +34,46 @@ from retrieval.search import GroupBy, K, Key, Knn, Limit, MaxK, MinK, Rank, Rrf,
 from retrieval.settings import Settings
 from retrieval.types import GetResult, QueryResult
 
+# chromadb's top-level type names and Schema classes (``from chromadb import Documents, Schema, ...``).
+from retrieval.api.types import (  # noqa: E402
+    BoolInvertedIndexConfig,
+    CollectionMetadata,
+    Documents,
+    EmbeddingFunction,
+    Embeddings,
+    FloatInvertedIndexConfig,
+    FtsIndexConfig,
+    HnswIndexConfig,
+    IDs,
+    Images,
+    Include,
+    IntInvertedIndexConfig,
+    Metadata,
+    Metadatas,
+    Schema,
+    SpannIndexConfig,
+    SparseEmbeddingFunction,
+    SparseVector,
+    SparseVectorIndexConfig,
+    SparseVectors,
+    StringInvertedIndexConfig,
+    UpdateMetadata,
+    URIs,
+    VectorIndexConfig,
+    Where,
+    WhereDocument,
+)
+
+_CHROMADB_TYPES = [
+    "BoolInvertedIndexConfig", "CollectionMetadata", "Documents", "EmbeddingFunction", "Embeddings",
+    "FloatInvertedIndexConfig", "FtsIndexConfig", "HnswIndexConfig", "IDs", "Images", "Include",
+    "IntInvertedIndexConfig", "Metadata", "Metadatas", "Schema", "SpannIndexConfig", "SparseEmbeddingFunction",
+    "SparseVector", "SparseVectorIndexConfig", "SparseVectors", "StringInvertedIndexConfig", "UpdateMetadata",
+    "URIs", "VectorIndexConfig", "Where", "WhereDocument",
+]
+
 __all__ = [
+    *_CHROMADB_TYPES,
     "AdminClient",
     "AsyncHttpClient",
     "Client",

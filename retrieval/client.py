@@ -23,6 +23,7 @@ from retrieval.config import (
     split_legacy_metadata,
 )
 from retrieval.errors import InvalidArgumentError, NotFoundError
+from retrieval.schema import apply_schema
 from retrieval.settings import Settings
 from retrieval.store.namespaces import DEFAULT_DATABASE, DEFAULT_TENANT
 from retrieval.types import CollectionRecord
@@ -189,15 +190,19 @@ class Client(_Handle):
         data_loader: Any = None,
         get_or_create: bool = False,
         *,
+        schema: Any = None,
         persist_embedding_function: bool = True,
         persist_data_loader: bool = True,
     ) -> Collection:
         """Create a collection (``get_or_create=True`` returns an existing one instead of failing).
 
         ``embedding_function`` defaults to all-MiniLM-L6-v2 as in chromadb; pass ``None`` to always
-        give embeddings yourself.
+        give embeddings yourself. ``schema`` is chromadb's ``Schema`` (``retrieval.schema``): its vector
+        index (space, HNSW settings, embedding function) and sparse index become this configuration.
         """
         v.validate_collection_name(name)
+        if schema is not None:
+            configuration, embedding_function = apply_schema(schema, configuration, embedding_function)
         user_metadata, legacy_hnsw = split_legacy_metadata(metadata)
         if user_metadata is not None:
             user_metadata = v.validate_metadata(user_metadata, 0, allow_none=False)
@@ -290,7 +295,7 @@ class Client(_Handle):
             return None
         key = (record.id, kind, stored.name, repr(sorted(stored.config.items())), repr(sorted((options or {}).items())))
         if key not in self._ef_cache:
-            self._ef_cache[key] = emb.build(stored, kind, options)
+            self._ef_cache[key] = emb.build(stored, kind, options, record.name)
         return self._ef_cache[key]
 
 
@@ -308,7 +313,7 @@ def _sparse_config(value: Any) -> SparseConfig | None:
     if value.get("source_key", "#document") != "#document":
         raise InvalidArgumentError("sparse vectors are computed from '#document' only; drop 'source_key'")
     ef = value.get("embedding_function")
-    spec = ComponentSpec.from_dict(ef, "sparse embedding_function") if isinstance(ef, dict) else emb.describe(ef, "embedding_function")
+    spec = ComponentSpec.from_dict(ef, "sparse embedding_function") if isinstance(ef, dict) else emb.describe(ef, "sparse_embedding_function")
     if spec is None:
         raise InvalidArgumentError("configuration['sparse'] needs an 'embedding_function' such as BM25EmbeddingFunction()")
     return SparseConfig(key=value["key"], embedding_function=spec)

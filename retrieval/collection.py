@@ -21,6 +21,7 @@ from retrieval.types import (
     INCLUDE_GET,
     INCLUDE_QUERY,
     CollectionRecord,
+    DeleteResult,
     GetRequest,
     GetResult,
     QueryRequest,
@@ -125,7 +126,7 @@ class Collection:
     ) -> GetResult:
         """Records by id and/or filter, in insertion order (or the order of ``ids``)."""
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
-        include = v.validate_include(include, INCLUDE_GET, DEFAULT_INCLUDE_GET)
+        include = _with_uris_for_data(v.validate_include(include, INCLUDE_GET, DEFAULT_INCLUDE_GET))
         limit, offset = v.validate_limit_offset(limit, offset)
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
         self._check_data_loader(include)
@@ -153,7 +154,7 @@ class Collection:
     ) -> QueryResult:
         """Nearest records to each query, by embedding, text, image array or URI."""
         n_results = v.validate_n_results(n_results)
-        include = v.validate_include(include, INCLUDE_QUERY, DEFAULT_INCLUDE_QUERY)
+        include = _with_uris_for_data(v.validate_include(include, INCLUDE_QUERY, DEFAULT_INCLUDE_QUERY))
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
         self._check_data_loader(include)
@@ -209,17 +210,35 @@ class Collection:
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="upsert")
         self._backend.write(self._record, "upsert", batch)
 
-    def delete(self, ids: Any = None, where: dict | None = None, where_document: dict | None = None) -> None:
-        """Delete records by id and/or filter (all conditions must hold)."""
+    def delete(
+        self,
+        ids: Any = None,
+        where: dict | None = None,
+        where_document: dict | None = None,
+        limit: int | None = None,
+    ) -> DeleteResult:
+        """Delete records by id and/or filter (all conditions must hold); returns ``{"deleted": n}``.
+
+        ``limit`` deletes at most that many matching records (the oldest first); as in chromadb it
+        needs a ``where`` or ``where_document`` filter.
+        """
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
         if ids is None and where_tree is None and document_tree is None:
             raise InvalidArgumentError(
                 "delete needs ids, where or where_document; to remove everything use client.delete_collection(name)"
             )
-        if ids == []:
-            return
-        self._backend.delete(self._record, ids, where_tree, document_tree, None)
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise InvalidArgumentError(f"delete limit must be a non-negative integer; got {limit!r}")
+            if where_tree is None and document_tree is None:
+                raise InvalidArgumentError(
+                    "delete(limit=...) needs a where or where_document filter (as in chromadb); with ids alone, "
+                    "pass fewer ids instead"
+                )
+        if ids == [] or limit == 0:
+            return {"deleted": 0}
+        return {"deleted": self._backend.delete(self._record, ids, where_tree, document_tree, limit)}
 
     def modify(self, name: str | None = None, metadata: dict | None = None, configuration: dict | None = None) -> None:
         """Rename, replace metadata, or change the mutable HNSW settings (``ef_search``, ``num_threads``...)."""
@@ -382,6 +401,14 @@ class Collection:
                 f"include=['data'] loads records from their uris, but collection {self.name!r} has no data loader; "
                 "create it with data_loader=ImageLoader()"
             )
+
+
+def _with_uris_for_data(include: Sequence[str]) -> list[str]:
+    """chromadb answers ``include=["data"]`` with the URIs the data was loaded from as well."""
+    include = list(include)
+    if "data" in include and "uris" not in include:
+        include.append("uris")
+    return include
 
 
 def _load_search_data(result: Any, loader: Any) -> Any:

@@ -4,7 +4,7 @@ The configuration is stored as versioned JSON next to each collection (DESIGN se
 
     {"version": 1,
      "hnsw": {"space": "cosine", "ef_construction": 100, ...},
-     "embedding_function": {"name": "open_clip", "config": {...}},
+     "embedding_function": {"name": "open_clip", "type": "known", "config": {...}},
      "data_loader": {"name": "image", "config": {...}}}
 
 It is parsed once, at the edge, into :class:`HnswConfig` / :class:`CollectionConfig`; everything
@@ -108,24 +108,47 @@ class HnswConfig:
 
 @dataclass(frozen=True)
 class ComponentSpec:
-    """A registry name plus its JSON config: how an embedding function or loader is persisted."""
+    """A registry name plus its JSON config: how an embedding function or loader is persisted.
+
+    Stored in chromadb's shape, ``{"name": ..., "type": "known", "config": {...}}``, so chromadb's
+    clients read it. A function that could not be persisted (no ``name()``, not registered) is
+    stored as chromadb stores it, ``{"type": "legacy"}`` (:data:`LEGACY`): the collection then
+    needs the function passed again when it is reopened.
+
+    Example:
+        >>> ComponentSpec("hash", {"dim": 8}).to_dict()
+        {'name': 'hash', 'type': 'known', 'config': {'dim': 8}}
+        >>> ComponentSpec.from_dict({"type": "legacy"}, "embedding_function").legacy
+        True
+    """
 
     name: str
     config: dict[str, Any]
+    legacy: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "config": self.config}
+        if self.legacy:
+            return {"type": "legacy"}
+        return {"name": self.name, "type": "known", "config": self.config}
 
     @classmethod
     def from_dict(cls, value: Any, what: str) -> ComponentSpec | None:
         if value is None:
             return None
+        if isinstance(value, Mapping) and value.get("type") == "legacy":
+            return LEGACY
         if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
             raise InvalidArgumentError(f"stored {what} must be {{'name': str, 'config': dict}}; got {value!r}")
+        if value.get("type", "known") != "known":
+            raise InvalidArgumentError(f"stored {what} type {value.get('type')!r} is not 'known' or 'legacy'")
         config = value.get("config") or {}
         if not isinstance(config, Mapping):
             raise InvalidArgumentError(f"stored {what} config must be a dict; got {config!r}")
         return cls(value["name"], dict(config))
+
+
+#: chromadb's marker for an embedding function that was used but could not be persisted.
+LEGACY = ComponentSpec("legacy", {}, legacy=True)
 
 
 @dataclass(frozen=True)

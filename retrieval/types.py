@@ -63,6 +63,12 @@ class GetResult(TypedDict):
     included: List[str]
 
 
+class DeleteResult(TypedDict):
+    """What ``Collection.delete`` returns, as in chromadb: how many records were deleted."""
+
+    deleted: int
+
+
 class QueryResult(TypedDict):
     ids: List[List[str]]
     embeddings: Optional[List[Any]]

@@ -207,13 +207,16 @@ def test_stored_embedding_function_conflicts_and_opt_outs(tmp_path):
         def __call__(self, input):
             return [np.ones(3, dtype=np.float32) for _ in input]
 
-    with pytest.raises(InvalidArgumentError, match="persist_embedding_function=False"):
+    # chromadb accepts it (stored as {"type": "legacy"}); retrieval says so once, in a warning.
+    with pytest.warns(UserWarning, match="cannot be saved with the collection"):
         client.create_collection("custom", embedding_function=Custom())
-    assert client.count_collections() == 1
-    col = client.create_collection("custom", embedding_function=Custom(), persist_embedding_function=False)
+    assert client.count_collections() == 2
+    col = client.create_collection("opted-out", embedding_function=Custom(), persist_embedding_function=False)
     col.add(ids=["a"], documents=["text"])
-    assert client.get_collection("custom").embedding_function is None  # nothing stored, nothing rebuilt
-    assert client.get_collection("custom", embedding_function=Custom()).query(query_texts=["x"])["ids"] == [["a"]]
+    assert client.get_collection("opted-out").configuration["embedding_function"] == {"type": "legacy"}
+    with pytest.raises(InvalidArgumentError, match="Pass the same function again"):  # nothing stored to rebuild
+        client.get_collection("opted-out").query(query_texts=["x"])
+    assert client.get_collection("opted-out", embedding_function=Custom()).query(query_texts=["x"])["ids"] == [["a"]]
     client.close()
 
 
@@ -235,7 +238,7 @@ def test_embedding_function_is_built_once_and_host_options_are_not_persisted(tmp
     client = retrieval.PersistentClient(str(tmp_path / "db"))
     client.create_collection("clip", embedding_function=OpenCLIPEmbeddingFunction(device="cpu", batch_size=8))
     stored = client.get_collection("clip").configuration["embedding_function"]
-    assert stored == {"name": "open_clip", "config": {"model_name": "tiny-shapes", "pretrained": None, "normalize": True}}
+    assert stored == {"name": "open_clip", "type": "known", "config": {"model_name": "tiny-shapes"}}
     builds = []
     real_build = embedders.embedding_functions.build
     monkeypatch.setattr(embedders.embedding_functions, "build", lambda *a, **k: builds.append(a) or real_build(*a, **k))

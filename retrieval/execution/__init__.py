@@ -1,0 +1,1 @@
+"""chromadb's ``chromadb.execution`` import path (see :mod:`retrieval.execution.expression`)."""
