@@ -124,9 +124,19 @@ def check_dimension(array: np.ndarray, dimension: int | None, collection: str, w
         )
 
 
+# SQLite stores signed 64-bit integers. A larger int must be refused here, before the write
+# transaction: found inside it (after graph insertion began) the rollback costs the index cache.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _check_scalar(value: Any, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidArgumentError(f"metadata value {value!r} at {where} is not finite; use a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise InvalidArgumentError(
+            f"metadata value {value!r} at {where} is outside the 64-bit integer range "
+            f"[{_INT64_MIN}, {_INT64_MAX}]; store it as a float or a string"
+        )
 
 
 def validate_metadata(metadata: Any, position: int, *, allow_none: bool) -> dict | None:

@@ -1,19 +1,19 @@
 """A tiny exact ``SearchEngine`` for the Search API tests: brute force over a dict.
 
 Dense distance is squared L2; a sparse key scores ``-dot(query, record)``. Text queries are
-looked up in ``texts`` (a fixed text -> vector table). The where evaluator covers what the
-tests use; the real engine parses where dicts with ``retrieval.query``.
+looked up in ``texts`` (a fixed text -> vector table). Filters arrive as parsed trees and are
+evaluated with ``retrieval.query.filters.matches``, the reference semantics.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
 from embedders.sparse import SparseVector
 from retrieval.errors import InvalidArgumentError
+from retrieval.query.filters import Where, matches
 
 
 class FakeEngine:
@@ -23,7 +23,7 @@ class FakeEngine:
         self.calls: list[tuple[str, Any]] = []
 
     # -- SearchEngine protocol
-    def knn(self, query: Any, *, key: str, limit: int, where: dict | None) -> list[tuple[str, float]]:
+    def knn(self, query: Any, *, key: str, limit: int, where: Where | None) -> list[tuple[str, float]]:
         self.calls.append(("knn", key))
         matching = [i for i, r in self.records.items() if _match(where, i, r)]
         if key == "#embedding":
@@ -52,7 +52,7 @@ class FakeEngine:
         dist.sort(key=lambda t: (t[1], t[0]))
         return dist[:limit]
 
-    def scan(self, *, where: dict | None, limit: int | None, offset: int) -> list[str]:
+    def scan(self, *, where: Where | None, limit: int | None, offset: int) -> list[str]:
         self.calls.append(("scan", where))
         ids = [i for i, r in self.records.items() if _match(where, i, r)]
         return ids[offset:] if limit is None else ids[offset : offset + limit]
@@ -62,42 +62,9 @@ class FakeEngine:
         return {i: {f: self.records[i].get(f) for f in fields} for i in ids if i in self.records}
 
 
-def _match(where: dict | None, id_: str, record: dict[str, Any]) -> bool:
-    if where is None:
-        return True
-    (field, cond), = where.items()
-    if field == "$and":
-        return all(_match(w, id_, record) for w in cond)
-    if field == "$or":
-        return any(_match(w, id_, record) for w in cond)
-    (op, value), = cond.items()
-    if field == "#id":
-        actual: Any = id_
-    elif field == "#document":
-        actual = record.get("document") or ""
-    else:
-        actual = (record.get("metadata") or {}).get(field)
-    if op == "$contains":
-        return value in actual
-    if op == "$not_contains":
-        return value not in actual
-    if op == "$regex":
-        return re.search(value, actual) is not None
-    if op == "$in":
-        return actual in value
-    if op == "$nin":
-        return actual not in value
-    if op == "$ne":
-        return actual != value
-    if actual is None:
-        return False
-    return {
-        "$eq": lambda: actual == value,
-        "$gt": lambda: actual > value,
-        "$gte": lambda: actual >= value,
-        "$lt": lambda: actual < value,
-        "$lte": lambda: actual <= value,
-    }[op]()
+def _match(where: Where | None, id_: str, record: dict[str, Any]) -> bool:
+    # The reference semantics the SQL compiler is tested against; the engine gets parsed trees.
+    return matches(where, None, id=id_, metadata=record.get("metadata"), document=record.get("document"))
 
 
 def five_records() -> dict[str, dict[str, Any]]:

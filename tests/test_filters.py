@@ -115,7 +115,6 @@ def run(store: Store, where=None, where_document=None) -> set[str]:
     "where, expected",
     [
         (None, set("abcde")),
-        ({}, set("abcde")),
         ({"tag": "t3"}, {"a"}),  # case-sensitive
         ({"tag": {"$eq": "t3"}}, {"a"}),
         ({"page": 1}, {"a", "c"}),  # 1 == 1.0
@@ -147,7 +146,6 @@ def run(store: Store, where=None, where_document=None) -> set[str]:
         ({"bools": {"$contains": 1}}, set()),
         ({"tags": {"$not_contains": "x"}}, {"b", "c", "d", "e"}),
         ({"odd": "it's \"quoted\""}, {"d"}),
-        ({"$and": [{"tag": "t3"}]}, {"a"}),  # one clause is fine
         ({"$and": [{"page": {"$gte": 1}}, {"page": {"$lt": 10}}]}, {"a", "c"}),
         ({"$or": [{"tag": "t4"}, {"ok": 1}]}, {"b", "c"}),
         ({"$or": [{"$and": [{"tag": "t3"}, {"ok": True}]}, {"tags": "x"}]}, {"a", "d"}),
@@ -185,7 +183,7 @@ def test_where_examples(store: Store, where, expected) -> None:
         ({"$not_regex": "o"}, {"b", "c", "e"}),
         ({"$and": [{"$contains": "o"}, {"$not_contains": "%"}]}, {"d"}),
         ({"$or": [{"$contains": "%"}, {"$regex": "^m"}]}, {"a", "e"}),
-        ({"$or": [{"$and": [{"$contains": "a"}]}]}, {"b", "e"}),
+        ({"$or": [{"$and": [{"$contains": "a"}, {"$contains": " "}]}, {"$regex": "^m"}]}, {"b", "e"}),
     ],
 )
 def test_where_document_examples(store: Store, where_document, expected) -> None:
@@ -292,10 +290,16 @@ def test_metadata_index_delete() -> None:
         ({"a": {"$in": [[1]]}}, r"item of"),
         ({"a": {"$contains": [1]}}, r"single"),
         ({"a": {"$regex": "x"}}, r"'\$regex' is not supported for key 'a'"),
-        ({"$and": []}, r"non-empty list"),
+        # chromadb 1.5.9 refuses these; the message says the fix.
+        ({}, r"where=\{\} is an empty filter; pass where=None"),
+        ({"$and": []}, r"'\$and' needs at least two filters; got 0: pass None for no filter"),
+        ({"$and": [{"tag": "t3"}]}, r"'\$and' needs at least two filters; got 1: use that filter itself"),
+        ({"$or": [{"a": 1}]}, r"'\$or' needs at least two filters; got 1"),
+        ({"$or": [{"a": 1}, {"$and": [{"b": 2}]}]}, r"'\$and' needs at least two filters; got 1"),
         ({"$or": {"a": 1}}, r"takes a list"),
         ({"$and": [{"a": 1}, {}]}, r"empty dict"),
-        ({"$and": [{"a": {"$bad": 1}}]}, r"'\$bad'"),
+        ({"$and": [{"a": {"$bad": 1}}, {"b": 1}]}, r"'\$bad'"),
+        ({"a": {"$regex": "x"}}, r"\$regex matches the document only"),
         ({"$not": {"a": 1}}, r"'\$not' is not supported at the top"),
         ({"$contains": "x"}, r"'\$contains' is not supported at the top"),
         ({5: 1}, r"keys must be strings"),
@@ -326,7 +330,9 @@ def test_where_errors(where, match) -> None:
         ({"$regex": "a{1000}{1000}"}, r"invalid or unsupported"),
         ({"$like": "a"}, r"'\$like' is not supported; use one of \$contains, \$not_contains, \$regex"),
         ({"title": "a"}, r"to filter metadata key 'title' use where="),
-        ({"$and": []}, r"non-empty list"),
+        ({}, r"where_document=\{\} is an empty filter; pass where_document=None"),
+        ({"$and": []}, r"'\$and' needs at least two filters; got 0"),
+        ({"$or": [{"$contains": "a"}]}, r"'\$or' needs at least two filters; got 1: use that filter itself"),
         ({"$or": [{"$contains": "a"}, {"$eq": "b"}]}, r"'\$eq' is not supported"),
     ],
 )
@@ -343,8 +349,10 @@ def test_errors_are_value_errors() -> None:
 def test_nodes_validate_when_built_directly() -> None:
     with pytest.raises(InvalidArgumentError, match="empty list"):
         Comparison("a", "$in", [])
-    with pytest.raises(InvalidArgumentError, match="non-empty list"):
+    with pytest.raises(InvalidArgumentError, match="at least two filters; got 0"):
         And([])
+    with pytest.raises(InvalidArgumentError, match="at least two filters; got 1"):
+        Or([Comparison("a", "$eq", 1)])
     with pytest.raises(InvalidArgumentError, match="parsed filter nodes"):
         Or([{"a": 1}])
     assert Comparison("a", "$in", [1, 2.5]).value == (1, 2.5)
@@ -397,8 +405,8 @@ st_doc_leaf = (st.builds(DocumentContains, st_needle, st.booleans())
 def st_tree(leaves):
     return st.recursive(
         leaves,
-        lambda children: st.builds(And, st.lists(children, min_size=1, max_size=3))
-        | st.builds(Or, st.lists(children, min_size=1, max_size=3)),
+        lambda children: st.builds(And, st.lists(children, min_size=2, max_size=3))
+        | st.builds(Or, st.lists(children, min_size=2, max_size=3)),
         max_leaves=6,
     )
 

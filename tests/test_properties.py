@@ -38,8 +38,8 @@ def comparisons(draw):
 wheres = st.recursive(
     comparisons(),
     lambda inner: st.one_of(
-        st.builds(lambda xs: {"$and": xs}, st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda xs: {"$or": xs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"$and": xs}, st.lists(inner, min_size=2, max_size=3)),
+        st.builds(lambda xs: {"$or": xs}, st.lists(inner, min_size=2, max_size=3)),
     ),
     max_leaves=5,
 )

@@ -10,6 +10,7 @@ from PIL import Image
 
 from embedders.sparse import SparseVector
 from retrieval.errors import InvalidArgumentError
+from retrieval.query.filters import parse_where
 from retrieval.search.keys import And, Comparison, K, Key, Or, Where
 from retrieval.search.plan import Aggregate, GroupBy, Limit, MaxK, MinK, Search, Select
 from retrieval.search.rank import Abs, Div, Exp, Knn, Log, Max, Min, Mul, Rank, Sub, Sum, Val
@@ -39,14 +40,19 @@ def test_special_keys():
         (K("tags").not_contains(3), {"tags": {"$not_contains": 3}}),
         (K.DOCUMENT.contains("x"), {"#document": {"$contains": "x"}}),
         (K.DOCUMENT.not_regex("^a"), {"#document": {"$not_regex": "^a"}}),
-        (K("title").regex("b+"), {"title": {"$regex": "b+"}}),
+        (K.DOCUMENT.regex("b+"), {"#document": {"$regex": "b+"}}),
         (K.ID.is_in(["1", "2"]), {"#id": {"$in": ["1", "2"]}}),
         (K("n") == np.int64(4), {"n": {"$eq": 4}}),
+        (K("ok") == np.bool_(True), {"ok": {"$eq": True}}),
+        (K("tag").is_in({"a"}), {"tag": {"$in": ["a"]}}),
+        (K("n").is_in(np.array([1, 2])), {"n": {"$in": [1, 2]}}),
     ],
 )
 def test_comparisons(where, expected):
     assert where.to_dict() == expected
     assert Where.from_dict(expected) == where
+    # One filter algebra: K builds exactly the node a where= dict parses into.
+    assert parse_where(expected) == where and type(parse_where(expected)) is type(where)
 
 
 def test_and_or_flatten():
@@ -83,20 +89,30 @@ def test_filter_has_no_truth_value():
         (lambda: K(""), "non-empty"),
         (lambda: K("a").is_in("abc"), "must be a list"),
         (lambda: K("a").is_in([{"x": 1}]), "must be a str, int, float or bool"),
-        (lambda: K("a") == None, "must be a str, int, float or bool"),  # noqa: E711
-        (lambda: K("a").regex(3), "must be a string"),
-        (lambda: K.DOCUMENT == "x", "'#document' can be filtered with"),
-        (lambda: K.ID.contains("x"), "'#id' can be filtered with"),
-        (lambda: K.EMBEDDING == 1, "cannot filter on '#embedding'"),
-        (lambda: K.SCORE > 0.5, "cannot filter on '#score'"),
-        (lambda: K.DOCUMENT.contains(3), "must be a string"),
-        (lambda: Where.from_dict({"a": 1, "b": 2}), "exactly one key"),
-        (lambda: Where.from_dict({}), "exactly one key"),
-        (lambda: Where.from_dict({"a": {"$eq": 1, "$ne": 2}}), "exactly one operator"),
-        (lambda: Where.from_dict({"a": {"$like": 1}}), "unknown operator '\\$like'"),
-        (lambda: Where.from_dict({"$and": []}), "non-empty list"),
-        (lambda: Where.from_dict({"$not": [{"a": 1}]}), "unknown operator or bad field"),
-        (lambda: Where.from_dict({"$or": [{"a": 1}, 3]}), r"where.\$or\[1\] must be a dict"),
+        (lambda: K("a") == None, "must be a single str, int, float or bool; got None"),  # noqa: E711
+        (lambda: K("a").regex("x"), r"\$regex matches the document only"),
+        (lambda: K.DOCUMENT.regex(3), "must be a non-empty string"),
+        (lambda: K.DOCUMENT.regex("(unclosed"), "invalid or unsupported"),
+        (lambda: K.DOCUMENT == "x", r"'\$eq' is not supported for key '#document'"),
+        (lambda: K.ID.contains("x"), r"'\$contains' is not supported for key '#id'"),
+        (lambda: K.EMBEDDING == 1, "'#embedding' is not supported; the special keys are '#id' and '#document'"),
+        (lambda: K.SCORE > 0.5, "'#score' is not supported"),
+        (lambda: K.DOCUMENT.contains(3), "must be a non-empty string"),
+        # The cases issue 8 found building and failing only inside search():
+        (lambda: K("x").is_in([]), "empty list; give at least one value"),
+        (lambda: K("x") == float("nan"), "NaN"),
+        (lambda: K("x") == 2**70, "outside the 64-bit integer range"),
+        (lambda: K("x") > "a", r"must be an int or float; got str 'a' \(\$gt"),
+        (lambda: K("x").is_in([1, "a"]), r"mixes types \(number, str\)"),
+        (lambda: K.ID == 3, "must be a string id"),
+        (lambda: K.DOCUMENT.contains(""), "must be a non-empty string; got ''"),
+        (lambda: Where.from_dict({"a": 1, "b": 2}), "has 2 entries but must have exactly one"),
+        (lambda: Where.from_dict({}), "cannot be empty; pass None"),
+        (lambda: Where.from_dict({"a": {"$eq": 1, "$ne": 2}}), "has 2 entries but must have exactly one"),
+        (lambda: Where.from_dict({"a": {"$like": 1}}), r"operator '\$like' is not supported for key 'a'"),
+        (lambda: Where.from_dict({"$and": []}), r"'\$and' needs at least two filters; got 0"),
+        (lambda: Where.from_dict({"$not": [{"a": 1}]}), r"'\$not' is not supported"),
+        (lambda: Where.from_dict({"$or": [{"a": 1}, 3]}), "where must be a dict"),
         (lambda: Where.from_dict([1]), "must be a dict"),
     ],
 )
@@ -293,7 +309,9 @@ def test_search_defaults_and_select_all():
         "filter": None, "rank": None, "group_by": {}, "limit": {"offset": 0}, "select": {"keys": []},
     }
     assert Search(limit=3).page == Limit(limit=3)
-    assert Search(where={}).where_clause is None
+    assert Search(where=None).where_clause is None
+    with pytest.raises(InvalidArgumentError, match="cannot be empty; pass None for no filter"):
+        Search(where={})  # chromadb 1.5.9 refuses it too
     assert Search().select_all().selection.keys == ("#document", "#embedding", "#metadata", "#score", "#uri")
     assert Search(select={"b", "a"}).selection.keys == ("a", "b")  # sets are sorted: stable wire form
     assert Select("#document").keys == ("#document",)

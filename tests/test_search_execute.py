@@ -44,9 +44,12 @@ def test_no_rank_returns_insertion_order_without_scores(engine):
 
 
 def test_no_rank_filter_limit_offset_reach_scan(engine):
-    result = execute(Search().where(K("year") >= 2020).limit(2, offset=1), engine)
+    search = Search().where(K("year") >= 2020).limit(2, offset=1)
+    result = execute(search, engine)
     assert result.ids == ["b", "c"]
-    assert ("scan", {"year": {"$gte": 2020}}) in engine.calls
+    # The engine gets the very tree the Search holds: parsed once, never re-parsed from a dict.
+    scans = [where for call, where in engine.calls if call == "scan"]
+    assert len(scans) == 1 and scans[0] is search.where_clause
 
 
 # ---------------------------------------------------------------- knn rules

@@ -43,6 +43,10 @@ BAD_WRITES = [
     (dict(ids=["a"], embeddings=E3, metadatas=[{"l": []}]), "empty list"),
     (dict(ids=["a"], embeddings=E3, metadatas=[{"l": [1, "x"]}]), "must all be str"),
     (dict(ids=["a"], embeddings=E3, metadatas=[{"f": float("nan")}]), "not finite"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{"n": 2**63}]), r"9223372036854775808 at metadatas\[0\]\['n'\] is outside the 64-bit"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{"n": -(2**63) - 1}]), "outside the 64-bit integer range"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{"l": [1, 2**70]}]), "outside the 64-bit integer range"),
+    (dict(ids=["a"], embeddings=E3, metadatas=[{"u": np.uint64(2**64 - 1)}]), "outside the 64-bit integer range"),
     (dict(ids=["a"], embeddings=E3, documents=[5]), "must be a string"),
     (dict(ids=["a"], embeddings=[[1.0, 2.0, 3.0], [1.0]]), "equal-length|numeric vectors of one length"),
     (dict(ids=["a"], embeddings=[["x", "y", "z"]]), "numeric"),
@@ -105,6 +109,10 @@ def test_bad_update_writes_nothing(seeded):
         ({"k": {"$gt": "a"}}, r"\$gt"),
         ({"$and": []}, r"\$and"),
         ({"a": 1, "b": 2}, r"\$and"),
+        # chromadb 1.5.9 refuses these as well; the message says the fix.
+        ({}, r"where=\{\} is an empty filter; pass where=None"),
+        ({"$and": [{"k": 1}]}, r"'\$and' needs at least two filters; got 1: use that filter itself"),
+        ({"$or": [{"k": 1}]}, r"'\$or' needs at least two filters; got 1"),
         ({"k": {"$eq": [1, 2]}}, "eq"),
     ],
 )
@@ -120,14 +128,54 @@ def test_bad_where(seeded, where, message):
 
 @pytest.mark.parametrize(
     "where_document",
-    [{"$contains": ""}, {"$regex": ""}, {"$and": []}, {"$unknown": "x"}, {"$regex": "(unclosed"}, {"$contains": 5}],
+    [{"$contains": ""}, {"$regex": ""}, {"$and": []}, {"$unknown": "x"}, {"$regex": "(unclosed"}, {"$contains": 5},
+     {}, {"$or": [{"$contains": "seed"}]}],
 )
 def test_bad_where_document(seeded, where_document):
     with pytest.raises(InvalidArgumentError):
         seeded.get(where_document=where_document)
     with pytest.raises(InvalidArgumentError):
+        seeded.query(query_embeddings=E3, where_document=where_document)
+    with pytest.raises(InvalidArgumentError):
         seeded.delete(where_document=where_document)
     assert seeded.count() == 1
+
+
+def test_empty_where_document_says_the_fix(seeded):
+    with pytest.raises(InvalidArgumentError, match=r"where_document=\{\} is an empty filter; pass where_document=None"):
+        seeded.delete(where_document={})
+    assert seeded.count() == 1
+
+
+def test_int_outside_64_bits_in_a_large_batch_is_refused_before_the_write(seeded):
+    """A batch big enough to overlap graph insertion with the commit (issue 8): refused at the edge."""
+    n = 600
+    vectors = np.random.default_rng(0).random((n, 3), dtype=np.float32)
+    metadatas = [{"i": i} for i in range(n - 1)] + [{"i": 2**64}]
+    before = snapshot(seeded)
+    with pytest.raises(InvalidArgumentError, match=rf"metadatas\[{n - 1}\]\['i'\] is outside the 64-bit"):
+        seeded.add(ids=[f"r{i}" for i in range(n)], embeddings=vectors, metadatas=metadatas)
+    assert_unchanged(seeded, before)
+    # The same batch with a valid last value is written and found by vector search.
+    metadatas[-1] = {"i": 2**63 - 1}
+    seeded.add(ids=[f"r{i}" for i in range(n)], embeddings=vectors, metadatas=metadatas)
+    assert seeded.query(query_embeddings=vectors[-1:], n_results=1)["ids"] == [[f"r{n - 1}"]]
+    assert seeded.get(where={"i": 2**63 - 1})["ids"] == [f"r{n - 1}"]
+
+
+def test_settings_refuse_unknown_keys_naming_the_closest():
+    from retrieval import Settings
+
+    with pytest.raises(InvalidArgumentError, match=r"unknown setting 'allow_rest'.*did you mean 'allow_reset'\?"):
+        Settings(allow_rest=True)
+    with pytest.raises(InvalidArgumentError, match=r"did you mean 'chroma_server_host'"):
+        Settings(chroma_server_hots="x")
+    with pytest.raises(InvalidArgumentError, match=r"unknown setting 'zzz'.*own settings are \['is_persistent'"):
+        Settings(zzz=1)
+    # chromadb's own settings are accepted and kept, so chromadb code constructs unchanged.
+    s = Settings(chroma_server_host="localhost", chroma_server_http_port=8000, allow_reset=True)
+    assert (s.chroma_server_host, s.chroma_server_http_port, s.allow_reset) == ("localhost", 8000, True)
+    assert s.copy(is_persistent=True).chroma_server_host == "localhost"
 
 
 @pytest.mark.parametrize("n_results", [0, -1, 1.5, "3", True])

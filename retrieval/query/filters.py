@@ -4,7 +4,12 @@
 filters the document text. Both are parsed once, at the edge, into frozen dataclasses; everything
 inward (the SQL compiler in :mod:`retrieval.query.filter_sql`, the engine, the Search API) works on
 these trees, never on raw dicts. Every node validates itself on construction, so a tree built
-directly (``Comparison("page", "$gt", 10)``) is as safe as a parsed one.
+directly (``Comparison("page", "$gt", 10)``) is as safe as a parsed one. The Search API's
+``K("page") > 10`` builds these same nodes (:mod:`retrieval.search.keys`), and ``&`` / ``|``
+combine them: one filter algebra with one set of rules.
+
+As in chromadb 1.5.9, ``where={}`` and ``where_document={}`` are errors (pass None for no filter),
+and ``$and`` / ``$or`` need at least two clauses.
 
 Semantics, shared by :func:`matches` and the SQL compiler:
 
@@ -41,7 +46,7 @@ import re2
 from ..errors import InvalidArgumentError
 
 __all__ = [
-    "And", "Comparison", "DocumentContains", "DocumentRegex", "Or", "Where", "WhereDocument",
+    "And", "Comparison", "DocumentContains", "DocumentRegex", "Filter", "Or", "Where", "WhereDocument",
     "compile_regex", "matches", "parse_where", "parse_where_document", "type_class",
 ]
 
@@ -109,6 +114,8 @@ def _check_str(value: str, what: str) -> str:
 
 def _scalar(value: Any, what: str) -> Scalar:
     """Normalise one filter operand to a plain str, int, float or bool."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # numpy scalars (np.int64, np.bool_ ...) from array code
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, str):
@@ -135,8 +142,64 @@ def _typed(value: Any) -> Any:
     return (type_class(value), value)
 
 
+class Filter:
+    """Base of every filter node: combine nodes with ``&`` (and) and ``|`` (or).
+
+    Example::
+
+        >>> f = Comparison("year", GTE, 2020) & Comparison("tag", IN, ["a", "b"])
+        >>> f.to_dict()
+        {'$and': [{'year': {'$gte': 2020}}, {'tag': {'$in': ['a', 'b']}}]}
+    """
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    def __and__(self, other: Any) -> And:
+        if not isinstance(other, Filter):
+            return NotImplemented
+        return And((*_flatten(self, And), *_flatten(other, And)))
+
+    def __or__(self, other: Any) -> Or:
+        if not isinstance(other, Filter):
+            return NotImplemented
+        return Or((*_flatten(self, Or), *_flatten(other, Or)))
+
+    def __bool__(self) -> bool:
+        # `1 < K("x") < 5` and `K("a") == 1 and K("b") == 2` would silently keep only one
+        # condition; refuse them instead.
+        raise TypeError(
+            "a filter has no truth value; combine filters with & and | (not `and`/`or` or "
+            "chained comparisons such as `1 < K('x') < 5`)"
+        )
+
+    @staticmethod
+    def from_dict(data: Mapping) -> Where:
+        """Parse a where dict as chromadb's Search API does (``Where.from_dict``).
+
+        Unlike ``where=`` in ``get``/``query``/``delete``, a ``$and`` / ``$or`` with one clause
+        stands for that clause, as chromadb's Search API reads it.
+
+        Example::
+
+            >>> Filter.from_dict({"$and": [{"a": 1}]})
+            Comparison(key='a', op='$eq', value=1)
+        """
+        if isinstance(data, Filter):
+            return data
+        if isinstance(data, Mapping) and not data:
+            raise InvalidArgumentError("a where dict cannot be empty; pass None for no filter")
+        return _parse_where(data, collapse_single=True)
+
+
+def _flatten(node: Filter, kind: type) -> tuple:
+    return node.children if isinstance(node, kind) else (node,)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True, eq=False)
-class Comparison:
+class Comparison(Filter):
     """``{key: {op: value}}``: one metadata key, ``#id`` or ``#document`` against an operand.
 
     ``value`` is a scalar, or a tuple of scalars of one class for ``$in`` / ``$nin``.
@@ -163,6 +226,8 @@ class Comparison:
         allowed = ID_OPS if key == ID_KEY else DOCUMENT_OPS if key == DOCUMENT_KEY else METADATA_OPS
         if op not in allowed:
             hint = " (e.g. {'#document': {'$contains': 'text'}})" if key == DOCUMENT_KEY else ""
+            if op in (REGEX, NOT_REGEX) and key != DOCUMENT_KEY:
+                hint = f" ({op} matches the document only: {{'#document': {{{op!r}: pattern}}}}, K.DOCUMENT.regex(...))"
             raise InvalidArgumentError(
                 f"where operator {op!r} is not supported for key {key!r}; use one of {_ops(allowed)}{hint}"
             )
@@ -215,7 +280,7 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class DocumentContains:
+class DocumentContains(Filter):
     """``{"$contains": text}`` (or ``$not_contains`` when ``negate``): a literal substring test."""
 
     text: str
@@ -233,7 +298,7 @@ class DocumentContains:
 
 
 @dataclass(frozen=True)
-class DocumentRegex:
+class DocumentRegex(Filter):
     """``{"$regex": pattern}`` (or ``$not_regex`` when ``negate``): an RE2 search, compiled here."""
 
     pattern: str
@@ -254,35 +319,49 @@ class DocumentRegex:
 def _children(children: Any, op: str) -> tuple:
     if isinstance(children, (str, bytes, Mapping)) or not isinstance(children, (list, tuple)):
         raise InvalidArgumentError(f"{op!r} takes a list of filters, e.g. {{{op!r}: [f1, f2]}}; got {children!r}")
-    if not children:
-        raise InvalidArgumentError(f"{op!r} takes a non-empty list of filters; got []")
     for child in children:
         if not isinstance(child, _NODE_TYPES):
             raise InvalidArgumentError(f"{op!r} children must be parsed filter nodes; got {child!r}")
+    if len(children) < 2:
+        # chromadb 1.5.9 refuses these too; a one-clause list is almost always a mistake.
+        fix = "use that filter itself" if children else "pass None for no filter"
+        raise InvalidArgumentError(
+            f"{op!r} needs at least two filters; got {len(children)}: {fix}, without {op!r}"
+        )
     return tuple(children)
 
 
 @dataclass(frozen=True)
-class And:
-    """``{"$and": [...]}``: every child matches (one child or more)."""
+class And(Filter):
+    """``{"$and": [...]}``: every child matches (two children or more)."""
 
     children: tuple
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "children", _children(self.children, AND))
 
+    @property
+    def conditions(self) -> tuple:
+        """The children, under chromadb's Search API name."""
+        return self.children
+
     def to_dict(self) -> dict:
         return {AND: [c.to_dict() for c in self.children]}
 
 
 @dataclass(frozen=True)
-class Or:
-    """``{"$or": [...]}``: some child matches (one child or more)."""
+class Or(Filter):
+    """``{"$or": [...]}``: some child matches (two children or more)."""
 
     children: tuple
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "children", _children(self.children, OR))
+
+    @property
+    def conditions(self) -> tuple:
+        """The children, under chromadb's Search API name."""
+        return self.children
 
     def to_dict(self) -> dict:
         return {OR: [c.to_dict() for c in self.children]}
@@ -312,24 +391,33 @@ def _one_item(d: Any, what: str, example: str, key: Any = None) -> tuple[Any, An
     return next(iter(d.items()))
 
 
-def parse_where(where: Mapping | None) -> Where | None:
-    """Parse a chromadb ``where`` dict into a typed tree (None or ``{}`` means no filter).
+def parse_where(where: Mapping | Where | None) -> Where | None:
+    """Parse a chromadb ``where`` dict into a typed tree (None means no filter).
+
+    A tree already parsed (or built with ``K(...)``) is returned as is. ``{}`` is an error, as in
+    chromadb 1.5.9: pass None for no filter.
 
     Example::
 
         >>> parse_where({"page": 10})
         Comparison(key='page', op='$eq', value=10)
     """
-    if where is None or (isinstance(where, Mapping) and not where):
+    if where is None:
         return None
+    if isinstance(where, (Comparison, And, Or)):
+        return where
+    if isinstance(where, Mapping) and not where:
+        raise InvalidArgumentError("where={} is an empty filter; pass where=None (or leave it out) to match every record")
     return _parse_where(where)
 
 
-def _parse_where(d: Any) -> Where:
+def _parse_where(d: Any, collapse_single: bool = False) -> Where:
     key, value = _one_item(d, "where", "{'key': value}")
     if key in (AND, OR):
         if isinstance(value, (list, tuple)):
-            value = [_parse_where(child) for child in value]
+            value = [_parse_where(child, collapse_single) for child in value]
+            if collapse_single and len(value) == 1:
+                return value[0]
         return (And if key == AND else Or)(value)
     if isinstance(key, str) and key.startswith("$"):
         raise InvalidArgumentError(
@@ -352,16 +440,24 @@ def _parse_where(d: Any) -> Where:
     return Comparison(key, EQ, value)
 
 
-def parse_where_document(where_document: Mapping | None) -> WhereDocument | None:
-    """Parse a chromadb ``where_document`` dict into a typed tree (None or ``{}`` means no filter).
+def parse_where_document(where_document: Mapping | WhereDocument | None) -> WhereDocument | None:
+    """Parse a chromadb ``where_document`` dict into a typed tree (None means no filter).
+
+    A tree already parsed is returned as is. ``{}`` is an error, as in chromadb 1.5.9.
 
     Example::
 
         >>> parse_where_document({"$not_contains": "draft"})
         DocumentContains(text='draft', negate=True)
     """
-    if where_document is None or (isinstance(where_document, Mapping) and not where_document):
+    if where_document is None:
         return None
+    if isinstance(where_document, (DocumentContains, DocumentRegex, And, Or)):
+        return where_document
+    if isinstance(where_document, Mapping) and not where_document:
+        raise InvalidArgumentError(
+            "where_document={} is an empty filter; pass where_document=None (or leave it out) to match every record"
+        )
     return _parse_where_document(where_document)
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from retrieval.errors import InvalidArgumentError
+from retrieval.query.filters import Where
 from retrieval.search.plan import GroupBy, MaxK, Search
 from retrieval.search.rank import Knn, Rank
 from retrieval.search.result import ResultSet, SearchResult
@@ -47,14 +48,14 @@ _FIELD_OF_KEY = {
 class SearchEngine(Protocol):
     """What :func:`execute` needs from a collection."""
 
-    def knn(self, query: Any, *, key: str, limit: int, where: dict | None) -> list[tuple[str, float]]:
+    def knn(self, query: Any, *, key: str, limit: int, where: Where | None) -> list[tuple[str, float]]:
         """The top-``limit`` (record id, distance) pairs, ascending distance, among records
-        matching ``where``. The engine embeds str / image queries itself (dense key: the
+        matching ``where`` (a parsed filter tree, validated when it was built). The engine embeds str / image queries itself (dense key: the
         collection's embedding function; sparse key: that key's sparse embedder) and raises
         InvalidArgumentError on a dimension mismatch or an unknown key."""
         ...
 
-    def scan(self, *, where: dict | None, limit: int | None, offset: int) -> list[str]:
+    def scan(self, *, where: Where | None, limit: int | None, offset: int) -> list[str]:
         """Record ids matching ``where`` in insertion order (for rank=None)."""
         ...
 
@@ -85,7 +86,7 @@ def execute_many(searches: Search | Sequence[Search], engine: SearchEngine) -> S
 
 def execute(search: Search, engine: SearchEngine) -> ResultSet:
     """Run one search against ``engine`` (rules in the module docstring)."""
-    where = None if search.where_clause is None else search.where_clause.to_dict()
+    where = search.where_clause  # a parsed tree; engines take it as is, never re-parse a dict
     rank, group, page = search.rank_expr, search.group, search.page
     if rank is None:
         if group is not None:
@@ -103,7 +104,7 @@ def execute(search: Search, engine: SearchEngine) -> ResultSet:
     return _project(ids, scores, search.selection.keys, engine)
 
 
-def _rank(rank: Rank, engine: SearchEngine, where: dict | None) -> list[tuple[str, float]]:
+def _rank(rank: Rank, engine: SearchEngine, where: Where | None) -> list[tuple[str, float]]:
     knns = list({id(k): k for k in rank.knns()}.values())
     if not knns:
         raise InvalidArgumentError("a rank expression must contain at least one Knn(...)")

@@ -343,7 +343,7 @@ def _where(where: Any) -> Where | None:
     if where is None or isinstance(where, Where):
         return where
     if isinstance(where, Mapping):
-        return None if not where else Where.from_dict(where)
+        return Where.from_dict(where)  # {} is an error, as in chromadb: pass None for no filter
     raise InvalidArgumentError(
         f"where must be a filter (K(...) == ...), a where dict or None; got {type(where).__name__}"
     )
