@@ -113,7 +113,8 @@ class ImageBatcher:
         from embedders.pipeline import check_loaded
 
         uris = list(uris)
-        if self.cuda and self.tensor_ops and hasattr(loader, "fetch"):
+        if self.tensor_ops and hasattr(loader, "fetch"):
+            # The GPU route. On a CPU (tests) decode_jpeg decodes with libjpeg instead of nvJPEG.
             encoded = loader.fetch(uris)  # type: ignore[attr-defined]
             return self._on_device(lambda: self._fit_on_device(self._decode_on_gpu(encoded, loader)))
         if not self.tensor_ops and hasattr(loader, "load"):
