@@ -13,7 +13,8 @@ from typing import Any
 from retrieval import embedding as emb
 from retrieval import validation as v
 from retrieval.backend import Backend
-from retrieval.collection import Collection
+from retrieval.collection import Collection, Deferred
+from retrieval.component_errors import maps_component_errors
 from retrieval.config import (
     CollectionConfig,
     ComponentSpec,
@@ -181,6 +182,7 @@ class Client(_Handle):
 
     # ------------------------------------------------------------- collections
 
+    @maps_component_errors
     def create_collection(
         self,
         name: str,
@@ -220,14 +222,20 @@ class Client(_Handle):
             data_loader=emb.describe(data_loader, "data_loader", persist=persist_data_loader),
             sparse=_sparse_config((configuration or {}).get("sparse")),
         )
+        # Build the sparse function before anything is written: an unknown name or a bad config
+        # must raise here, not leave behind a collection that breaks list_collections (issue 8).
+        sparse = None
+        if config.sparse is not None:
+            sparse = (config.sparse.key, emb.build(config.sparse.embedding_function, "embedding_function", None, name))
         record = self._backend.create_collection(
             self.tenant, self.database, name, config, user_metadata, get_or_create
         )
         if get_or_create and record.configuration_json != config.to_json():
             # An existing collection: its stored functions win, and a conflicting one is an error.
             return self._open(record, embedding_function, data_loader, None)
-        return Collection(self._backend, record, embedding_function, data_loader, self._sparse(record, config))
+        return Collection(self._backend, record, embedding_function, data_loader, sparse)
 
+    @maps_component_errors
     def get_collection(
         self,
         name: str,
@@ -258,10 +266,14 @@ class Client(_Handle):
         )
 
     def list_collections(self, limit: int | None = None, offset: int | None = None) -> list[Collection]:
-        """Collections, oldest first."""
+        """Collections, oldest first.
+
+        Each one's embedding function and loader are built on first use, so a collection whose
+        function is not registered in this process does not break the listing of all.
+        """
         limit, offset = v.validate_limit_offset(limit, offset)
         records = self._backend.list_collections(self.tenant, self.database, limit, offset)
-        return [self._open(r, UNSET, UNSET, None) for r in records]
+        return [self._open(r, UNSET, UNSET, None, lazy=True) for r in records]
 
     def count_collections(self) -> int:
         return self._backend.count_collections(self.tenant, self.database)
@@ -273,11 +285,18 @@ class Client(_Handle):
 
     # --------------------------------------------------------------- internals
 
-    def _open(self, record: CollectionRecord, embedding_function, data_loader, ef_options, loader_options=None) -> Collection:
+    def _open(
+        self, record: CollectionRecord, embedding_function, data_loader, ef_options, loader_options=None, *, lazy: bool = False
+    ) -> Collection:
         config = CollectionConfig.from_json(record.configuration_json)
-        ef = self._component(record, "embedding_function", embedding_function, config.embedding_function, ef_options)
-        loader = self._component(record, "data_loader", data_loader, config.data_loader, loader_options)
-        return Collection(self._backend, record, ef, loader, self._sparse(record, config))
+        parts = (
+            lambda: self._component(record, "embedding_function", embedding_function, config.embedding_function, ef_options),
+            lambda: self._component(record, "data_loader", data_loader, config.data_loader, loader_options),
+            lambda: self._sparse(record, config),
+        )
+        if lazy:
+            return Collection(self._backend, record, *(Deferred(build) for build in parts))
+        return Collection(self._backend, record, *(build() for build in parts))
 
     def _sparse(self, record: CollectionRecord, config: CollectionConfig) -> tuple[str, Any] | None:
         if config.sparse is None:

@@ -6,11 +6,12 @@ HTTP; this module is the same for both.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from retrieval import validation as v
+from retrieval.component_errors import component_errors, maps_component_errors
 from retrieval.config import CollectionConfig, modified_config, split_legacy_metadata
 from retrieval.errors import InvalidArgumentError
 from retrieval.query.filters import parse_where, parse_where_document
@@ -35,6 +36,22 @@ if TYPE_CHECKING:
 URI_BATCH_SIZE = 64
 
 
+class Deferred:
+    """A collection part (embedding function, loader, sparse pair) built on first use.
+
+    ``list_collections`` hands these out: one collection whose embedding function is not
+    registered in this process must not break the listing of all (issue 8).
+
+    Args:
+        build: called once, on first use; its result is kept.
+    """
+
+    __slots__ = ("build",)
+
+    def __init__(self, build: Callable[[], Any]):
+        self.build = build
+
+
 class Collection:
     """A named set of records; obtain one from a client, never construct it directly.
 
@@ -56,9 +73,29 @@ class Collection:
     ):
         self._backend = backend
         self._record = record
-        self._embedding_function = embedding_function
-        self._data_loader = data_loader
-        self._sparse = sparse  # (Search API key, sparse embedding function) filled from documents
+        # Any of these may be a Deferred, built on first use. ``sparse`` is (Search API key,
+        # sparse embedding function), filled from documents.
+        self._parts: dict[str, Any] = {"embedding_function": embedding_function, "data_loader": data_loader, "sparse": sparse}
+
+    def _part(self, name: str) -> Any:
+        value = self._parts[name]
+        if isinstance(value, Deferred):
+            with component_errors():
+                value = value.build()
+            self._parts[name] = value
+        return value
+
+    @property
+    def _embedding_function(self) -> Any:
+        return self._part("embedding_function")
+
+    @property
+    def _data_loader(self) -> Any:
+        return self._part("data_loader")
+
+    @property
+    def _sparse(self) -> tuple[str, Any] | None:
+        return self._part("sparse")
 
     # ------------------------------------------------------------- properties
 
@@ -115,6 +152,7 @@ class Collection:
     def peek(self, limit: int = 10) -> GetResult:
         return self.get(limit=limit, include=["embeddings", "documents", "metadatas"])
 
+    @maps_component_errors
     def get(
         self,
         ids: Any = None,
@@ -140,6 +178,7 @@ class Collection:
         )
         return get_result(self._backend.get(self._record, request), include, self._data_loader)
 
+    @maps_component_errors
     def query(
         self,
         query_embeddings: Any = None,
@@ -171,6 +210,7 @@ class Collection:
 
     # ----------------------------------------------------------------- writes
 
+    @maps_component_errors
     def add(
         self,
         ids: Any,
@@ -184,6 +224,7 @@ class Collection:
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="add")
         self._backend.write(self._record, "add", batch)
 
+    @maps_component_errors
     def update(
         self,
         ids: Any,
@@ -197,6 +238,7 @@ class Collection:
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="update")
         self._backend.write(self._record, "update", batch)
 
+    @maps_component_errors
     def upsert(
         self,
         ids: Any,
@@ -223,6 +265,11 @@ class Collection:
         needs a ``where`` or ``where_document`` filter.
         """
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
+        if ids == []:
+            # chromadb 1.5.9 refuses it too: an empty id list is usually a bug upstream.
+            raise InvalidArgumentError(
+                "delete(ids=[]) names no record to delete; pass at least one id, or leave ids out and use where="
+            )
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
         if ids is None and where_tree is None and document_tree is None:
             raise InvalidArgumentError(
@@ -236,10 +283,11 @@ class Collection:
                     "delete(limit=...) needs a where or where_document filter (as in chromadb); with ids alone, "
                     "pass fewer ids instead"
                 )
-        if ids == [] or limit == 0:
+        if limit == 0:
             return {"deleted": 0}
         return {"deleted": self._backend.delete(self._record, ids, where_tree, document_tree, limit)}
 
+    @maps_component_errors
     def modify(self, name: str | None = None, metadata: dict | None = None, configuration: dict | None = None) -> None:
         """Rename, replace metadata, or change the mutable HNSW settings (``ef_search``, ``num_threads``...)."""
         if name is not None:
@@ -257,6 +305,7 @@ class Collection:
             config = modified_config(CollectionConfig.from_json(self._record.configuration_json), configuration)
         self._record = self._backend.modify_collection(self._record, name, metadata, config)
 
+    @maps_component_errors
     def search(self, searches: Any) -> Any:
         """Run Search API requests (Knn, Rrf, filters, group-by) against this collection.
 

@@ -190,7 +190,7 @@ def test_missing_data_loader_is_a_clear_error():
 
 def test_bad_uri_names_the_uri_and_writes_nothing():
     col = retrieval.EphemeralClient().create_collection("baduri", embedding_function=HashEmbeddingFunction(), data_loader=ImageLoader())
-    with pytest.raises(ValueError, match="memory://does/not/exist.png"):
+    with pytest.raises(InvalidArgumentError, match="memory://does/not/exist.png"):  # a LoadError, mapped
         col.add(ids=["a"], uris=["memory://does/not/exist.png"])
     assert col.count() == 0
 
@@ -229,7 +229,7 @@ def test_stored_config_cannot_import_or_trust_remote_code(tmp_path):
         (ComponentSpec("sentence_transformer", {"trust_remote_code": True}), "trust_remote_code"),
     ]:
         record, _ = client._backend.engine.create_collection(f"evil-{len(message)}", CollectionConfig(embedding_function=spec), None)
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(InvalidArgumentError, match=message):
             client.get_collection(record.name)
     client.close()
 

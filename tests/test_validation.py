@@ -208,3 +208,98 @@ def test_bad_limit_offset(seeded):
         seeded.get(limit=-1)
     with pytest.raises(InvalidArgumentError, match="offset"):
         seeded.get(offset=-2)
+
+
+# ---------------------------------------------------------------- issue 8: nothing left behind
+@pytest.mark.parametrize(
+    "spec,error,message",
+    [
+        ({"name": "nonexistent", "config": {}}, "UnknownNameError", "nonexistent"),
+        ({"name": "chroma_bm25", "config": {"k": -1}}, "ConfigError", "k must be >= 0"),
+    ],
+)
+def test_bad_sparse_configuration_raises_and_writes_nothing(client, spec, error, message):
+    import embedders
+
+    client.create_collection("kept", embedding_function=None)
+    with pytest.raises(InvalidArgumentError, match=message) as info:
+        client.create_collection("sparse", embedding_function=None,
+                                 configuration={"sparse": {"key": "sp", "embedding_function": spec}})
+    # In retrieval's tree (HTTP 400), still the embedders class, and the cause kept.
+    assert type(info.value).__name__ == error and info.value.http_status == 400
+    assert isinstance(info.value, getattr(embedders, error)) and isinstance(info.value.__cause__, getattr(embedders, error))
+    assert [c.name for c in client.list_collections()] == ["kept"] and client.count_collections() == 1
+    good = client.create_collection("sparse", embedding_function=None,
+                                    configuration={"sparse": {"key": "sp", "embedding_function": {"name": "chroma_bm25", "config": {}}}})
+    assert good.configuration["sparse"]["key"] == "sp"
+
+
+def test_list_collections_builds_embedding_functions_lazily(tmp_path):
+    """A collection whose function is not registered in this process lists, counts and reads;
+    only embedding with it fails, clearly, and the others are untouched."""
+    import retrieval
+    from embedders import HashEmbeddingFunction
+    from retrieval.utils.embedding_functions import register_embedding_function
+    import embedders
+
+    @register_embedding_function
+    class Elsewhere(HashEmbeddingFunction):
+        @staticmethod
+        def name() -> str:
+            return "test_validation_elsewhere"
+
+        @staticmethod
+        def build_from_config(config):
+            return Elsewhere(**config)
+
+    path = str(tmp_path / "db")
+    try:
+        client = retrieval.PersistentClient(path)
+        client.create_collection("elsewhere", embedding_function=Elsewhere(dim=8)).add(ids=["a"], documents=["x"])
+        client.create_collection("here", embedding_function=HashEmbeddingFunction(dim=8))
+        client.close()
+    finally:
+        embedders.embedding_functions.unregister("test_validation_elsewhere")
+    client = retrieval.PersistentClient(path)
+    try:
+        listed = {c.name: c for c in client.list_collections()}
+        assert sorted(listed) == ["elsewhere", "here"]
+        other = listed["elsewhere"]
+        assert other.count() == 1 and other.get()["documents"] == ["x"]
+        with pytest.raises(InvalidArgumentError, match="test_validation_elsewhere") as info:
+            other.add(ids=["b"], documents=["y"])
+        assert isinstance(info.value, embedders.UnknownNameError)
+        with pytest.raises(InvalidArgumentError, match="test_validation_elsewhere"):
+            other.embedding_function  # noqa: B018
+        assert other.count() == 1
+        here = listed["here"]
+        here.add(ids=["h"], documents=["hello"])
+        assert isinstance(here.embedding_function, HashEmbeddingFunction)
+        assert here.query(query_texts=["hello"], n_results=1)["ids"] == [["h"]]
+    finally:
+        client.close()
+
+
+def test_delete_with_an_empty_id_list_raises(seeded):
+    with pytest.raises(InvalidArgumentError, match=r"delete\(ids=\[\]\) names no record to delete; pass at least one id"):
+        seeded.delete(ids=[])
+    with pytest.raises(InvalidArgumentError, match=r"delete\(ids=\[\]\)"):
+        seeded.delete(ids=[], where={"k": 1})
+    assert seeded.count() == 1
+
+
+def test_embedder_and_loader_errors_surface_in_retrievals_tree(client):
+    """Errors from embedders/loaders leave Client and Collection as retrieval errors with a status."""
+    import embedders
+    from embedders import HashEmbeddingFunction
+    from loaders import ImageLoader
+
+    col = client.create_collection("multi", embedding_function=HashEmbeddingFunction(dim=8), data_loader=ImageLoader())
+    with pytest.raises(InvalidArgumentError, match="memory://does/not/exist.png") as info:
+        col.add(ids=["a"], uris=["memory://does/not/exist.png"])
+    assert isinstance(info.value, embedders.LoadError) and info.value.uri == "memory://does/not/exist.png"
+    assert info.value.http_status == 400 and isinstance(info.value.__cause__, embedders.LoadError)
+    with pytest.raises(InvalidArgumentError, match="does/not/exist") as info:
+        col.query(query_uris=["memory://does/not/exist.png"])
+    assert isinstance(info.value, embedders.LoadError)
+    assert col.count() == 0
