@@ -33,8 +33,6 @@ from retrieval.types import (
 if TYPE_CHECKING:
     from retrieval.backend import Backend
 
-URI_BATCH_SIZE = 64
-
 
 class Deferred:
     """A collection part (embedding function, loader, sparse pair) built on first use.
@@ -384,7 +382,8 @@ class Collection:
                 f"collection {self.name!r} has no data loader to read uris; create it with "
                 "data_loader=ImageLoader() (from loaders import ImageLoader)"
             )
-        return embedders.embed_uris(ef, uris, self._data_loader, batch_size=URI_BATCH_SIZE)
+        # The function's own batch_size (a host option: e.g. 256 on a GPU), not a fixed one.
+        return embedders.embed_uris(ef, uris, self._data_loader)
 
     def _query_vectors(self, embeddings, texts, images, uris) -> np.ndarray:
         given = [
