@@ -165,10 +165,16 @@ class ImageBatcher:
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, a in enumerate(arrays):
             groups.setdefault(a.shape, []).append(i)
-        for members in groups.values():
-            stacked = torch.from_numpy(np.stack([arrays[i] for i in members]))
+        for shape, members in groups.items():
             if self.cuda:
-                stacked = stacked.pin_memory().to(self.device, non_blocking=True)
+                # Copy each image once, straight into pinned memory (in parallel: numpy releases
+                # the GIL), rather than stack and then pin: half the memory traffic.
+                host = torch.empty((len(members), *shape), dtype=torch.uint8, pin_memory=True)
+                view = host.numpy()
+                self._map(lambda j: np.copyto(view[j], arrays[members[j]]), range(len(members)))
+                stacked = host.to(self.device, non_blocking=True)
+            else:
+                stacked = torch.from_numpy(np.stack([arrays[i] for i in members]))
             stacked = stacked.permute(0, 3, 1, 2)
             for j, i in enumerate(members):
                 out[i] = stacked[j]

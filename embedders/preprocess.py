@@ -191,10 +191,10 @@ def fit_tensor(images: Sequence[Any], geometry: Geometry) -> Any:
 
     th, tw = geometry.size
     device = images[0].device
-    out = torch.empty((len(images), 3, th, tw), dtype=torch.float32, device=device)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault((int(im.shape[1]), int(im.shape[2])), []).append(i)
+    out = torch.empty((len(images), 3, th, tw), dtype=torch.float32, device=device) if len(groups) > 1 else None
     mode = "bicubic" if geometry.interpolation == "bicubic" else "bilinear"
     for (h, w), members in groups.items():
         batch = torch.stack([images[i] for i in members]).float()
@@ -207,5 +207,8 @@ def fit_tensor(images: Sequence[Any], geometry: Geometry) -> Any:
             pad = (max(0, -left), max(0, right - new_w), max(0, -top), max(0, bottom - new_h))
             batch = F.pad(batch, pad, value=float(geometry.fill))
             left, top = max(0, left), max(0, top)
-        out[members] = batch[:, :, top:top + th, left:left + tw]
+        cropped = batch[:, :, top:top + th, left:left + tw]
+        if len(groups) == 1:
+            return cropped.contiguous()  # the usual case: no scatter into ``out``
+        out[torch.tensor(members, device=device)] = cropped
     return out
