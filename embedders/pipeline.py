@@ -1,7 +1,10 @@
-"""Overlap loading with embedding: batch i+1 is read and decoded while batch i is encoded.
+"""Overlap loading with embedding: the next batches are read and decoded while one is encoded.
 
-Decoding images (Pillow) and reading files release the GIL, so one background thread
-preparing the next batch keeps the encoder busy without a process pool.
+Reading files and decoding/resizing images (Pillow, nvJPEG) release the GIL, so a background
+thread preparing batches ahead (``prefetch_map``), itself fanning each batch out over the
+loader's threads, keeps the encoder busy without a process pool. Embedding functions with
+their own fast path (``OpenCLIPEmbeddingFunction.embed_image_uris``, see
+``embedders.image_batches``) are used through :func:`embed_uris` as is.
 """
 
 from __future__ import annotations
