@@ -326,7 +326,7 @@
     const md = Object.entries(item.metadata || {})
       .map(([k, v]) => `<span title="${esc(k)}: ${esc(JSON.stringify(v))}"><i>${esc(k)}</i> ${esc(Array.isArray(v) ? v.join(", ") : v)}</span>`)
       .join("");
-    const dist = item.distance === null || item.distance === undefined ? "" : `<span class="dist" data-testid="distance" title="distance">${item.distance.toFixed(4)}</span>`;
+    const dist = item.distance === null || item.distance === undefined ? "" : `<span class="dist" data-testid="distance" title="distance">${Math.max(0, item.distance).toFixed(4)}</span>`;
     const body = document.createElement("div");
     body.className = "body";
     body.innerHTML =
