@@ -62,7 +62,8 @@ class ShardWriter:
         >>> import tempfile
         >>> from embedders import HashEmbeddingFunction
         >>> w = ShardWriter(tempfile.mkdtemp(), HashEmbeddingFunction(dim=4))
-        >>> w.write(["a"], ["/x/a.png"], np.ones((1, 4), np.float32))
+        >>> w.write(["a"], ["/x/a.png"], np.ones((1, 4), np.float32)).name
+        'part-00000.parquet'
         >>> sorted(w.existing_ids)
         ['a']
     """

@@ -55,6 +55,7 @@ def register_embedding_function(ef_class: Any = None) -> Any:
         >>> import embedders
         >>> embedders.get_embedding_function_class("ones") is Ones
         True
+        >>> embedders.embedding_functions.unregister("ones")  # leave the registry as found
     """
 
     def _register(cls: Any) -> Any:
