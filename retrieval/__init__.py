@@ -28,6 +28,7 @@ from retrieval.errors import (
     NotFoundError,
     PersistPathLockedError,
     RetrievalError,
+    ServerUnavailableError,
     UniqueConstraintError,
 )
 from retrieval.search import GroupBy, K, Key, Knn, Limit, MaxK, MinK, Rank, Rrf, Search, SearchResult, Select, Val
@@ -105,6 +106,7 @@ __all__ = [
     "Select",
     "Val",
     "RetrievalError",
+    "ServerUnavailableError",
     "Settings",
     "UniqueConstraintError",
     "__version__",

@@ -13,15 +13,29 @@ import pytest  # noqa: E402
 import retrieval  # noqa: E402
 
 
-@pytest.fixture(params=["ephemeral", "persistent"])
+@pytest.fixture(params=["ephemeral", "persistent", "http"])
 def client(request, tmp_path):
-    """An empty client of each kind; persistent clients are closed after the test."""
+    """An empty client of each kind; ``http`` talks to an in-process ``retrieval run`` app over
+    Chroma's v2 REST API. Clients are closed after the test."""
+    if request.param == "http":
+        from tests.http_server import in_process_client
+
+        with in_process_client() as c:
+            yield c
+        return
     if request.param == "ephemeral":
         c = retrieval.EphemeralClient()
     else:
         c = retrieval.PersistentClient(path=str(tmp_path / "db"))
     yield c
     c.close()
+
+
+@pytest.fixture
+def over_http(request) -> bool:
+    """Whether this test's ``client`` talks HTTP (where a server-side failure is a bare 500)."""
+    callspec = getattr(request.node, "callspec", None)
+    return callspec is not None and callspec.params.get("client") == "http"
 
 
 @pytest.fixture

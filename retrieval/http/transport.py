@@ -77,6 +77,7 @@ class _HttpBase:
         retries: int = DEFAULT_RETRIES,
         verify: Any = True,
         transport: Any = None,
+        http_client: Any = None,
     ):
         self.url = base_url(str(host), port, ssl)
         self.retries = int(retries)
@@ -88,8 +89,11 @@ class _HttpBase:
             "timeout": httpx.Timeout(timeout),
             "verify": verify if verify is not None else True,
         }
-        if transport is not None:  # e.g. an in-process ASGI app in tests
+        if transport is not None:  # an httpx transport, e.g. httpx.ASGITransport(app) for AsyncHttpBackend
             self._options["transport"] = transport
+        # A ready httpx client to send with instead, e.g. starlette's TestClient(app) for an
+        # in-process server (requests then go to its base URL).
+        self._given_client = http_client
 
     def _request(self, call: Call) -> dict[str, Any]:
         return {
@@ -128,7 +132,7 @@ class HttpBackend(_HttpBase):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._http = httpx.Client(**self._options)
+        self._http = self._given_client or httpx.Client(**self._options)
 
     def _send(self, call: Call) -> Any:
         attempt = 0
@@ -156,7 +160,7 @@ class AsyncHttpBackend(_HttpBase):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._http = httpx.AsyncClient(**self._options)
+        self._http = self._given_client or httpx.AsyncClient(**self._options)
 
     async def _send(self, call: Call) -> Any:
         attempt = 0

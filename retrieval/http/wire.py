@@ -214,8 +214,12 @@ def public_configuration(config: CollectionConfig) -> dict[str, Any]:
     ``data_loader`` and ``sparse`` are retrieval's additions; chromadb's client ignores them.
     """
     hnsw = config.hnsw.to_dict()
+    public = {key: hnsw[key] for key in PUBLIC_HNSW_KEYS}
+    if hnsw["batch_size"] != HnswConfig().batch_size:
+        # Ours to read back; left out at its default so the JSON equals chromadb's server's.
+        public["batch_size"] = hnsw["batch_size"]
     out: dict[str, Any] = {
-        "hnsw": {key: hnsw[key] for key in PUBLIC_HNSW_KEYS},
+        "hnsw": public,
         "spann": None,
         "embedding_function": config.embedding_function.to_dict() if config.embedding_function else None,
     }
@@ -226,12 +230,49 @@ def public_configuration(config: CollectionConfig) -> dict[str, Any]:
     return out
 
 
+def _index(enabled: bool, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"enabled": enabled, "config": config or {}}
+
+
+def schema_to_wire(config: CollectionConfig) -> dict[str, Any]:
+    """The collection's index layout in chromadb's serialized ``Schema`` shape.
+
+    chromadb's client reads it back (``collection.schema``) and needs its vector index to apply
+    ``modify(configuration=...)``: metadata values are indexed by type, documents by full text,
+    ``#embedding`` by HNSW with this configuration.
+    """
+    hnsw = config.hnsw.to_dict(include_host=False)
+    vector: dict[str, Any] = {"space": hnsw.pop("space")}
+    if config.embedding_function is not None:
+        vector["embedding_function"] = config.embedding_function.to_dict()
+    vector["hnsw"] = hnsw
+    defaults = {
+        "string": {"fts_index": _index(False), "string_inverted_index": _index(True)},
+        "float_list": {"vector_index": _index(False, dict(vector))},
+        "sparse_vector": {"sparse_vector_index": _index(False, {"embedding_function": {"type": "unknown"}})},
+        "int": {"int_inverted_index": _index(True)},
+        "float": {"float_inverted_index": _index(True)},
+        "bool": {"bool_inverted_index": _index(True)},
+    }
+    keys: dict[str, Any] = {
+        "#document": {"string": {"fts_index": _index(True), "string_inverted_index": _index(False)}},
+        "#embedding": {"float_list": {"vector_index": _index(True, {**vector, "source_key": "#document"})}},
+    }
+    if config.sparse is not None:
+        keys[config.sparse.key] = {"sparse_vector": {"sparse_vector_index": _index(True, {
+            "embedding_function": config.sparse.embedding_function.to_dict(),
+            "source_key": config.sparse.source_key,
+        })}}
+    return {"defaults": defaults, "keys": keys}
+
+
 def collection_to_wire(record: CollectionRecord) -> dict[str, Any]:
+    config = CollectionConfig.from_json(record.configuration_json)
     return {
         "id": record.id,
         "name": record.name,
-        "configuration_json": public_configuration(CollectionConfig.from_json(record.configuration_json)),
-        "schema": None,
+        "configuration_json": public_configuration(config),
+        "schema": schema_to_wire(config),
         "metadata": record.metadata,
         "dimension": record.dimension,
         "tenant": record.tenant,

@@ -11,6 +11,7 @@ error body with the status of their class; anything unexpected is a 500 without 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -26,6 +27,8 @@ from retrieval.errors import NotFoundError
 from retrieval.http.wire import API_PREFIX, ROUTES, dumps, error_to_wire, parse_body
 from retrieval.server.config import ServerConfig
 from retrieval.server.handlers import HANDLERS, Handler, ServerState
+from retrieval.server.ui_config import UiConfig
+from retrieval.server.ui_routes import ui_routes
 
 logger = logging.getLogger("retrieval.server")
 
@@ -62,10 +65,12 @@ async def _not_found(request: Request, exc: HTTPException) -> Response:
     return _json({"error": "ChromaError", "message": str(exc.detail)}, exc.status_code)
 
 
-def create_app(backend: Backend, config: ServerConfig | None = None) -> Starlette:
+def create_app(backend: Backend, config: ServerConfig | None = None, *, on_shutdown: Any = None) -> Starlette:
     """The ASGI app serving ``backend``; ``config`` carries the server's settings.
 
-    The caller owns the backend and closes it after the server stops (``retrieval run`` does).
+    The caller owns the backend. ``on_shutdown`` (a callable) runs when the server shuts down,
+    after the last request: ``retrieval run`` closes the backend there (a checkpoint), because
+    uvicorn re-raises SIGTERM once its graceful shutdown is over and nothing after it runs.
 
     Example:
         >>> from retrieval.store.backend import open_embedded_backend
@@ -79,7 +84,16 @@ def create_app(backend: Backend, config: ServerConfig | None = None) -> Starlett
         Route(API_PREFIX + route.path, _endpoint(HANDLERS[verb], state), methods=[route.method], name=verb)
         for verb, route in ROUTES.items()
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found})
+    config = config or ServerConfig()
+    # The web page (issue 13): ``/`` and ``/ui/...``, switched by the config's ``ui`` section.
+    routes += ui_routes(backend, UiConfig.from_dict(config.sections.get("ui")))
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        if on_shutdown is not None:
+            await run_in_threadpool(on_shutdown)
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found}, lifespan=lifespan)
     app.state.retrieval = state
-    app.state.config = config or ServerConfig()
+    app.state.config = config
     return app

@@ -81,8 +81,9 @@ class ServerConfig:
         )
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> ServerConfig:
+    def from_file(cls, config_file: str | os.PathLike, **overrides: Any) -> ServerConfig:
         """Read a YAML (or JSON) config file; ``overrides`` (command-line flags) win."""
+        path = config_file
         text = Path(path).read_text(encoding="utf-8")
         try:
             import yaml

@@ -41,11 +41,18 @@ class ServerState:
     def __init__(self, backend: Backend):
         self.backend = backend
         self._records: dict[str, CollectionRecord] = {}
+        self._deleted: dict[str, str] = {}  # id -> name of collections deleted through this server
         self._lock = threading.Lock()
 
     def collection(self, path: Mapping[str, str]) -> CollectionRecord:
         tenant, database, collection_id = path["tenant"], path["database"], path["collection"]
         record = self._records.get(collection_id)
+        if record is None and collection_id in self._deleted:
+            # A client's stale handle: say so, as the embedded engine does.
+            raise NotFoundError(
+                f"collection {self._deleted[collection_id]!r} was deleted; get or create it again "
+                "(client.get_or_create_collection)"
+            )
         if record is None:
             record = self.backend.get_collection_by_id(tenant, database, collection_id)
             with self._lock:
@@ -54,12 +61,15 @@ class ServerState:
             raise NotFoundError(f"collection {collection_id!r} does not exist in tenant {tenant!r} / database {database!r}")
         return record
 
-    def forget(self, collection_id: str | None = None) -> None:
+    def forget(self, collection_id: str | None = None, *, deleted: str | None = None) -> None:
+        """Drop cached records (all when ``collection_id`` is None); ``deleted`` names a deleted one."""
         with self._lock:
             if collection_id is None:
                 self._records.clear()
             else:
                 self._records.pop(collection_id, None)
+                if deleted is not None:
+                    self._deleted[collection_id] = deleted
 
 
 def _body(body: Any) -> Mapping[str, Any]:
@@ -233,7 +243,7 @@ def delete_collection(state: ServerState, path, query, body) -> Any:
     try:
         state.backend.delete_collection(path["tenant"], path["database"], path["collection"])
     finally:
-        state.forget(record.id)
+        state.forget(record.id, deleted=record.name)
     return {}
 
 

@@ -1,0 +1,83 @@
+"""The async client: the same API as the sync one (signatures equal, every method a coroutine),
+over the async transport, with I/O on the event loop and embedding off it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+
+import httpx
+import numpy as np
+import pytest
+
+import retrieval
+from retrieval.async_client import AsyncClient, AsyncCollection, LoopBridge, public_methods
+from retrieval.http.transport import AsyncHttpBackend
+from retrieval.server.app import create_app
+from retrieval.store.backend import open_embedded_backend
+
+
+@pytest.mark.parametrize("sync_cls, async_cls", [(retrieval.Client, AsyncClient), (retrieval.Collection, AsyncCollection)])
+def test_async_signatures_equal_sync(sync_cls, async_cls):
+    names = public_methods(sync_cls)
+    assert len(names) > 8
+    for name in names:
+        method = getattr(async_cls, name)
+        assert inspect.iscoroutinefunction(method), name
+        assert inspect.signature(method) == inspect.signature(getattr(sync_cls, name)), name
+        assert method.__doc__ == getattr(sync_cls, name).__doc__
+
+
+async def _client(app) -> AsyncClient:
+    backend = AsyncHttpBackend("testserver", 80, transport=httpx.ASGITransport(app=app))
+    bridge = LoopBridge(backend, asyncio.get_running_loop())
+    return AsyncClient(await asyncio.to_thread(retrieval.Client, None, backend=bridge))
+
+
+class Embedder:
+    """Records the thread it runs on: embedding must not run on the event loop's thread."""
+
+    threads: set = set()
+
+    def __call__(self, input):
+        Embedder.threads.add(threading.get_ident())
+        return [np.array([len(t), 1.0], np.float32) for t in input]
+
+
+def test_async_client_round_trip_over_the_async_transport():
+    backend = open_embedded_backend(None)
+    app = create_app(backend)
+
+    async def main():
+        loop_thread = threading.get_ident()
+        client = await _client(app)
+        col = await client.create_collection("docs", embedding_function=Embedder())
+        assert isinstance(col, AsyncCollection) and col.name == "docs"
+        await col.add(ids=["a", "bb"], documents=["x", "yyyy"], metadatas=[{"k": 1}, {"k": 2}])
+        assert await col.count() == 2
+        got = await col.get(where={"k": 2})
+        assert got["ids"] == ["bb"] and got["documents"] == ["yyyy"]
+        result = await col.query(query_texts=["zzzz"], n_results=1)
+        assert result["ids"] == [["bb"]]
+        assert [c.name for c in await client.list_collections()] == ["docs"]
+        with pytest.raises(retrieval.NotFoundError):
+            await client.get_collection("missing")
+        assert Embedder.threads and loop_thread not in Embedder.threads
+        await client.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        backend.close()
+
+
+def test_bridge_refuses_the_loop_thread():
+    async def main():
+        backend = AsyncHttpBackend("testserver", 80, transport=httpx.ASGITransport(app=create_app(open_embedded_backend(None))))
+        bridge = LoopBridge(backend, asyncio.get_running_loop())
+        with pytest.raises(RuntimeError, match="event loop thread"):
+            bridge.heartbeat()
+        await backend.close()
+
+    asyncio.run(main())
