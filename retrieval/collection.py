@@ -160,7 +160,36 @@ class Collection:
         where_document: dict | None = None,
         include: Sequence[str] | None = None,
     ) -> GetResult:
-        """Records by id and/or filter, in insertion order (or the order of ``ids``)."""
+        """Records by id and/or filter, in insertion order (or the order of ``ids``).
+
+        Args:
+            ids: one id or a list; ids that do not exist are left out of the answer. None: any id.
+            where: a metadata filter, e.g. ``{"page": {"$gte": 3}}`` or ``{"$and": [f1, f2]}``
+                (two clauses or more), or a ``K(...)`` filter. None: no filter; ``{}`` is an error.
+            limit: at most this many records (None: all).
+            offset: skip this many matching records first.
+            where_document: a document filter, e.g. ``{"$contains": "cat"}`` or ``{"$regex": "^a"}``.
+            include: any of ``"documents"``, ``"metadatas"``, ``"embeddings"``, ``"uris"``, ``"data"``
+                (loads each record's URI with the data loader). Default: documents and metadatas.
+
+        Returns:
+            chromadb's column-major ``GetResult``: ``ids`` plus one list per included field.
+
+        Raises:
+            InvalidArgumentError: a bad filter, include item, limit or offset; nothing is read.
+
+        Example:
+            >>> import retrieval
+            >>> col = retrieval.EphemeralClient().create_collection("get-doc", embedding_function=None)
+            >>> col.add(ids=["a", "b", "c"], embeddings=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+            ...         documents=["a cat", "a dog", "two cats"], metadatas=[{"n": 1}, {"n": 2}, {"n": 3}])
+            >>> col.get(where={"n": {"$gte": 2}}, where_document={"$contains": "cat"})["ids"]
+            ['c']
+            >>> col.get(ids=["b", "a"], include=["metadatas"])["metadatas"]
+            [{'n': 2}, {'n': 1}]
+            >>> col.get(limit=1, offset=1)["documents"]
+            ['a dog']
+        """
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
         include = _with_uris_for_data(v.validate_include(include, INCLUDE_GET, DEFAULT_INCLUDE_GET))
         limit, offset = v.validate_limit_offset(limit, offset)
@@ -189,7 +218,40 @@ class Collection:
         where_document: dict | None = None,
         include: Sequence[str] | None = None,
     ) -> QueryResult:
-        """Nearest records to each query, by embedding, text, image array or URI."""
+        """Nearest records to each query, by embedding, text, image array or URI.
+
+        Give exactly one of ``query_embeddings``, ``query_texts``, ``query_images`` or
+        ``query_uris``; texts, images and URIs are embedded with the collection's function (URIs
+        read through its data loader).
+
+        Args:
+            query_embeddings: one vector or a list of them, of the collection's dimension.
+            query_texts: one string or a list.
+            query_images: one image (HxW / HxWx3 / HxWx4 array or PIL image) or a list.
+            query_uris: one URI or a list (any fsspec URI the data loader reads).
+            ids: only consider these ids.
+            n_results: neighbours per query (clamped to the number of matching records).
+            where: a metadata filter, as in :meth:`get`.
+            where_document: a document filter, as in :meth:`get`.
+            include: as in :meth:`get`, plus ``"distances"``. Default: documents, metadatas, distances.
+
+        Returns:
+            chromadb's ``QueryResult``: one inner list per query in each field, nearest first.
+
+        Raises:
+            InvalidArgumentError: no or several query kinds, a bad filter, a vector of the wrong
+                dimension, or no embedding function to embed texts/images/URIs.
+
+        Example:
+            >>> import retrieval
+            >>> col = retrieval.EphemeralClient().create_collection("query-doc", embedding_function=None)
+            >>> col.add(ids=["a", "b", "c"], embeddings=[[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]],
+            ...         metadatas=[{"kind": "x"}, {"kind": "y"}, {"kind": "y"}])
+            >>> col.query(query_embeddings=[[1.0, 0.0]], n_results=2)["ids"]
+            [['a', 'c']]
+            >>> col.query(query_embeddings=[1.0, 0.0], n_results=2, where={"kind": "y"}, include=[])["ids"]
+            [['c', 'b']]
+        """
         n_results = v.validate_n_results(n_results)
         include = _with_uris_for_data(v.validate_include(include, INCLUDE_QUERY, DEFAULT_INCLUDE_QUERY))
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
@@ -218,7 +280,33 @@ class Collection:
         images: Any = None,
         uris: Any = None,
     ) -> None:
-        """Add new records. Ids that already exist are skipped with a warning (as in chromadb)."""
+        """Add new records. Ids that already exist are skipped with a warning (as in chromadb).
+
+        Each record is embedded from exactly one source: ``embeddings`` if given, else
+        ``documents``, ``images`` or ``uris`` through the collection's embedding function.
+        The batch is validated completely first and written in one transaction: all or nothing.
+
+        Args:
+            ids: one id or a list of unique, non-empty strings.
+            embeddings: one vector per id (a list of lists or an (n, d) array).
+            metadatas: one dict (or None) per id; values are str, int (64-bit), float, bool or a
+                non-empty list of one of those. ``None`` values mean "no such key".
+            documents: one text (or None) per id.
+            images: one image array or PIL image per id; embedded, not stored.
+            uris: one URI per id; stored, and read with the data loader to embed.
+
+        Raises:
+            InvalidArgumentError: a bad id, vector, metadata value or count mismatch; nothing is written.
+            DimensionMismatchError: vectors of another length than the collection's.
+
+        Example:
+            >>> import retrieval
+            >>> col = retrieval.EphemeralClient().create_collection("add-doc", embedding_function=None)
+            >>> col.add(ids=["a", "b"], embeddings=[[0.0, 1.0], [1.0, 0.0]], documents=["one", "two"],
+            ...         metadatas=[{"page": 1}, None])
+            >>> col.count()
+            2
+        """
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="add")
         self._backend.write(self._record, "add", batch)
 
@@ -232,7 +320,30 @@ class Collection:
         images: Any = None,
         uris: Any = None,
     ) -> None:
-        """Change existing records; metadata merges and a ``None`` value deletes its key."""
+        """Change existing records; metadata merges and a ``None`` value deletes its key.
+
+        Ids that do not exist are skipped with a logged error (as in chromadb). Fields not given
+        are kept; a new document, image or URI is re-embedded (a record holds one modality).
+
+        Args:
+            ids: the records to change.
+            embeddings: new vectors, one per id.
+            metadatas: one dict (or None) per id, merged into the stored metadata.
+            documents: new texts, one per id.
+            images: new images, one per id (embedded; the stored document is cleared).
+            uris: new URIs, one per id (read with the data loader and embedded).
+
+        Raises:
+            InvalidArgumentError: bad input, as for :meth:`add`; nothing is written.
+
+        Example:
+            >>> import retrieval
+            >>> col = retrieval.EphemeralClient().create_collection("update-doc", embedding_function=None)
+            >>> col.add(ids=["a"], embeddings=[[0.0, 1.0]], metadatas=[{"page": 1, "draft": True}])
+            >>> col.update(ids=["a"], metadatas=[{"page": 2, "draft": None}])
+            >>> col.get(ids=["a"])["metadatas"]
+            [{'page': 2}]
+        """
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="update")
         self._backend.write(self._record, "update", batch)
 
@@ -246,7 +357,30 @@ class Collection:
         images: Any = None,
         uris: Any = None,
     ) -> None:
-        """Update records that exist and add the others."""
+        """Update records that exist and add the others.
+
+        Args:
+            ids: the records to write.
+            embeddings: one vector per id (required for ids that are new, unless embedded from
+                documents, images or uris).
+            metadatas: one dict (or None) per id; for existing records it merges, and a ``None``
+                value deletes its key.
+            documents: one text per id.
+            images: one image per id.
+            uris: one URI per id.
+
+        Raises:
+            InvalidArgumentError: bad input, as for :meth:`add`; nothing is written.
+
+        Example:
+            >>> import retrieval
+            >>> col = retrieval.EphemeralClient().create_collection("upsert-doc", embedding_function=None)
+            >>> col.add(ids=["a"], embeddings=[[0.0, 1.0]], metadatas=[{"v": 1}])
+            >>> col.upsert(ids=["a", "b"], embeddings=[[0.0, 1.0], [1.0, 0.0]], metadatas=[{"v": 2}, {"v": 1}])
+            >>> got = col.get(include=["metadatas"])
+            >>> got["ids"], got["metadatas"]
+            (['a', 'b'], [{'v': 2}, {'v': 1}])
+        """
         batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="upsert")
         self._backend.write(self._record, "upsert", batch)
 
@@ -259,8 +393,26 @@ class Collection:
     ) -> DeleteResult:
         """Delete records by id and/or filter (all conditions must hold); returns ``{"deleted": n}``.
 
-        ``limit`` deletes at most that many matching records (the oldest first); as in chromadb it
-        needs a ``where`` or ``where_document`` filter.
+        Args:
+            ids: one id or a non-empty list (``[]`` is an error, as in chromadb); missing ids are ignored.
+            where: a metadata filter, as in :meth:`get`.
+            where_document: a document filter, as in :meth:`get`.
+            limit: delete at most this many matching records, the oldest first; as in chromadb
+                it needs a ``where`` or ``where_document`` filter.
+
+        Raises:
+            InvalidArgumentError: nothing to select by, ``ids=[]``, a bad filter or limit; nothing is deleted.
+
+        Example:
+            >>> import retrieval
+            >>> col = retrieval.EphemeralClient().create_collection("delete-doc", embedding_function=None)
+            >>> col.add(ids=["a", "b", "c"], embeddings=[[0.0]] * 3, metadatas=[{"k": 1}, {"k": 2}, {"k": 2}])
+            >>> col.delete(ids=["a", "zzz"])
+            {'deleted': 1}
+            >>> col.delete(where={"k": 2}, limit=1)
+            {'deleted': 1}
+            >>> col.get()["ids"]
+            ['c']
         """
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
         if ids == []:

@@ -69,7 +69,7 @@ class EmbeddingCountError(InternalError, _source.EmbeddingCountError):
     """An embedding function returned a wrong number or shape of vectors."""
 
 
-# Most specific first: a subclass of one of embedders' errors maps by its nearest listed base.
+# A subclass of one of embedders' errors maps by its nearest listed base (see as_retrieval_error).
 _MAPPING: dict[type[BaseException], type[RetrievalError]] = {
     _source.UnknownNameError: UnknownNameError,
     _source.ConfigError: ConfigError,
