@@ -3,6 +3,7 @@
     retrieval index assets/gallery --path .chroma --collection gallery
     retrieval query "a red circle" --path .chroma --collection gallery -n 5
     retrieval list --path .chroma
+    retrieval doctor --path .chroma [--repair]
 """
 
 from __future__ import annotations
@@ -54,6 +55,32 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{collection.name}\t{collection.count()} records\tembedding function: {ef}")
     finally:
         client.close()
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check every collection's index against its records; exit 1 if a problem is left unrepaired."""
+    from pathlib import Path
+
+    from retrieval.store.db import DB_FILENAME
+
+    if not (Path(args.path) / DB_FILENAME).is_file():
+        print(f"error: {args.path!r} holds no retrieval database ({DB_FILENAME}); give the --path of a persistent client", file=sys.stderr)
+        return 2
+    client = _client(args.path)
+    try:
+        reports = client.verify(repair=args.repair, sample=None if args.full else args.sample)
+    finally:
+        client.close()
+    for report in reports:
+        print(report)
+    if not reports:
+        print(f"{args.path}: no collections")
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        hint = "" if args.repair else " (run again with --repair to rebuild their indexes)"
+        print(f"{len(bad)} of {len(reports)} collections have index problems{hint}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -111,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list collections")
     listing.add_argument("--path", default=default_path)
     listing.set_defaults(func=cmd_list)
+
+    doctor = sub.add_parser("doctor", help="check that each collection's index agrees with its records")
+    doctor.add_argument("--path", default=default_path)
+    doctor.add_argument("--repair", action="store_true", help="rebuild every index found faulty")
+    doctor.add_argument("--sample", type=int, default=1000, help="records self-queried per collection (default %(default)s)")
+    doctor.add_argument("--full", action="store_true", help="self-query every record")
+    doctor.set_defaults(func=cmd_doctor)
 
     run = sub.add_parser("run", help="serve a persist directory over HTTP (Chroma's v2 REST API)")
     run.add_argument("--path", default=None, help=f"persist directory (default {default_path})")

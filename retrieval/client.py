@@ -23,7 +23,7 @@ from retrieval.config import (
     parse_configuration,
     split_legacy_metadata,
 )
-from retrieval.errors import InvalidArgumentError, NotFoundError
+from retrieval.errors import InvalidArgumentError, NotAllowedError, NotFoundError
 from retrieval.schema import apply_schema
 from retrieval.settings import Settings
 from retrieval.store.namespaces import DEFAULT_DATABASE, DEFAULT_TENANT
@@ -155,6 +155,27 @@ class Client(_Handle):
     @property
     def max_batch_size(self) -> int:
         return self.get_max_batch_size()
+
+    def verify(self, repair: bool = False, sample: int | None = 1000) -> list:
+        """Check that each collection's vector index agrees with the records (embedded clients).
+
+        Finds records the index lacks or wrongly marks deleted, phantom labels, stale vectors,
+        and sampled records that a query with their own vector does not return.
+
+        Args:
+            repair: rebuild the index of every collection where a problem is found.
+            sample: records per collection to self-query (None: every record).
+
+        Returns:
+            One ``VerifyReport`` per collection (``.ok``, ``.problems``, ``.to_dict()``).
+
+        Example:
+            >>> all(report.ok for report in client.verify(repair=True))  # doctest: +SKIP
+        """
+        verify = getattr(self._backend, "verify", None)
+        if verify is None:
+            raise NotAllowedError("verify() checks a local store; run `retrieval doctor --path DIR` where the server's data lives")
+        return verify(repair=repair, sample=sample)
 
     def reset(self) -> bool:
         """Delete every collection. Only allowed with ``Settings(allow_reset=True)``."""

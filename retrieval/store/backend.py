@@ -68,6 +68,10 @@ class EmbeddedBackend:
         else:
             self.engine.close()
 
+    def verify(self, repair: bool = False, sample: int | None = 1000) -> list[Any]:
+        """Index-versus-SQLite check of every collection (see ``retrieval.store.verify``)."""
+        return self.engine.verify(repair=repair, sample=sample)
+
     # ------------------------------------------------------- tenants/databases
 
     def create_tenant(self, name: str) -> None:

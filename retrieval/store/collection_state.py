@@ -68,6 +68,7 @@ class CollectionState:
         self._matrix: VectorMatrix | None = None
         self.applied_seq = 0  # newest oplog entry reflected in self._index
         self.backlog = 0  # oplog entries since the last checkpoint
+        self.load_problem: str | None = None  # why the last load rebuilt instead of using the checkpoint
         self._count: int | None = None
         # Filter cache: label sets of recent filters, valid until the next write (like a search
         # engine's filter cache; repeated filters such as a category page skip SQL entirely).
@@ -169,9 +170,13 @@ class CollectionState:
                 index, manifest = HnswIndex.load(self.directory, self.dimension, self.config)
                 self._check_database_has(manifest.applied_seq)
                 self.applied_seq = manifest.applied_seq
-                self._replay(index)
+                if self._replay(index) and self.durable:
+                    # Replayed insertions can cut old elements off the graph (hnsw.py, stragglers):
+                    # sweep and checkpoint now, so recovery ends with every record findable.
+                    self._checkpoint(index)
                 return index
             except CorruptIndexError as e:
+                self.load_problem = str(e)
                 logger.warning(
                     "collection %s: index checkpoint not usable (%s); rebuilding it from the records", self.collection_id, e
                 )
@@ -199,15 +204,16 @@ class CollectionState:
                 "(lost commits or a restored database)"
             )
 
-    def _replay(self, index: HnswIndex) -> None:
-        """Apply oplog entries after the checkpoint. Idempotent: it applies final states, not deltas."""
+    def _replay(self, index: HnswIndex) -> int:
+        """Apply oplog entries after the checkpoint; returns how many. Idempotent: it applies final
+        states, not deltas."""
         with self.db.reading() as conn:
             rows = conn.execute(
                 "SELECT seq, label FROM oplog WHERE collection_id = ? AND seq > ? ORDER BY seq",
                 (self.collection_id, self.applied_seq),
             ).fetchall()
             if not rows:
-                return
+                return 0
             touched = sorted({label for _, label in rows})
             present = conn.execute(
                 "SELECT label, embedding FROM vectors WHERE label IN (SELECT value FROM json_each(?)) ORDER BY label",
@@ -219,6 +225,7 @@ class CollectionState:
         index.remove(set(touched) - {r[0] for r in present})
         self.applied_seq = rows[-1][0]
         self.backlog = len(rows)
+        return len(rows)
 
     def _rebuild(self) -> HnswIndex:
         with self.db.reading() as conn:
@@ -232,7 +239,31 @@ class CollectionState:
         self.backlog = 0
         if self.durable:
             self._checkpoint(index)
+        else:
+            index.sweep()
         return index
+
+    def rebuild_index(self) -> HnswIndex | None:
+        """Replace the index with one built from SQLite (and checkpoint it when durable)."""
+        self._index = None
+        if self.dimension is None:
+            return None
+        self._index = self._rebuild()
+        return self._index
+
+    def refresh_stragglers(self) -> None:
+        """Sweep the loaded index for records the graph no longer finds (checkpointing when durable)."""
+        if self._index is None:
+            return
+        if self.durable:
+            self._checkpoint(self._index)
+        else:
+            self._index.sweep()
+
+    def record_labels(self) -> list[int]:
+        """Every label in the collection's records table (what the index must hold)."""
+        with self.db.reading() as conn:
+            return [row[0] for row in conn.execute("SELECT label FROM records WHERE collection_id = ?", (self.collection_id,))]
 
     # ------------------------------------------------------------------ writes
 
@@ -305,8 +336,12 @@ class CollectionState:
             self._index = self._rebuild()
             return
         threshold = max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count)
-        if self.durable and self.backlog >= threshold:
-            self._checkpoint(index)
+        if self.backlog >= threshold:
+            if self.durable:
+                self._checkpoint(index)
+            else:  # no checkpoint to write, but stragglers still need finding (hnsw.py)
+                index.sweep()
+                self.backlog = 0
 
     def _checkpoint(self, index: HnswIndex) -> None:
         """Write the index durably, then forget the oplog it covers (never past it).
@@ -314,6 +349,7 @@ class CollectionState:
         The row at applied_seq itself stays: it is the database's evidence that it has every write
         the checkpoint reflects (see ``_check_database_has``); replay starts after it.
         """
+        index.sweep()  # the stragglers it finds persist with the checkpoint
         index.save(self.directory, self.applied_seq)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq < ?", (self.collection_id, self.applied_seq))

@@ -30,6 +30,7 @@ from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import Database, id_chunks
 from retrieval.store.namespaces import DEFAULT_DATABASE, DEFAULT_TENANT, Namespaces
 from retrieval.store.reads import Reader
+from retrieval.store.verify import DEFAULT_SAMPLE, VerifyReport, verify_collection
 from retrieval.store.sparse_index import (
     SPARSE_INDEX_DELETE_COLLECTION,
     SPARSE_INDEX_DELETE_LABEL,
@@ -318,6 +319,25 @@ class Engine(Reader, Namespaces):
                 ).fetchall()
             )
         return [(id_of[label], distance) for label, distance in hits if label in id_of]
+
+    # --------------------------------------------------------------- integrity
+
+    def verify(self, repair: bool = False, sample: int | None = DEFAULT_SAMPLE) -> list[VerifyReport]:
+        """Check every collection's vector index against SQLite (store/verify.py), oldest first.
+
+        Args:
+            repair: rebuild the index of each collection where a problem is found.
+            sample: records per collection to self-query and compare vectors for (None: all).
+        """
+        with self.db.reading() as conn:
+            rows = conn.execute(_SELECT_COLLECTION + " ORDER BY created_at, rowid").fetchall()
+        reports = []
+        for row in rows:
+            record = _collection(row)
+            state = self.state(record)
+            with state.lock:
+                reports.append(verify_collection(state, record, repair=repair, sample=sample))
+        return reports
 
     # --------------------------------------------------------------- lifecycle
 

@@ -4,6 +4,17 @@ Index files are caches of SQLite, never the truth. A checkpoint is written as: t
 ``os.replace``, fsync of the directory; then a JSON manifest the same way. The manifest records
 which oplog sequence the index reflects and a CRC32 of the index file, so a torn, truncated or
 bit-flipped file is detected before hnswlib reads it (hnswlib loads some damaged files silently).
+
+Stragglers. hnswlib's neighbour selection keeps each element's links short and diverse; when later
+insertions refill a neighbour list, the long links that lead to outlying elements are the ones it
+prunes. In l2 space with unnormalised vectors the elements of large norm ("anti-hubs") lose their
+last in-links this way, and a query with such an element's own vector no longer reaches it. This
+is not damage (a rebuild from SQLite has the same holes): 64-d Gaussian vectors, M=16,
+ef_construction=100, ef_search=100 leave 1.9% of 20k and 4.8% of 46k elements unfound, mostly old
+ones. ``sweep()`` self-queries every element and keeps the misses as stragglers; every search also
+scans them exactly and merges, so each live record is found by its own vector. Sweeps run where
+the whole index is written or rebuilt anyway (checkpoint, rebuild, after crash replay), and the
+straggler labels persist in the manifest.
 """
 
 from __future__ import annotations
@@ -12,13 +23,14 @@ import json
 import logging
 import os
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 
 from retrieval.config import HnswConfig
+from retrieval.store.vectors import VectorMatrix
 
 logger = logging.getLogger("retrieval")
 
@@ -27,6 +39,8 @@ MANIFEST_FILENAME = "manifest.json"
 MANIFEST_FORMAT = 1
 _INITIAL_CAPACITY = 1024
 _CRC_CHUNK = 1 << 24
+# Self-queries per knn_query call during a sweep (bounds the temporary result arrays).
+_SWEEP_CHUNK = 8192
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Manifest:
     deleted_labels: list
     crc32: int
     index_bytes: int
+    stragglers: list = field(default_factory=list)  # labels the graph does not find (module docstring)
 
 
 class CorruptIndexError(Exception):
@@ -62,6 +77,7 @@ class HnswIndex:
         self.index.set_ef(config.ef_search)
         self._ef = config.ef_search
         self.deleted: set[int] = set()
+        self.stragglers = VectorMatrix(dim, config.space)
 
     # ------------------------------------------------------------------ writes
 
@@ -85,6 +101,10 @@ class HnswIndex:
             labels,
             num_threads=self.config.num_threads,
         )
+        if self.stragglers.count:  # a straggler's new vector must be what the exact scan sees
+            known = np.fromiter((self.stragglers.contains(int(label)) for label in labels), dtype=bool, count=len(labels))
+            if known.any():
+                self.stragglers.upsert(labels[known], np.asarray(vectors, dtype=np.float32)[known])
 
     def remove(self, labels) -> None:
         for label in labels:
@@ -96,6 +116,7 @@ class HnswIndex:
             except RuntimeError:  # not in the index: nothing to remove
                 continue
             self.deleted.add(label)
+            self.stragglers.remove(np.asarray([label], dtype=np.int64))
 
     @property
     def element_count(self) -> int:
@@ -108,7 +129,21 @@ class HnswIndex:
     # ----------------------------------------------------------------- queries
 
     def search(self, queries: np.ndarray, k: int, filter_fn=None) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-k; raises RuntimeError when hnswlib cannot find k results."""
+        """Approximate top-k over the graph and the stragglers; raises RuntimeError when hnswlib
+        cannot find k results."""
+        labels, dist = self.graph_search(queries, k, filter_fn)
+        if not self.stragglers.count:
+            return labels, dist
+        rows = None
+        if filter_fn is not None:
+            rows = self.stragglers.rows_for(np.asarray([x for x in self.stragglers.labels.tolist() if filter_fn(x)], dtype=np.int64))
+            if not len(rows):
+                return labels, dist
+        extra_labels, extra_dist = self.stragglers.search(queries, k, rows)
+        return _merge_top_k(labels, dist, extra_labels, extra_dist, k)
+
+    def graph_search(self, queries: np.ndarray, k: int, filter_fn=None) -> tuple[np.ndarray, np.ndarray]:
+        """hnswlib's top-k alone (what a sweep measures)."""
         ef = max(self.config.ef_search, k)
         if ef != self._ef:
             self.index.set_ef(ef)
@@ -117,6 +152,35 @@ class HnswIndex:
         threads = 1 if filter_fn is not None or len(queries) < 4 * self.config.num_threads else self.config.num_threads
         labels, dist = self.index.knn_query(queries, k=k, num_threads=threads, filter=filter_fn)
         return labels.astype(np.int64), dist
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        """The vectors hnswlib holds for ``labels`` (unit length in cosine space)."""
+        if not len(labels):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self.index.get_items(np.asarray(labels, dtype=np.int64).tolist()), dtype=np.float32)
+
+    def sweep(self) -> int:
+        """Self-query every live element; those the graph does not return become the stragglers.
+
+        Returns how many there are. Cost: one query per element, run on ``num_threads`` threads.
+        """
+        live = self.labels()
+        missed: list[np.ndarray] = []
+        k = min(2, len(live))  # 2: an exact duplicate may tie with the element at distance 0
+        for start in range(0, len(live), _SWEEP_CHUNK):
+            chunk = live[start : start + _SWEEP_CHUNK]
+            vectors = self.vectors(chunk)
+            try:
+                found, _ = self.index.knn_query(vectors, k=k, num_threads=self.config.num_threads)
+                hit = (found.astype(np.int64) == chunk[:, None]).any(axis=1)
+            except RuntimeError:  # fewer than k reachable: count every element of the chunk as missed
+                hit = np.zeros(len(chunk), dtype=bool)
+            missed.append(chunk[~hit])
+        labels = np.concatenate(missed) if missed else np.zeros(0, dtype=np.int64)
+        self.stragglers = VectorMatrix(self.dim, self.config.space)
+        if len(labels):
+            self.stragglers.upsert(labels, self.vectors(labels))
+        return len(labels)
 
     def set_config(self, config: HnswConfig) -> None:
         self.config = config
@@ -146,6 +210,7 @@ class HnswIndex:
             deleted_labels=sorted(self.deleted),
             crc32=crc,
             index_bytes=size,
+            stragglers=sorted(self.stragglers.labels.tolist()),
         )
         _write_atomic(directory / MANIFEST_FILENAME, json.dumps(asdict(manifest), sort_keys=True).encode())
 
@@ -179,13 +244,54 @@ class HnswIndex:
         self.index.set_num_threads(config.num_threads)
         # hnswlib keeps deletion marks in the file but cannot list them; the manifest does.
         self.deleted = {int(label) for label in manifest.deleted_labels}
+        self.stragglers = VectorMatrix(dim, config.space)
+        try:
+            stragglers = np.asarray(manifest.stragglers, dtype=np.int64)
+            if len(stragglers):
+                self.stragglers.upsert(stragglers, self.vectors(stragglers))
+        except (RuntimeError, ValueError, TypeError) as e:  # a label hnswlib does not hold
+            raise CorruptIndexError(f"manifest lists stragglers the index does not hold: {e}") from e
         return self, manifest
+
+    def all_labels(self) -> np.ndarray:
+        """Every label in the graph, deleted or not."""
+        return np.asarray(self.index.get_ids_list(), dtype=np.int64)
+
+    def marked_deleted(self, labels) -> set[int]:
+        """Which of ``labels`` hnswlib itself marks deleted (it has no query for that; the manifest's
+        list is ours). Probes with ``unmark_deleted`` and puts each mark back, so the index is unchanged."""
+        marked = set()
+        for label in labels:
+            label = int(label)
+            try:
+                self.index.unmark_deleted(label)
+            except RuntimeError:  # not deleted (or not present): nothing was changed
+                continue
+            self.index.mark_deleted(label)
+            marked.add(label)
+        return marked
 
     def labels(self) -> np.ndarray:
         ids = np.asarray(self.index.get_ids_list(), dtype=np.int64)
         if not self.deleted:
             return ids
         return ids[~np.isin(ids, np.fromiter(self.deleted, dtype=np.int64))]
+
+
+def _merge_top_k(labels_a, dist_a, labels_b, dist_b, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise union of two top-k lists (a label found by both counts once), best k first."""
+    labels = np.concatenate([labels_a, labels_b], axis=1)
+    dist = np.concatenate([np.asarray(dist_a, dtype=np.float32), np.asarray(dist_b, dtype=np.float32)], axis=1)
+    order = np.argsort(dist, axis=1, kind="stable")
+    labels = np.take_along_axis(labels, order, axis=1)
+    dist = np.take_along_axis(dist, order, axis=1)
+    out_labels = np.empty((len(labels), k), dtype=np.int64)
+    out_dist = np.empty((len(labels), k), dtype=np.float32)
+    for row in range(len(labels)):
+        _, first = np.unique(labels[row], return_index=True)
+        keep = np.sort(first)[:k]
+        out_labels[row], out_dist[row] = labels[row][keep], dist[row][keep]
+    return out_labels, out_dist
 
 
 def read_manifest(directory: Path) -> Manifest:

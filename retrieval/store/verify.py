@@ -1,0 +1,177 @@
+"""Does a collection's vector index agree with SQLite? (``Client.verify()``, ``retrieval doctor``)
+
+SQLite is the truth and the index a cache of it (DESIGN section 4), so every disagreement is the
+index's fault and a rebuild from SQLite repairs it. Checked, per collection:
+
+- missing: a record whose label the index does not hold (a query can never return it);
+- wrongly deleted: a record whose label the index (hnswlib's own mark or the manifest's list)
+  treats as deleted;
+- phantom: a live label in the index that no record has (a query would return a ghost);
+- stale vectors: the index holds another vector than SQLite (sampled);
+- self-query misses: a record's own vector, searched the way ``query`` searches, does not return
+  it (sampled; hnsw.py explains the stragglers that make this hold for healthy indexes).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from retrieval.store.collection_state import CollectionState, vectors_from_blobs
+from retrieval.store.vectors import prepare
+from retrieval.types import CollectionRecord
+
+# Records self-queried and vector-compared per collection unless the caller asks for more (None: all).
+DEFAULT_SAMPLE = 1000
+MAX_EXAMPLES = 10
+_CHUNK = 4096
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found in one collection (counts, plus up to 10 example record ids)."""
+
+    collection: str
+    tenant: str
+    database: str
+    records: int = 0  # live rows in SQLite
+    indexed: int = 0  # live labels in the index
+    missing: int = 0
+    wrongly_deleted: int = 0
+    phantom: int = 0
+    stale_vectors: int = 0
+    sampled: int = 0  # records self-queried and vector-compared
+    self_query_misses: int = 0
+    stragglers: int = 0  # records found by exact scan next to the graph (hnsw.py); not a fault
+    checkpoint_problem: str | None = None  # why the index checkpoint was not used on load, if it was not
+    examples: list[str] = field(default_factory=list)  # ids of affected records
+    repaired: bool = False
+    problems_after_repair: int | None = None
+
+    @property
+    def problems(self) -> int:
+        return self.missing + self.wrongly_deleted + self.phantom + self.stale_vectors + self.self_query_misses
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong now: no problem found, or every one repaired."""
+        return self.problems == 0 if not self.repaired else self.problems_after_repair == 0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "problems": self.problems, "ok": self.ok}
+
+    def __str__(self) -> str:
+        where = self.collection if (self.tenant, self.database) == ("default_tenant", "default_database") else (
+            f"{self.tenant}/{self.database}/{self.collection}"
+        )
+        head = f"{where}: {self.records} records, {self.indexed} indexed, {self.sampled} self-queried"
+        if self.problems == 0:
+            return f"{head}: ok" + (f" (checkpoint not used on load: {self.checkpoint_problem})" if self.checkpoint_problem else "")
+        found = ", ".join(
+            f"{n} {what}"
+            for n, what in [
+                (self.missing, "missing from the index"),
+                (self.wrongly_deleted, "wrongly marked deleted"),
+                (self.phantom, "phantom labels"),
+                (self.stale_vectors, "stale vectors"),
+                (self.self_query_misses, "not found by their own vector"),
+            ]
+            if n
+        )
+        tail = f"; e.g. {', '.join(map(repr, self.examples))}" if self.examples else ""
+        if self.repaired:
+            fixed = "repaired" if self.problems_after_repair == 0 else (
+                f"repair left {self.problems_after_repair} problems"
+            )
+            return f"{head}: {found}{tail}; {fixed}"
+        return f"{head}: {found}{tail}; repair (--repair) rebuilds the index from the records"
+
+
+def verify_collection(
+    state: CollectionState, record: CollectionRecord, *, repair: bool = False, sample: int | None = DEFAULT_SAMPLE, seed: int = 0
+) -> VerifyReport:
+    """Check one collection's index against SQLite; with ``repair``, rebuild it when anything is wrong.
+
+    The caller holds ``state.lock``.
+    """
+    report = VerifyReport(record.name, record.tenant, record.database)
+    _check(state, report, sample, seed)
+    if repair and report.problems:
+        if report.problems == report.self_query_misses:
+            state.refresh_stragglers()  # the graph is whole; it only cut some records off since the last sweep
+        else:
+            state.rebuild_index()
+        after = VerifyReport(record.name, record.tenant, record.database)
+        _check(state, after, sample, seed)
+        report.repaired = True
+        report.problems_after_repair = after.problems
+        report.stragglers = after.stragglers
+    return report
+
+
+def _check(state: CollectionState, report: VerifyReport, sample: int | None, seed: int) -> None:
+    records = np.asarray(sorted(state.record_labels()), dtype=np.int64)
+    report.records = len(records)
+    index = state.index()
+    report.checkpoint_problem = state.load_problem
+    if index is None:  # no vectors yet: nothing to index
+        return
+    in_graph = index.all_labels()
+    marked = index.marked_deleted(in_graph) | index.deleted
+    live = np.setdiff1d(in_graph, np.fromiter(marked, dtype=np.int64, count=len(marked)))
+    report.indexed = len(live)
+    report.stragglers = index.stragglers.count
+    missing = np.setdiff1d(records, in_graph)
+    wrongly_deleted = np.intersect1d(records, np.fromiter(marked, dtype=np.int64, count=len(marked)))
+    phantom = np.setdiff1d(live, records)
+    report.missing, report.wrongly_deleted, report.phantom = len(missing), len(wrongly_deleted), len(phantom)
+    bad = set(missing.tolist()) | set(wrongly_deleted.tolist())
+
+    checkable = np.intersect1d(records, live)
+    if sample is not None and len(checkable) > sample:
+        checkable = np.sort(np.asarray(random.Random(seed).sample(checkable.tolist(), sample), dtype=np.int64))
+    report.sampled = len(checkable)
+    k = min(3, len(live))
+    for start in range(0, len(checkable), _CHUNK):
+        labels = checkable[start : start + _CHUNK]
+        stored = _sql_vectors(state, labels)
+        held = index.vectors(labels)
+        stale = ~np.all(np.isclose(prepare(stored, state.config.space), held, rtol=1e-5, atol=1e-6), axis=1)
+        report.stale_vectors += int(stale.sum())
+        bad |= set(labels[stale].tolist())
+        try:
+            found, _ = index.search(stored, k)
+            miss = ~(found == labels[:, None]).any(axis=1)
+        except RuntimeError:  # hnswlib could not reach k elements at all
+            miss = np.ones(len(labels), dtype=bool)
+        report.self_query_misses += int(miss.sum())
+        bad |= set(labels[miss].tolist())
+    report.examples = _ids(state, sorted(bad)[:MAX_EXAMPLES])
+
+
+def _sql_vectors(state: CollectionState, labels: np.ndarray) -> np.ndarray:
+    with state.db.reading() as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT label, embedding FROM vectors WHERE label IN (SELECT value FROM json_each(?))",
+                (str(labels.tolist()),),
+            ).fetchall()
+        )
+    return vectors_from_blobs([rows[int(label)] for label in labels], state.dimension)
+
+
+def _ids(state: CollectionState, labels: list[int]) -> list[str]:
+    if not labels:
+        return []
+    with state.db.reading() as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT label, id FROM records WHERE label IN (SELECT value FROM json_each(?))", (str(labels),)
+            ).fetchall()
+        )
+    return [rows[label] for label in labels if label in rows]
+
+
+__all__ = ["DEFAULT_SAMPLE", "VerifyReport", "verify_collection"]
