@@ -45,11 +45,13 @@ def free_port() -> int:
 class RunningServer:
     """``retrieval run`` in a subprocess on 127.0.0.1; stopped by PID with SIGTERM."""
 
-    def __init__(self, path: Path, *, env: dict | None = None, config: Path | None = None):
+    def __init__(self, path: Path, *, env: dict | None = None, config: Path | None = None, program: list | None = None):
+        """``program`` replaces ``python -m retrieval.cli`` (e.g. chromadb's ``chroma`` executable)."""
         self.port = free_port()
         self.path = path
-        args = [sys.executable, "-m", "retrieval.cli", "run", "--path", str(path), "--host", "127.0.0.1",
-                "--port", str(self.port)]
+        args = (program or [sys.executable, "-m", "retrieval.cli"]) + [
+            "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(self.port)
+        ]
         if config is not None:
             args += ["--config", str(config)]
         self.log = path.parent / f"server-{self.port}.log"

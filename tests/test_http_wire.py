@@ -85,7 +85,7 @@ def test_write_round_trip_base64_embeddings():
     assert call.route.method == "POST" and call.path.endswith(f"/collections/{RECORD.id}/upsert")
     assert all(isinstance(e, str) for e in call.body["embeddings"])  # base64 on the wire
     backend = FakeBackend()
-    assert _serve(call, backend) is True
+    assert _serve(call, backend) == {}
     (verb, (record, mode, got)), = backend.calls
     assert (verb, record, mode) == ("write", RECORD, "upsert")
     np.testing.assert_array_equal(got.embeddings, batch.embeddings)

@@ -26,7 +26,7 @@ from retrieval.backend import Backend
 from retrieval.errors import NotFoundError
 from retrieval.http.wire import API_PREFIX, ROUTES, dumps, error_to_wire, parse_body
 from retrieval.server.config import ServerConfig
-from retrieval.server.handlers import HANDLERS, Handler, ServerState
+from retrieval.server.handlers import HANDLERS, Created, Handler, ServerState
 from retrieval.server.ui_config import UiConfig
 from retrieval.server.ui_routes import ui_routes
 
@@ -53,7 +53,7 @@ def _endpoint(handler: Handler, state: ServerState):
             result = await run_in_threadpool(handler, state, request.path_params, request.query_params, body)
         except Exception as error:  # every failure answers with chromadb's error body
             return _error(error)
-        return _json(result)
+        return _json(result, 201 if isinstance(result, Created) else 200)
 
     endpoint.__name__ = handler.__name__
     return endpoint

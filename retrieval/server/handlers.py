@@ -31,6 +31,13 @@ from retrieval.types import INCLUDE_GET, CollectionRecord, GetRequest, QueryRequ
 Handler = Callable[["ServerState", Mapping[str, str], Mapping[str, str], Any], Any]
 
 
+class Created(dict):
+    """An answer the app sends with status 201 (chromadb's server answers ``add`` so)."""
+
+
+CREATED = Created()
+
+
 class ServerState:
     """What handlers share: the backend and a cache of collection records by id.
 
@@ -150,7 +157,7 @@ def create_tenant(state: ServerState, path, query, body) -> Any:
 
 
 def get_tenant(state: ServerState, path, query, body) -> Any:
-    return {"name": state.backend.get_tenant(path["tenant"])}
+    return {"name": state.backend.get_tenant(path["tenant"]), "resource_name": None}
 
 
 def create_database(state: ServerState, path, query, body) -> Any:
@@ -181,9 +188,12 @@ def delete_database(state: ServerState, path, query, body) -> Any:
 def create_collection(state: ServerState, path, query, body) -> Any:
     body = _body(body)
     name = v.validate_collection_name(body.get("name"))
-    metadata, legacy_hnsw = split_legacy_metadata(body.get("metadata"))
+    metadata = body.get("metadata")
+    # chromadb's ``hnsw:*`` metadata keys configure the index and, as on chromadb's server, stay
+    # in the metadata as sent (retrieval's own clients strip them before sending).
+    _, legacy_hnsw = split_legacy_metadata(metadata)
     if metadata is not None:
-        metadata = v.validate_metadata(metadata, 0, allow_none=False)
+        metadata = v.validate_metadata(metadata, 0, allow_none=False) or None
     config = configuration_from_wire(body.get("configuration"), legacy_hnsw)
     get_or_create = body.get("get_or_create", False)
     if not isinstance(get_or_create, bool):
@@ -292,7 +302,7 @@ def _writer(mode: str) -> Handler:
     def write(state: ServerState, path, query, body) -> Any:
         batch = _batch(_body(body), mode)
         state.backend.write(state.collection(path), mode, batch)
-        return True
+        return CREATED if mode == "add" else {}
 
     write.__name__ = mode
     return write

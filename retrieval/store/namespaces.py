@@ -6,6 +6,7 @@ A tenant holds databases, a database holds collections. ``default_tenant`` and i
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -39,11 +40,20 @@ def seed_defaults(conn) -> None:
         )
 
 
+# chromadb 1.5.9's rules (its Rust frontend validates both): a tenant name has 3-512 characters;
+# a database name is also made of [a-zA-Z0-9._-] and starts and ends with a letter or digit.
+_DATABASE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
+
+
 def validate_namespace_name(name: Any, what: str) -> str:
-    """Tenant and database names: non-empty strings without '/' (they are URL path segments)."""
-    if not isinstance(name, str) or not name.strip() or "/" in name or len(name) > 512:
+    """Tenant and database names, as chromadb's server accepts them (they are URL path segments)."""
+    if not isinstance(name, str) or not 3 <= len(name) <= 512 or "/" in name:
         raise InvalidArgumentError(
-            f"{what} name must be a non-empty string of at most 512 characters without '/'; got {name!r}"
+            f"{what} name must be a string of 3-512 characters without '/'; got {name!r}"
+        )
+    if what == "database" and not _DATABASE_NAME.match(name):
+        raise InvalidArgumentError(
+            f"database name {name!r} may use only [a-zA-Z0-9._-] and must start and end with a letter or digit"
         )
     return name
 
