@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import weakref
 from typing import Any, Mapping
 
 from retrieval.config import LEGACY, ComponentSpec
@@ -38,6 +39,10 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+# Classes already warned about as unsaveable: the warning is said once per class and process, not
+# on every get_or_create_collection call that passes the function again.
+_WARNED: weakref.WeakSet = weakref.WeakSet()
 
 
 def default_embedding_function() -> Any:
@@ -78,6 +83,9 @@ def describe(component: Any, kind: str, *, persist: bool = True) -> ComponentSpe
         else:
             return ComponentSpec(name, dict(config))
     if kind == "embedding_function":
+        if type(component) in _WARNED:
+            return LEGACY
+        _WARNED.add(type(component))
         warnings.warn(
             f"embedding function {type(component).__name__} cannot be saved with the collection: {problem}. "
             "It is used for this collection now, and the collection records that it was not saved "

@@ -25,11 +25,7 @@ from retrieval import InvalidArgumentError
 from retrieval.config import CollectionConfig, ComponentSpec, SparseConfig
 
 
-@pytest.fixture
-def client():
-    c = retrieval.EphemeralClient()
-    yield c
-    c.close()
+# ``client`` (conftest.py) runs each test on the embedded ephemeral and persistent clients and over HTTP.
 
 
 # ------------------------------------------------------------------ 1. the default function's space
@@ -87,16 +83,23 @@ class ChromaStyle(retrieval.EmbeddingFunction[retrieval.Documents]):
 
 
 def test_bare_subclass_is_accepted_with_one_warning_and_chromadb_defaults(tmp_path):
-    ef = ChromaStyle()
+    class Fresh(ChromaStyle):  # a class of its own: the warning is said once per class and process
+        pass
+
+    ef = Fresh()
     assert (ef.default_space(), ef.supported_spaces(), ef.is_legacy()) == ("l2", ["cosine", "l2", "ip"], True)
     client = retrieval.PersistentClient(str(tmp_path / "db"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         col = client.create_collection("mine", embedding_function=ef)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    assert len(messages) == 1 and "ChromaStyle cannot be saved" in messages[0]
+    assert len(messages) == 1 and "Fresh cannot be saved" in messages[0]
     assert "@register_embedding_function" in messages[0]
     assert col.configuration["embedding_function"] == {"type": "legacy"}  # what chromadb stores
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per class, not on every call that passes it again
+        client.get_or_create_collection("mine", embedding_function=ef)
+        client.create_collection("mine-too", embedding_function=Fresh())
     assert col.configuration["hnsw"]["space"] == "l2"
     col.add(ids=["banana", "kiwi"], documents=["banana", "kiwi"])
     assert col.query(query_texts=["bananas"], n_results=1)["ids"] == [["banana"]]
@@ -105,6 +108,7 @@ def test_bare_subclass_is_accepted_with_one_warning_and_chromadb_defaults(tmp_pa
     # Reopened without it: reading works; the first embed fails and names the fix (chromadb would
     # silently embed with its default function instead, in another vector space).
     client = retrieval.PersistentClient(str(tmp_path / "db"))
+    assert client.get_collection("mine-too").configuration["embedding_function"] == {"type": "legacy"}
     col = client.get_collection("mine")
     assert col.get()["ids"] == ["banana", "kiwi"]
     fix = r"get_collection\('mine', embedding_function=MyEmbeddingFunction\(\)\)"
