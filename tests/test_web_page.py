@@ -9,6 +9,7 @@ laptop and a phone size (to ``RETRIEVAL_SCREENSHOTS`` if set, else the test's te
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -129,6 +130,22 @@ def _wait_for_thumbnails(page) -> None:
     )
 
 
+def _drop_file(page, path: Path) -> None:
+    """Drop a file on the page as a user dragging it from a file manager would."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    page.evaluate(
+        """([name, data]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            for (const type of ["dragenter", "dragover", "drop"]) {
+                document.body.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            }
+        }""",
+        [path.name, data],
+    )
+
+
 def test_search_the_gallery_in_a_browser(server, shots):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -176,6 +193,24 @@ def test_search_the_gallery_in_a_browser(server, shots):
             assert all(i.startswith("blue_") for i in ids)
             _wait_for_thumbnails(page)
             page.screenshot(path=str(shots / "image-filter-laptop.png"))
+
+            # Clear the filter and drop an image file on the page.
+            page.click("#filter-clear")
+            _wait_for_results(page, "blue_star.png")
+            assert len(_ids(page)) == 24
+            _drop_file(page, Path(gallery_dir()) / "red_cross.png")
+            _wait_for_results(page, "red_cross.png")
+            assert _ids(page)[0] == "red_cross.png"
+
+            # A token entered under Connection goes with every API call, thumbnails included.
+            sent: list[str | None] = []
+            page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/ui/api/" in r.url else None)
+            page.click("#settings-toggle")
+            page.fill("#token", "s3cret")
+            page.click("#settings-apply")
+            _wait_for_results(page, "Browsing")
+            _wait_for_thumbnails(page)
+            assert len(sent) > 3 and set(sent) == {"Bearer s3cret"}, sent
             assert not errors, errors
 
             # A phone screen: the same search reads cleanly in two columns.

@@ -296,3 +296,18 @@ def test_text_image_and_uri_queries_use_the_stored_function_once(backend, galler
     summary = http.get("/ui/api/collections/gallery").json()
     assert summary["can_embed"] and summary["embedding_function"]["name"] == "open_clip" and summary["dimension"] == 64
     assert summary["data_loader"] == "image"
+
+
+def test_retrieval_run_app_mounts_the_page_unless_switched_off(backend, tmp_path):
+    from retrieval.server.app import create_app
+    from retrieval.server.config import ServerConfig
+
+    on = TestClient(create_app(backend, ServerConfig.from_dict({"ui": {"embed_functions": ["open_clip"]}})))
+    assert on.get("/").status_code == 200 and on.get("/ui/api/info").json()["embedding"]["functions"] == ["open_clip"]
+    assert on.get("/api/v2/heartbeat").status_code == 200
+    off = TestClient(create_app(backend, ServerConfig.from_dict({"ui": {"enabled": False}})))
+    assert off.get("/").status_code == 404 and off.get("/ui/api/info").status_code == 404
+    # A bad 'ui' section is refused while the config is read, before any persist path is opened.
+    with pytest.raises(InvalidArgumentError, match="ui.thumbnail_roots entry"):
+        ServerConfig.from_dict({"path": str(tmp_path / "db"), "ui": {"thumbnail_roots": [str(tmp_path / "nope")]}})
+    assert not (tmp_path / "db").exists()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from retrieval.errors import InvalidArgumentError
+from retrieval.server.ui_config import UiConfig
 
 _KEYS = ("path", "host", "port", "allow_reset", "log_level", "ui")
 
@@ -71,6 +72,8 @@ class ServerConfig:
         allow_reset = data.get("allow_reset", False)
         if not isinstance(allow_reset, bool):
             raise InvalidArgumentError(f"server config allow_reset must be true or false; got {allow_reset!r}")
+        # A bad 'ui' section fails here, before the persist directory is opened (the app parses it again).
+        UiConfig.from_dict(data.get("ui"))
         return cls(
             path=str(data.get("path", "./.chroma")),
             host=str(data.get("host", "127.0.0.1")),

@@ -56,11 +56,11 @@
   }
 
   function showError(err) {
-    if (err.status === 401 || err.status === 403 && /token|auth/i.test(err.message)) {
-      notice(`${esc(err.message)} — enter a token under <b>Connection</b>.`, "error");
+    if (err.status === 401 || (err.status === 403 && /token|auth/i.test(err.message))) {
+      notice(`${codeify(err.message)} — enter a token under <b>Connection</b>.`, "error");
       $("settings").hidden = false;
     } else {
-      notice(esc(err.message || String(err)), "error");
+      notice(codeify(err.message || String(err)), "error");
     }
   }
 
