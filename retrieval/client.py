@@ -226,6 +226,7 @@ class Client(_Handle):
         v.validate_collection_name(name)
         if schema is not None:
             configuration, embedding_function = apply_schema(schema, configuration, embedding_function)
+        embedding_function = emb.from_configuration(configuration, embedding_function)
         user_metadata, legacy_hnsw = split_legacy_metadata(metadata)
         if user_metadata is not None:
             user_metadata = v.validate_metadata(user_metadata, 0, allow_none=False)

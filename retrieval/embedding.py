@@ -52,6 +52,45 @@ def default_embedding_function() -> Any:
     return embedders.build_embedding_function("default", {})
 
 
+def from_configuration(configuration: Any, embedding_function: Any) -> Any:
+    """The embedding function, also when chromadb code passes it as ``configuration={"embedding_function": ef}``.
+
+    Args:
+        configuration: The ``configuration=`` argument of ``create_collection``.
+        embedding_function: Its ``embedding_function=`` argument (``UNSET`` when not given).
+
+    Returns:
+        The function to use: the argument, or the configuration's (an object, or a stored
+        ``{"name", "config"}`` spec rebuilt through the registry).
+
+    Raises:
+        InvalidArgumentError: both name a function, and they differ (chromadb refuses this too).
+    """
+    given = configuration.get("embedding_function") if isinstance(configuration, Mapping) else None
+    if given is None:
+        return embedding_function
+    if isinstance(given, Mapping):
+        spec = ComponentSpec.from_dict(given, "configuration['embedding_function']")
+        if spec.legacy:  # chromadb's "no saved function": nothing to use
+            return embedding_function
+        given = build(spec, "embedding_function")
+    if embedding_function is UNSET or embedding_function is None or embedding_function is given:
+        return given
+    if _name_of(embedding_function) != _name_of(given) or _config_of(embedding_function) != _config_of(given):
+        raise InvalidArgumentError(
+            f"two embedding functions given: embedding_function={type(embedding_function).__name__} and "
+            f"configuration['embedding_function']={type(given).__name__}; pass only one of them"
+        )
+    return embedding_function
+
+
+def _config_of(component: Any) -> Any:
+    try:
+        return component.get_config()
+    except Exception:  # noqa: BLE001 - a function without a config compares by identity above
+        return None
+
+
 def describe(component: Any, kind: str, *, persist: bool = True) -> ComponentSpec | None:
     """The spec to persist for an embedding function (``kind="embedding_function"``) or loader.
 

@@ -396,3 +396,18 @@ def test_search_written_with_chromadb_import_paths_runs(client):
               .rank(Rrf([Knn(query=[1.0, 0.1], return_rank=True), Knn(query=[0.9, 0.0], return_rank=True)]))
               .limit(2).select(K.DOCUMENT, K.SCORE))
     assert col.search(search)["ids"] == [["a", "b"]]
+
+
+def test_embedding_function_in_configuration_as_chromadb_passes_it(client):
+    col = client.create_collection("in-config", configuration={"embedding_function": HashEmbeddingFunction(dim=12),
+                                                               "hnsw": {"space": "ip"}})
+    assert col.configuration["embedding_function"]["name"] == "hash" and col.configuration["hnsw"]["space"] == "ip"
+    col.add(ids=["a"], documents=["hello"])
+    assert col.get(include=["embeddings"])["embeddings"][0].shape == (12,)
+    spec = {"name": "hash", "type": "known", "config": {"dim": 6}}
+    assert client.create_collection("spec", configuration={"embedding_function": spec}).configuration[
+        "embedding_function"]["config"]["dim"] == 6
+    with pytest.raises(InvalidArgumentError, match="two embedding functions given"):
+        client.create_collection("clash", embedding_function=HashEmbeddingFunction(dim=4),
+                                 configuration={"embedding_function": HashEmbeddingFunction(dim=5)})
+    assert [c.name for c in client.list_collections()] == ["in-config", "spec"]
