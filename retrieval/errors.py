@@ -12,6 +12,9 @@ against chromadb, and carries an HTTP status so the server can map it without a 
     ├── ConfigurationConflictError (ValueError)  409  stored configuration disagrees with arguments
     ├── PersistPathLockedError (RuntimeError)    423  another process owns the persist path
     ├── NotAllowedError (PermissionError)        403  e.g. ``reset()`` without ``allow_reset``
+    │   └── AuthenticationError                  401  no credentials, or wrong ones (server auth)
+    ├── RequestTooLargeError (ValueError)        413  a request body over the server's limit
+    ├── RequestTimeoutError (TimeoutError)       408  a request body that arrived too slowly
     ├── ServerUnavailableError (ConnectionError) 503  an HTTP client cannot reach its server
     └── InternalError (RuntimeError)             500
 """
@@ -61,6 +64,20 @@ class PersistPathLockedError(RetrievalError, RuntimeError):
 
 class NotAllowedError(RetrievalError, PermissionError):
     http_status = 403
+
+
+class AuthenticationError(NotAllowedError):
+    """The server wants credentials and got none, or wrong ones."""
+
+    http_status = 401
+
+
+class RequestTooLargeError(RetrievalError, ValueError):
+    http_status = 413
+
+
+class RequestTimeoutError(RetrievalError, TimeoutError):
+    http_status = 408
 
 
 class ServerUnavailableError(RetrievalError, ConnectionError):

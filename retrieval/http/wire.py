@@ -33,11 +33,14 @@ import numpy as np
 
 from retrieval.config import CollectionConfig, ComponentSpec, HnswConfig, SparseConfig
 from retrieval.errors import (
+    AuthenticationError,
     InternalError,
     InvalidArgumentError,
     NotAllowedError,
     NotFoundError,
     PersistPathLockedError,
+    RequestTimeoutError,
+    RequestTooLargeError,
     RetrievalError,
     UniqueConstraintError,
     error_class,
@@ -54,47 +57,50 @@ _ONE = _COLLECTIONS + "/{collection}"
 class Route:
     """One verb of the API: its HTTP method and path template (under ``API_PREFIX``).
 
-    ``idempotent`` calls may be retried by a client after a transport failure.
+    ``idempotent`` calls may be retried by a client after a transport failure. ``action`` is what
+    a credential needs to make the call when the server has auth on (``retrieval.server.auth``):
+    ``public`` (no credential), ``authenticated`` (any valid one), ``read``, ``write`` or ``admin``.
     """
 
     verb: str
     method: str
     path: str
     idempotent: bool
+    action: str
 
 
-def _routes(*rows: tuple[str, str, str, bool]) -> dict[str, Route]:
-    return {verb: Route(verb, method, path, idempotent) for verb, method, path, idempotent in rows}
+def _routes(*rows: tuple[str, str, str, bool, str]) -> dict[str, Route]:
+    return {row[0]: Route(*row) for row in rows}
 
 
 # Order matters to the server's router: ``by-id`` before ``{collection}``.
 ROUTES: dict[str, Route] = _routes(
-    ("heartbeat", "GET", "/heartbeat", True),
-    ("get_version", "GET", "/version", True),
-    ("pre_flight_checks", "GET", "/pre-flight-checks", True),
-    ("reset", "POST", "/reset", False),
-    ("get_user_identity", "GET", "/auth/identity", True),
-    ("create_tenant", "POST", "/tenants", False),
-    ("get_tenant", "GET", "/tenants/{tenant}", True),
-    ("list_databases", "GET", "/tenants/{tenant}/databases", True),
-    ("create_database", "POST", "/tenants/{tenant}/databases", False),
-    ("get_database", "GET", _DB, True),
-    ("delete_database", "DELETE", _DB, False),
-    ("count_collections", "GET", _DB + "/collections_count", True),
-    ("list_collections", "GET", _COLLECTIONS, True),
-    ("create_collection", "POST", _COLLECTIONS, False),
-    ("get_collection_by_id", "GET", _COLLECTIONS + "/by-id/{collection}", True),
-    ("get_collection", "GET", _ONE, True),  # {collection} is the name
-    ("modify_collection", "PUT", _ONE, True),  # {collection} is the id
-    ("delete_collection", "DELETE", _ONE, False),  # {collection} is the name
-    ("add", "POST", _ONE + "/add", False),
-    ("update", "POST", _ONE + "/update", True),
-    ("upsert", "POST", _ONE + "/upsert", True),
-    ("delete", "POST", _ONE + "/delete", False),
-    ("count", "GET", _ONE + "/count", True),
-    ("get", "POST", _ONE + "/get", True),
-    ("query", "POST", _ONE + "/query", True),
-    ("search", "POST", _ONE + "/search", True),
+    ("heartbeat", "GET", "/heartbeat", True, "public"),
+    ("get_version", "GET", "/version", True, "public"),
+    ("pre_flight_checks", "GET", "/pre-flight-checks", True, "authenticated"),
+    ("reset", "POST", "/reset", False, "admin"),
+    ("get_user_identity", "GET", "/auth/identity", True, "authenticated"),
+    ("create_tenant", "POST", "/tenants", False, "admin"),
+    ("get_tenant", "GET", "/tenants/{tenant}", True, "read"),
+    ("list_databases", "GET", "/tenants/{tenant}/databases", True, "read"),
+    ("create_database", "POST", "/tenants/{tenant}/databases", False, "admin"),
+    ("get_database", "GET", _DB, True, "read"),
+    ("delete_database", "DELETE", _DB, False, "admin"),
+    ("count_collections", "GET", _DB + "/collections_count", True, "read"),
+    ("list_collections", "GET", _COLLECTIONS, True, "read"),
+    ("create_collection", "POST", _COLLECTIONS, False, "write"),
+    ("get_collection_by_id", "GET", _COLLECTIONS + "/by-id/{collection}", True, "read"),
+    ("get_collection", "GET", _ONE, True, "read"),  # {collection} is the name
+    ("modify_collection", "PUT", _ONE, True, "write"),  # {collection} is the id
+    ("delete_collection", "DELETE", _ONE, False, "write"),  # {collection} is the name
+    ("add", "POST", _ONE + "/add", False, "write"),
+    ("update", "POST", _ONE + "/update", True, "write"),
+    ("upsert", "POST", _ONE + "/upsert", True, "write"),
+    ("delete", "POST", _ONE + "/delete", False, "write"),
+    ("count", "GET", _ONE + "/count", True, "read"),
+    ("get", "POST", _ONE + "/get", True, "read"),
+    ("query", "POST", _ONE + "/query", True, "read"),
+    ("search", "POST", _ONE + "/search", True, "read"),
 )
 
 
@@ -350,6 +356,7 @@ def configuration_update_from_wire(config: CollectionConfig, update: Any) -> Col
 
 # chromadb's server names only these error codes; everything else is "ChromaError" (rust/error).
 _CHROMA_NAMES = (
+    (AuthenticationError, "AuthorizationError"),  # chromadb's 401
     (InvalidArgumentError, "InvalidArgumentError"),
     (NotFoundError, "NotFoundError"),
     (InternalError, "InternalError"),
@@ -365,11 +372,14 @@ _FROM_CHROMA_NAME: dict[str, type[RetrievalError]] = {
     "IDAlreadyExists": UniqueConstraintError,
     "InternalError": InternalError,
     "AuthError": NotAllowedError,
-    "AuthorizationError": NotAllowedError,
+    "AuthorizationError": AuthenticationError,
 }
 _FROM_STATUS: dict[int, type[RetrievalError]] = {
     400: InvalidArgumentError,
+    401: AuthenticationError,
     403: NotAllowedError,
+    408: RequestTimeoutError,
+    413: RequestTooLargeError,
     404: NotFoundError,
     409: UniqueConstraintError,
     423: PersistPathLockedError,
