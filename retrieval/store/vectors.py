@@ -55,6 +55,29 @@ def top_k(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
+# Floats held at once while exact l2 distances of the top-k are recomputed (see exact_l2).
+_REFINE_FLOATS = 1 << 22
+
+
+def exact_l2(queries: np.ndarray, matrix: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recompute the chosen rows' l2 distances as sums of squared differences, re-sorted.
+
+    ``|q|^2 + |x|^2 - 2<q, x>`` is fast but cancels catastrophically: a record queried with its own
+    vector comes back at ~1e-5 instead of 0 (and near-ties can swap). hnswlib sums squared
+    differences, so recomputing the k picks the same way makes exact and HNSW answers agree.
+    """
+    if idx.size == 0:
+        return idx, dist
+    rows = max(1, _REFINE_FLOATS // max(1, idx.shape[1] * matrix.shape[1]))
+    out = np.empty(idx.shape, dtype=np.float32)
+    for start in range(0, len(idx), rows):
+        picked = matrix[idx[start : start + rows]]  # (queries, k, dim)
+        diff = picked - queries[start : start + rows, None, :]
+        out[start : start + rows] = np.einsum("qkd,qkd->qk", diff, diff)
+    order = np.argsort(out, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(out, order, axis=1)
+
+
 def search_chunks(
     queries: np.ndarray, k: int, chunks, space: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +88,8 @@ def search_chunks(
     for labels, vectors in chunks:
         vectors = prepare(vectors, space)
         idx, dist = top_k(distances(queries, vectors, space), k)
+        if space == "l2":
+            idx, dist = exact_l2(queries, vectors, idx, dist)
         best_labels = np.concatenate([best_labels, labels[idx]], axis=1)
         best_dist = np.concatenate([best_dist, dist], axis=1)
         keep, best_dist = top_k(best_dist, k)
@@ -152,6 +177,8 @@ class VectorMatrix:
         if len(labels) == 0:
             return np.zeros((len(queries), 0), dtype=np.int64), np.zeros((len(queries), 0), dtype=np.float32)
         idx, dist = top_k(distances(queries, matrix, self.space, norms), k)
+        if self.space == "l2":
+            idx, dist = exact_l2(queries, matrix, idx, dist)
         return labels[idx], dist
 
     def _ensure_row_capacity(self, needed: int) -> None:
