@@ -226,12 +226,12 @@ def _nvjpeg(datas: Sequence[bytes], device: Any) -> list[Any]:
         warnings.simplefilter("ignore")  # torchvision's deprecation notice on its decoders
         try:
             return list(decode_jpeg(tensors, device=device, mode=ImageReadMode.RGB))
-        except RuntimeError:
+        except (RuntimeError, ValueError):  # nvJPEG's refusals surface as either
             out: list[Any] = []
             for t in tensors:  # find the one it refuses; the others still go to the GPU
                 try:
                     out.append(decode_jpeg(t, device=device, mode=ImageReadMode.RGB))
-                except RuntimeError:
+                except (RuntimeError, ValueError):
                     out.append(None)
             return out
 
