@@ -163,6 +163,14 @@ def measure(model_name: str, label: str, paths: list[str], device: str, batch_si
 
     out["per_image_loop_ips"] = rate(min(loop_n, n), per_image_loop)
 
+    # Correctness on this device: ours against open_clip's own preprocessing of the same files.
+    sample = paths[:16]
+    with torch.inference_mode(), ef._autocast():  # noqa: SLF001
+        pixels = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in sample]).to(dev)
+        reference = model.encode_image(pixels, normalize=True).float().cpu().numpy()
+    fast = np.stack(ef.embed_image_uris(sample, ImageLoader()))
+    out["min_cosine_vs_open_clip"] = float((reference * fast).sum(1).min())
+
     d, m = out["ceiling_decode_resize_ips"], out["ceiling_model_ips"]
     # On a CPU, decoding and the model share the same cores: their work adds up.
     pipeline_ceiling = 1 / (1 / d + 1 / m) if dev.type == "cpu" else min(out.get("ceiling_nvjpeg_ips", d), m)
@@ -182,7 +190,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--loop-n", type=int, default=128, help="images for the slow per-image baseline")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (on a CPU shared with other jobs, 1 avoids OpenMP stalls)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         paths = make_files(args.n, args.width, args.height, folder)
         for label in args.models.split(","):

@@ -187,28 +187,44 @@ def fit_tensor(images: Sequence[Any], geometry: Geometry) -> Any:
         A float32 ``Nx3xHxW`` tensor of values in [0, 255], in input order.
     """
     import torch
-    import torch.nn.functional as F
 
     th, tw = geometry.size
     device = images[0].device
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault((int(im.shape[1]), int(im.shape[2])), []).append(i)
-    out = torch.empty((len(images), 3, th, tw), dtype=torch.float32, device=device) if len(groups) > 1 else None
     mode = "bicubic" if geometry.interpolation == "bicubic" else "bilinear"
+    pieces: list[tuple[list[int], Any]] = []
     for (h, w), members in groups.items():
-        batch = torch.stack([images[i] for i in members]).float()
-        new_w, new_h = geometry.resize_size(w, h)
-        if (new_h, new_w) != (h, w):
-            batch = F.interpolate(batch, size=(new_h, new_w), mode=mode, antialias=True, align_corners=False)
-            batch = batch.clamp_(0, 255)
-        left, top, right, bottom = geometry.crop_box(new_w, new_h)
-        if left < 0 or top < 0:
-            pad = (max(0, -left), max(0, right - new_w), max(0, -top), max(0, bottom - new_h))
-            batch = F.pad(batch, pad, value=float(geometry.fill))
-            left, top = max(0, left), max(0, top)
-        cropped = batch[:, :, top:top + th, left:left + tw]
-        if len(groups) == 1:
-            return cropped.contiguous()  # the usual case: no scatter into ``out``
-        out[torch.tensor(members, device=device)] = cropped
+        # Bounded float working set: 256 full-size 12 MP photos would need 36 GB as floats.
+        step = max(1, _FLOAT_BUDGET // (3 * h * w * 4))
+        for start in range(0, len(members), step):
+            part = members[start:start + step]
+            pieces.append((part, _fit_group([images[i] for i in part], h, w, geometry, mode)))
+    if len(pieces) == 1:
+        return pieces[0][1]  # the usual case (one size, one piece): no scatter
+    out = torch.empty((len(images), 3, th, tw), dtype=torch.float32, device=device)
+    for members, piece in pieces:
+        out[torch.tensor(members, device=device)] = piece
     return out
+
+
+_FLOAT_BUDGET = 1 << 30  # bytes of float pixels resized at once
+
+
+def _fit_group(images: Sequence[Any], h: int, w: int, geometry: Geometry, mode: str) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    th, tw = geometry.size
+    batch = torch.stack(list(images)).float()
+    new_w, new_h = geometry.resize_size(w, h)
+    if (new_h, new_w) != (h, w):
+        batch = F.interpolate(batch, size=(new_h, new_w), mode=mode, antialias=True, align_corners=False)
+        batch = batch.clamp_(0, 255)
+    left, top, right, bottom = geometry.crop_box(new_w, new_h)
+    if left < 0 or top < 0:
+        pad = (max(0, -left), max(0, right - new_w), max(0, -top), max(0, bottom - new_h))
+        batch = F.pad(batch, pad, value=float(geometry.fill))
+        left, top = max(0, left), max(0, top)
+    return batch[:, :, top:top + th, left:left + tw].contiguous()

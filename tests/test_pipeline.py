@@ -128,6 +128,18 @@ def test_geometry_matches_open_clip_transform_exactly(mode: str, size: tuple[int
         assert (tensor - expected).abs().mean() < 0.03
 
 
+def test_tensor_fit_keeps_order_across_sizes_and_memory_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import embedders.preprocess as pre
+
+    geometry = Geometry((32, 32))
+    sizes = [(60, 80), (50, 50), (60, 80), (90, 40), (60, 80)]
+    images = [torch.from_numpy(photo(h, w, i)).permute(2, 0, 1) for i, (h, w) in enumerate(sizes)]
+    one_by_one = torch.cat([pre.fit_tensor([im], geometry) for im in images])
+    torch.testing.assert_close(pre.fit_tensor(images, geometry), one_by_one)
+    monkeypatch.setattr(pre, "_FLOAT_BUDGET", 1)  # one image per piece
+    torch.testing.assert_close(pre.fit_tensor(images, geometry), one_by_one)
+
+
 def test_held_out_quality_does_not_drop(ef: Any) -> None:
     """text->image precision@5 on unseen shapes: the fast path is as good as open_clip's."""
     try:
