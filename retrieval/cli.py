@@ -94,8 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.config:
             config = ServerConfig.from_file(args.config, **flags)
         else:
-            config = ServerConfig.from_dict({k: v for k, v in flags.items() if v is not None})
-        serve(config)
+            config = ServerConfig.from_dict({}, overrides=flags)
+        serve(config, allow_unauthenticated=args.allow_unauthenticated)
     except RetrievalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -150,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--path", default=None, help=f"persist directory (default {default_path})")
     run.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    run.add_argument("--config", default=None, help="server.yaml: allow_reset, ui, ... (flags win)")
+    run.add_argument("--config", default=None, help="server.yaml: auth, limits, otel, allow_reset, ui, ... (flags win)")
+    run.add_argument(
+        "--allow-unauthenticated", action="store_true",
+        help="serve an address beyond loopback without auth (refused otherwise)",
+    )
     run.set_defaults(func=cmd_run)
     return parser
 

@@ -40,6 +40,20 @@ def span(name: str, **attributes: Any) -> Any:
     return tracer.start_as_current_span(name, attributes={k: v for k, v in attributes.items() if v is not None})
 
 
+def server_span(name: str, headers: Mapping[str, str], **attributes: Any) -> Any:
+    """Like :func:`span`, for a request a server received: a SERVER span that continues the trace
+    the caller sent (W3C ``traceparent``), so client and server spans form one trace."""
+    tracer = _tracer
+    if tracer is None:
+        return _NOOP
+    from opentelemetry import propagate, trace
+
+    return tracer.start_as_current_span(
+        name, context=propagate.extract(headers), kind=trace.SpanKind.SERVER,
+        attributes={k: v for k, v in attributes.items() if v is not None},
+    )
+
+
 def enabled() -> bool:
     """Whether spans are being recorded (hot paths may skip computing attributes when not)."""
     return _tracer is not None
@@ -150,16 +164,6 @@ def _check_section(section: Mapping[str, Any]) -> None:
         close = difflib.get_close_matches(unknown[0], _OTEL_KEYS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known keys are {list(_OTEL_KEYS)}"
         raise InvalidArgumentError(f"unknown otel config key {unknown[0]!r}{hint}")
-
-
-def extract_context(headers: Mapping[str, str]) -> Any:
-    """The trace context a request carries (W3C ``traceparent``), for the server's request span;
-    None while tracing is off."""
-    if _tracer is None:
-        return None
-    from opentelemetry import propagate
-
-    return propagate.extract(headers)
 
 
 def inject_context(headers: dict[str, str]) -> dict[str, str]:

@@ -42,6 +42,9 @@ class FakeBackend:
         assert (tenant, database, collection_id) == (RECORD.tenant, RECORD.database, RECORD.id)
         return RECORD
 
+    def get_max_batch_size(self):  # asked by the server's batch-size check, not a recorded call
+        return 1000
+
     def __getattr__(self, verb):
         def record(*args):
             self.calls.append((verb, args))

@@ -25,6 +25,44 @@ def check_settings(settings: Settings, host: str, port: int) -> None:
         raise InvalidArgumentError(f"settings name server port {given_port!r} but HttpClient was given {port!r}")
 
 
+_TOKEN_PROVIDERS = ("chromadb.auth.token_authn.TokenAuthClientProvider", "token")
+_BASIC_PROVIDERS = ("chromadb.auth.basic_authn.BasicAuthClientProvider", "basic")
+_TOKEN_HEADERS = ("Authorization", "X-Chroma-Token")
+
+
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """The credential headers chromadb's client auth settings describe (none when unset).
+
+    ``chroma_client_auth_provider`` names chromadb's token or basic provider;
+    ``chroma_client_auth_credentials`` holds the token (or ``user:password``);
+    ``chroma_auth_token_transport_header`` picks ``Authorization`` (``Bearer <token>``, the
+    default) or ``X-Chroma-Token``.
+
+    Example:
+        >>> auth_headers(Settings(chroma_client_auth_provider="chromadb.auth.token_authn.TokenAuthClientProvider",
+        ...                       chroma_client_auth_credentials="s3cret-token"))
+        {'Authorization': 'Bearer s3cret-token'}
+    """
+    provider = settings.extra.get("chroma_client_auth_provider")
+    if not provider:
+        return {}
+    credentials = settings.extra.get("chroma_client_auth_credentials")
+    if not credentials:
+        raise InvalidArgumentError(f"chroma_client_auth_provider {provider!r} needs chroma_client_auth_credentials")
+    if provider in _TOKEN_PROVIDERS:
+        header = settings.extra.get("chroma_auth_token_transport_header") or "Authorization"
+        if header not in _TOKEN_HEADERS:
+            raise InvalidArgumentError(f"chroma_auth_token_transport_header must be one of {list(_TOKEN_HEADERS)}; got {header!r}")
+        return {header: f"Bearer {credentials}" if header == "Authorization" else str(credentials)}
+    if provider in _BASIC_PROVIDERS:
+        import base64
+
+        return {"Authorization": "Basic " + base64.b64encode(str(credentials).encode()).decode()}
+    raise InvalidArgumentError(
+        f"unknown chroma_client_auth_provider {provider!r}; use {_TOKEN_PROVIDERS[0]!r} or {_BASIC_PROVIDERS[0]!r}"
+    )
+
+
 def http_backend(
     host: str,
     port: int,
@@ -38,7 +76,7 @@ def http_backend(
     """A sync or async HTTP backend; TLS verification follows ``chroma_server_ssl_verify``."""
     from retrieval.http.transport import AsyncHttpBackend, HttpBackend
 
-    headers = {**(settings.extra.get("chroma_server_headers") or {}), **dict(headers or {})}
+    headers = {**auth_headers(settings), **(settings.extra.get("chroma_server_headers") or {}), **dict(headers or {})}
     verify = settings.extra.get("chroma_server_ssl_verify")
     cls = AsyncHttpBackend if asynchronous else HttpBackend
     return cls(host, port, ssl, headers, verify=verify, **options)

@@ -6,7 +6,8 @@ parses and validates every body, so a second validation layer would only cost la
 
 Engine calls run in Starlette's thread pool, never on the event loop. Errors become chromadb's
 error body with the status of their class; anything unexpected is a 500 without a stack trace
-(logged here).
+(logged here). How one request is checked, bounded and recorded (auth before the body, limits,
+spans, metrics, access log) is ``retrieval.server.serving``.
 """
 
 from __future__ import annotations
@@ -19,44 +20,28 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.routing import Route
 
 from retrieval.backend import Backend
 from retrieval.errors import NotFoundError
-from retrieval.http.wire import API_PREFIX, ROUTES, dumps, error_to_wire, parse_body
+from retrieval.http.wire import API_PREFIX, ROUTES
+from retrieval.server.auth import Authenticator
 from retrieval.server.config import ServerConfig
-from retrieval.server.handlers import HANDLERS, Created, Handler, ServerState
+from retrieval.server.guard import Guard
+from retrieval.server.handlers import HANDLERS, Created, ServerState
+from retrieval.server.limits import BodyLimitMiddleware
+from retrieval.server.observe import Metrics
+from retrieval.server.openapi import openapi_document
+from retrieval.server.serving import Runtime, api_endpoint, error_response, guarded_endpoint, json_response
 from retrieval.server.ui_config import UiConfig
 from retrieval.server.ui_routes import ui_routes
 
 logger = logging.getLogger("retrieval.server")
 
-JSON = "application/json"
 
-
-def _json(value: Any, status: int = 200) -> Response:
-    return Response(dumps(value), status_code=status, media_type=JSON)
-
-
-def _error(error: BaseException) -> Response:
-    status, body = error_to_wire(error)
-    if status >= 500:
-        logger.error("request failed", exc_info=error)
-    return _json(body, status)
-
-
-def _endpoint(handler: Handler, state: ServerState):
-    async def endpoint(request: Request) -> Response:
-        try:
-            body = parse_body(await request.body()) if request.method in ("POST", "PUT") else None
-            result = await run_in_threadpool(handler, state, request.path_params, request.query_params, body)
-        except Exception as error:  # every failure answers with chromadb's error body
-            return _error(error)
-        return _json(result, 201 if isinstance(result, Created) else 200)
-
-    endpoint.__name__ = handler.__name__
-    return endpoint
+_json, _error = json_response, error_response
 
 
 async def _not_found(request: Request, exc: HTTPException) -> Response:
@@ -79,21 +64,41 @@ def create_app(backend: Backend, config: ServerConfig | None = None, *, on_shutd
         >>> TestClient(app).get("/api/v2/heartbeat").status_code
         200
     """
-    state = ServerState(backend)
+    config = config or ServerConfig()
+    state = ServerState(backend, config.limits)
+    guard = Guard(Authenticator.from_config(config.sections.get("auth")))
+    runtime = Runtime(guard, config.limits, Metrics())
     routes = [
-        Route(API_PREFIX + route.path, _endpoint(HANDLERS[verb], state), methods=[route.method], name=verb)
+        Route(API_PREFIX + route.path, api_endpoint(route, HANDLERS[verb], state, runtime, Created),
+              methods=[route.method], name=verb)
         for verb, route in ROUTES.items()
     ]
-    config = config or ServerConfig()
-    # The web page (issue 13): ``/`` and ``/ui/...``, switched by the config's ``ui`` section.
-    routes += ui_routes(backend, UiConfig.from_dict(config.sections.get("ui")))
+    document = openapi_document(backend.get_version(), auth=guard.enabled)
+    routes += [
+        Route("/openapi.json", guarded_endpoint(runtime, "authenticated", lambda: json_response(document)), methods=["GET"]),
+        Route("/metrics", guarded_endpoint(runtime, "authenticated", lambda: Response(
+            runtime.metrics.render(), media_type="text/plain; version=0.0.4")), methods=["GET"]),
+    ]
+    # The web page (issue 13): ``/`` and ``/ui/...``, switched by the config's ``ui`` section. Its
+    # API takes the same credentials and scopes as the Chroma API.
+    routes += ui_routes(backend, UiConfig.from_dict(config.sections.get("ui")),
+                        guard=lambda request: guard.check_ui(request.headers, request.url.path, request.query_params))
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         yield
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found}, lifespan=lifespan)
+    middleware = [Middleware(BodyLimitMiddleware, limits=config.limits)]
+    if config.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        middleware.insert(0, Middleware(
+            CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-Chroma-Token", "Content-Type", "traceparent"],
+        ))
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _not_found}, lifespan=lifespan)
     app.state.retrieval = state
     app.state.config = config
+    app.state.metrics = runtime.metrics
     return app

@@ -26,6 +26,7 @@ from retrieval.http.wire import (
     embeddings_from_wire,
 )
 from retrieval.query.filters import parse_where, parse_where_document
+from retrieval.server.limits import Limits
 from retrieval.types import INCLUDE_GET, CollectionRecord, GetRequest, QueryRequest, RecordBatch
 
 Handler = Callable[["ServerState", Mapping[str, str], Mapping[str, str], Any], Any]
@@ -43,40 +44,68 @@ class ServerState:
 
     Record verbs address a collection by id; the cache saves a SQLite read per request. The
     server owns its path, so only its own deletes, renames and resets invalidate entries.
+
+    A collection id that belongs to another tenant or database than the path names answers exactly
+    like a missing id (same status, same message): an id must not reveal what exists elsewhere
+    (chromadb's GHSA-2wm9-hf6c-p5cr looked collections up by id alone).
     """
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, limits: Limits | None = None):
         self.backend = backend
+        self.limits = limits or Limits()
         self._records: dict[str, CollectionRecord] = {}
-        self._deleted: dict[str, str] = {}  # id -> name of collections deleted through this server
+        # id -> (tenant, database, name) of collections deleted through this server
+        self._deleted: dict[str, tuple[str, str, str]] = {}
         self._lock = threading.Lock()
 
     def collection(self, path: Mapping[str, str]) -> CollectionRecord:
         tenant, database, collection_id = path["tenant"], path["database"], path["collection"]
         record = self._records.get(collection_id)
-        if record is None and collection_id in self._deleted:
+        deleted = self._deleted.get(collection_id)
+        if record is None and deleted is not None and deleted[:2] == (tenant, database):
             # A client's stale handle: say so, as the embedded engine does.
             raise NotFoundError(
-                f"collection {self._deleted[collection_id]!r} was deleted; get or create it again "
-                "(client.get_or_create_collection)"
+                f"collection {deleted[2]!r} was deleted; get or create it again (client.get_or_create_collection)"
             )
         if record is None:
-            record = self.backend.get_collection_by_id(tenant, database, collection_id)
+            try:
+                record = self.backend.get_collection_by_id(tenant, database, collection_id)
+            except NotFoundError:
+                raise _missing(collection_id, tenant, database) from None
             with self._lock:
                 self._records[collection_id] = record
         if record.tenant != tenant or record.database != database:
-            raise NotFoundError(f"collection {collection_id!r} does not exist in tenant {tenant!r} / database {database!r}")
+            raise _missing(collection_id, tenant, database)
         return record
 
-    def forget(self, collection_id: str | None = None, *, deleted: str | None = None) -> None:
-        """Drop cached records (all when ``collection_id`` is None); ``deleted`` names a deleted one."""
+    def forget(self, collection_id: str | None = None, *, deleted: CollectionRecord | None = None) -> None:
+        """Drop cached records (all when ``collection_id`` is None); ``deleted`` is a deleted one."""
         with self._lock:
             if collection_id is None:
                 self._records.clear()
             else:
                 self._records.pop(collection_id, None)
                 if deleted is not None:
-                    self._deleted[collection_id] = deleted
+                    self._deleted[collection_id] = (deleted.tenant, deleted.database, deleted.name)
+
+    def check_batch(self, n: int) -> None:
+        """Refuse a write of more records than the server's ``max_batch_size``."""
+        limit = self.max_batch_size()
+        if limit is not None and n > limit:
+            raise InvalidArgumentError(
+                f"batch of {n} records exceeds the server's max_batch_size {limit}; split it (chromadb's client "
+                "reads the limit from the pre-flight checks)"
+            )
+
+    def max_batch_size(self) -> int | None:
+        """The smaller of the engine's limit and the configured one (None: no limit known)."""
+        ours = self.backend.get_max_batch_size()
+        limits = [n for n in (ours, self.limits.max_batch_size) if isinstance(n, int) and n > 0]
+        return min(limits) if limits else None
+
+
+def _missing(collection_id: str, tenant: str, database: str) -> NotFoundError:
+    return NotFoundError(f"collection {collection_id!r} does not exist in tenant {tenant!r} / database {database!r}")
 
 
 def _body(body: Any) -> Mapping[str, Any]:
@@ -133,7 +162,8 @@ def get_version(state: ServerState, path, query, body) -> Any:
 
 
 def pre_flight_checks(state: ServerState, path, query, body) -> Any:
-    return {"max_batch_size": state.backend.get_max_batch_size(), "supports_base64_encoding": True}
+    limit = state.max_batch_size()
+    return {"max_batch_size": -1 if limit is None else limit, "supports_base64_encoding": True}
 
 
 def reset(state: ServerState, path, query, body) -> Any:
@@ -207,7 +237,7 @@ def get_collection(state: ServerState, path, query, body) -> Any:
 
 
 def get_collection_by_id(state: ServerState, path, query, body) -> Any:
-    return collection_to_wire(state.backend.get_collection_by_id(path["tenant"], path["database"], path["collection"]))
+    return collection_to_wire(state.collection(path))
 
 
 def list_collections(state: ServerState, path, query, body) -> Any:
@@ -253,7 +283,7 @@ def delete_collection(state: ServerState, path, query, body) -> Any:
     try:
         state.backend.delete_collection(path["tenant"], path["database"], path["collection"])
     finally:
-        state.forget(record.id, deleted=record.name)
+        state.forget(record.id, deleted=record)
     return {}
 
 
@@ -301,6 +331,7 @@ def _sparse_columns(sparse: Any, n: int) -> dict[str, list[Any]]:
 def _writer(mode: str) -> Handler:
     def write(state: ServerState, path, query, body) -> Any:
         batch = _batch(_body(body), mode)
+        state.check_batch(len(batch.ids))
         state.backend.write(state.collection(path), mode, batch)
         return CREATED if mode == "add" else {}
 
@@ -357,7 +388,7 @@ def query(state: ServerState, path, query_params, body) -> Any:
     include = _include(body, INCLUDE_GET + ("distances",))
     request = QueryRequest(
         embeddings=vectors,
-        n_results=v.validate_n_results(body.get("n_results", 10)),
+        n_results=_n_results(state, body.get("n_results", 10)),
         ids=ids,
         where=where,
         where_document=where_document,
@@ -371,6 +402,15 @@ def query(state: ServerState, path, query_params, body) -> Any:
         out[column] = [getattr(r, column) for r in answer.records] if column in include else None
     out["distances"] = answer.distances if "distances" in wanted else None
     return out
+
+
+def _n_results(state: ServerState, value: Any) -> int:
+    n = v.validate_n_results(value)
+    if n > state.limits.max_n_results:
+        raise InvalidArgumentError(
+            f"n_results {n} exceeds the server's max_n_results {state.limits.max_n_results}; page with get(limit=, offset=)"
+        )
+    return n
 
 
 def search(state: ServerState, path, query, body) -> Any:

@@ -2,21 +2,80 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import sys
 import threading
 
+from retrieval.errors import InvalidArgumentError
 from retrieval.server.config import ServerConfig
 
 logger = logging.getLogger("retrieval.server")
 
 
-def serve(config: ServerConfig) -> None:
-    """Open the persist directory, serve it until SIGTERM/SIGINT, then close it (checkpoint)."""
+def check_exposure(config: ServerConfig, allow_unauthenticated: bool = False) -> None:
+    """Refuse to serve beyond loopback without auth, unless the operator says so explicitly.
+
+    Example:
+        >>> check_exposure(ServerConfig(host="0.0.0.0"))
+        Traceback (most recent call last):
+        ...
+        retrieval.errors.InvalidArgumentError: refusing to serve 0.0.0.0 without authentication: anyone who can reach it could read and delete every collection. Configure auth (auth.tokens in the server config, or RETRIEVAL_AUTH_TOKEN), bind 127.0.0.1, or pass --allow-unauthenticated
+    """
+    from retrieval.server.auth import Authenticator
+
+    if allow_unauthenticated or _is_loopback(config.host):
+        return
+    if Authenticator.from_config(config.sections.get("auth")) is None:
+        raise InvalidArgumentError(
+            f"refusing to serve {config.host} without authentication: anyone who can reach it could read and "
+            "delete every collection. Configure auth (auth.tokens in the server config, or RETRIEVAL_AUTH_TOKEN), "
+            "bind 127.0.0.1, or pass --allow-unauthenticated"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def _configure_logging(level: str) -> None:
+    """Server logs to stderr; the access log (``retrieval.access``) as bare JSON lines."""
+    numeric = logging.DEBUG if level == "trace" else getattr(logging, level.upper())
+    root = logging.getLogger("retrieval")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(numeric)
+    access = logging.getLogger("retrieval.access")
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+
+
+def serve(config: ServerConfig, *, allow_unauthenticated: bool = False) -> None:
+    """Open the persist directory, serve it until SIGTERM/SIGINT, then close it (checkpoint).
+
+    Args:
+        config: the server's settings.
+        allow_unauthenticated: serve a non-loopback address without auth (refused otherwise).
+    """
     import uvicorn
 
+    from retrieval import telemetry
     from retrieval.server.app import create_app
     from retrieval.store.backend import open_embedded_backend
 
+    check_exposure(config, allow_unauthenticated)
+    _configure_logging(config.log_level)
+    tracer_provider = telemetry.configure(config.sections.get("otel"))
     backend = open_embedded_backend(config.path, allow_reset=config.allow_reset)
     closed = threading.Event()
 
@@ -25,6 +84,8 @@ def serve(config: ServerConfig) -> None:
             closed.set()
             backend.close()
             logger.warning("retrieval run: closed %s (checkpointed)", config.path)
+            if tracer_provider is not None:
+                tracer_provider.shutdown()  # flush the last spans to the collector
 
     try:
         app = create_app(backend, config, on_shutdown=close)

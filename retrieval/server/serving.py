@@ -1,0 +1,132 @@
+"""How one API request is served: the endpoint the app builds for every route of the table.
+
+The order is the point (``api_endpoint``):
+
+1. authenticate from the headers alone (401) and authorize the route's action on the tenant and
+   database in the path (403): a refused caller never gets its body read;
+2. read the body (``BodyLimitMiddleware`` bounds its size and arrival time), parse it, bound its
+   shape (depth, filter size), authorize what it names (a new tenant or database);
+3. run the handler in the thread pool (reads are bounded by ``request_timeout_s``; writes always
+   finish, so their outcome is known), cut the answer to the caller's scope;
+4. record it: the request span (OpenTelemetry, when on), a metrics observation, one access-log line.
+
+Every failure answers with chromadb's error body and its class's status; anything unexpected is a
+500 whose body holds no stack trace and no path (the server log has the details).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from retrieval import telemetry
+from retrieval.errors import ServerUnavailableError
+from retrieval.http.wire import API_PREFIX, Route, dumps, error_to_wire, parse_body
+from retrieval.server.guard import Guard
+from retrieval.server.limits import Limits, check_shape
+from retrieval.server.observe import Metrics, log_access
+
+logger = logging.getLogger("retrieval.server")
+
+JSON = "application/json"
+_BOUNDED = ("public", "authenticated", "read")  # actions whose calls may be cut off by the timeout
+
+
+@dataclass
+class Runtime:
+    """What every endpoint of one app shares besides the handlers' state."""
+
+    guard: Guard
+    limits: Limits
+    metrics: Metrics
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(dumps(value), status_code=status, media_type=JSON)
+
+
+def error_response(error: BaseException) -> Response:
+    status, body = error_to_wire(error)
+    if status >= 500:
+        logger.error("request failed", exc_info=error)
+    return json_response(body, status)
+
+
+def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, created: type = type(None)):
+    """The Starlette endpoint serving ``route`` with ``handler`` (see the module docstring).
+
+    Args:
+        route: the route (its verb, and the action a credential needs).
+        handler: ``handler(state, path_params, query_params, body) -> answer``.
+        state: the handlers' shared state.
+        runtime: guard, limits and metrics of the app.
+        created: answers of this type are sent with status 201.
+    """
+    span_name = f"{route.method} {API_PREFIX}{route.path}"
+    bounded = route.action in _BOUNDED
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        principal = None
+        path = request.path_params
+        with telemetry.server_span(
+            span_name, request.headers, **{"http.request.method": route.method, "http.route": API_PREFIX + route.path,
+                                           "retrieval.verb": route.verb, "retrieval.tenant": path.get("tenant"),
+                                           "retrieval.database": path.get("database"),
+                                           "retrieval.collection": path.get("collection")},
+        ) as span:
+            try:
+                principal = runtime.guard.principal(request.headers, route.action)
+                runtime.guard.check_path(principal, route, path)
+                body = None
+                if request.method in ("POST", "PUT"):
+                    body = parse_body(await request.body())
+                    check_shape(body, runtime.limits)
+                    runtime.guard.check_body(principal, route, path, body)
+                call = run_in_threadpool(handler, state, path, request.query_params, body)
+                result = await (asyncio.wait_for(call, runtime.limits.request_timeout_s) if bounded else call)
+                result = runtime.guard.answer(principal, route, result)
+                response = json_response(result, 201 if isinstance(result, created) else 200)
+            except asyncio.TimeoutError:
+                response = error_response(ServerUnavailableError(
+                    f"{route.verb} took longer than {runtime.limits.request_timeout_s:g} s (request_timeout_s in the "
+                    "server config); narrow the request or raise the limit"
+                ))
+            except Exception as error:  # every failure answers with chromadb's error body
+                response = error_response(error)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+                if principal is not None:
+                    span.set_attribute("retrieval.principal", principal.name)
+        elapsed = time.perf_counter() - started
+        runtime.metrics.observe(route.verb, response.status_code, elapsed)
+        log_access(
+            method=route.method, path=request.url.path, verb=route.verb, status=response.status_code,
+            ms=round(elapsed * 1000, 2), principal=None if principal is None else principal.name,
+            tenant=path.get("tenant"), database=path.get("database"), collection=path.get("collection"),
+        )
+        return response
+
+    endpoint.__name__ = route.verb
+    return endpoint
+
+
+def guarded_endpoint(runtime: Runtime, action: str, answer: Any):
+    """An endpoint outside the route table (``/openapi.json``, ``/metrics``): ``answer()`` after the
+    guard accepts any credential (when auth is on)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            runtime.guard.principal(request.headers, action)
+        except Exception as error:
+            return error_response(error)
+        return answer()
+
+    return endpoint
