@@ -13,6 +13,7 @@ the fix. chromadb silently embeds with its default function there, which mixes v
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 import weakref
 from typing import Any, Mapping
@@ -132,7 +133,7 @@ def describe(component: Any, kind: str, *, persist: bool = True) -> ComponentSpe
             "reopening it. To save it, decorate the class with @register_embedding_function (from "
             "retrieval.utils.embedding_functions) and implement name(), get_config() and build_from_config().",
             UserWarning,
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
         return LEGACY
     if kind == "data_loader":
@@ -147,6 +148,15 @@ def describe(component: Any, kind: str, *, persist: bool = True) -> ComponentSpe
         "Decorate its class with @register_embedding_function (retrieval.utils.embedding_functions) and "
         "implement name(), get_config() and build_from_config(): documents added later are embedded with it."
     )
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised by our caller at the first frame outside
+    ``retrieval``, whatever wrappers (error mapping, ``get_or_create_collection``) sit between."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("retrieval."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def build(
