@@ -17,6 +17,10 @@ against chromadb, and carries an HTTP status so the server can map it without a 
     ├── RequestTimeoutError (TimeoutError)       408  a request body that arrived too slowly
     ├── ServerUnavailableError (ConnectionError) 503  an HTTP client cannot reach its server
     └── InternalError (RuntimeError)             500
+
+Errors of ``embedders`` and ``loaders`` (which import nothing from retrieval) are re-raised at the
+``Client`` / ``Collection`` boundary as the subclasses in :mod:`retrieval.component_errors`: an
+``InvalidArgumentError`` that is still the original class (``LoadError``, ``UnknownNameError``...).
 """
 
 from __future__ import annotations
