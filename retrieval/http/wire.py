@@ -174,10 +174,22 @@ def parse_body(raw: bytes) -> Any:
 # ------------------------------------------------------------------------------- embeddings
 
 
+try:  # SIMD base64 (as chromadb's client uses): ~10x the standard library on embedding batches
+    import pybase64 as _b64
+
+    def _b64encode(data: bytes) -> str:
+        return _b64.b64encode_as_string(data)
+except ImportError:  # pragma: no cover - pybase64 is a dependency
+    _b64 = base64
+
+    def _b64encode(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+
 def embeddings_to_base64(array: np.ndarray) -> list[str]:
     """Each row as base64 of little-endian float32, as chromadb's client sends them."""
     array = np.ascontiguousarray(array, dtype="<f4")
-    return [base64.b64encode(row.tobytes()).decode("ascii") for row in array]
+    return [_b64encode(row.tobytes()) for row in array]
 
 
 def embeddings_from_wire(values: Any, what: str = "embeddings") -> Any:
@@ -188,7 +200,7 @@ def embeddings_from_wire(values: Any, what: str = "embeddings") -> Any:
             raise InvalidArgumentError(f"{what} mixes base64 strings and lists; send one form")
         return values
     try:
-        raw = [base64.b64decode(v, validate=True) for v in values]
+        raw = [_b64.b64decode(v, validate=True) for v in values]
     except ValueError as e:
         raise InvalidArgumentError(f"{what}: invalid base64 ({e})") from e
     sizes = {len(r) for r in raw}
