@@ -1,0 +1,219 @@
+"""The same HTTP client against chromadb's server and ours, in one run.
+
+    python bench/http_compare.py [--n 20000] [--d 512] [--peer-python /tmp/chroma-peer/bin/python]
+
+Starts ``chroma run`` (chromadb 1.5.9, from its own venv: see bench/README.md) and ``retrieval run`` on
+127.0.0.1, each on a fresh directory, and drives both with chromadb-client's ``HttpClient`` (the
+HTTP-only ``chromadb`` package in this environment): add throughput (batches of 1,000), single-query
+p50, query throughput of 16 concurrent client processes, a filtered query (``tag == "t3"``, ~10%) with
+its recall against exact search, and our own HTTP overhead (query p50 over HTTP minus embedded p50).
+Prints one JSON object and a table of ratios (ours against chroma's server, same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_TAGS = 10
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clustered(n: int, d: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around 1,000 centres (like CLIP embedding sets), and queries near them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((1000, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+
+    def around(count: int) -> np.ndarray:
+        x = centres[rng.integers(0, len(centres), count)] + 0.6 / np.sqrt(d) * rng.standard_normal((count, d)).astype(np.float32)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    return around(n), around(nq)
+
+
+def start_server(argv: list[str], port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{argv[0]} exited with {proc.returncode}; see {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    stop_server(proc)
+    raise RuntimeError(f"{argv[0]} did not listen on port {port} within 60 s; see {log}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def client(port: int):
+    import chromadb
+
+    return chromadb.HttpClient(host="127.0.0.1", port=port)
+
+
+def p50_ms(seconds: list[float]) -> float:
+    return round(statistics.median(seconds) * 1000, 3)
+
+
+def _concurrent_worker(port: int, queries: np.ndarray, start: mp.Event, out: mp.Queue) -> None:
+    col = client(port).get_collection("bench")
+    col.query(query_embeddings=queries[:1].tolist(), n_results=10)  # connect before the clock starts
+    start.wait()
+    t0 = time.perf_counter()
+    for q in queries:
+        col.query(query_embeddings=[q.tolist()], n_results=10, include=[])
+    out.put((len(queries), time.perf_counter() - t0))
+
+
+def concurrent_qps(port: int, queries: np.ndarray, workers: int) -> float:
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    chunks = np.array_split(queries, workers)
+    procs = [ctx.Process(target=_concurrent_worker, args=(port, c, start, out)) for c in chunks]
+    for p in procs:
+        p.start()
+    time.sleep(3.0)  # imports and first connections happen before the start signal
+    t0 = time.perf_counter()
+    start.set()
+    done = sum(out.get(timeout=600)[0] for _ in procs)
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    return round(done / elapsed, 1)
+
+
+def measure(port: int, X: np.ndarray, Q: np.ndarray, tags: np.ndarray, truth_filtered: list[set], args) -> dict:
+    c = client(port)
+    col = c.create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+    ids = [f"id{i}" for i in range(len(X))]
+    metas = [{"i": i, "tag": f"t{t}"} for i, t in enumerate(tags.tolist())]
+    t0 = time.perf_counter()
+    for lo in range(0, len(X), 1000):
+        col.add(ids=ids[lo : lo + 1000], embeddings=X[lo : lo + 1000], metadatas=metas[lo : lo + 1000])
+    add_s = time.perf_counter() - t0
+    out = {"add_vectors_per_s": round(len(X) / add_s, 1)}
+
+    for q in Q[:20]:  # warm up
+        col.query(query_embeddings=[q.tolist()], n_results=10)
+    single = []
+    for q in Q[: args.queries]:
+        t = time.perf_counter()
+        col.query(query_embeddings=[q.tolist()], n_results=10)
+        single.append(time.perf_counter() - t)
+    out["query_p50_ms"] = p50_ms(single)
+
+    filtered, hits = [], 0
+    for q, truth in zip(Q[: args.queries], truth_filtered):
+        t = time.perf_counter()
+        got = col.query(query_embeddings=[q.tolist()], n_results=10, where={"tag": "t3"})
+        filtered.append(time.perf_counter() - t)
+        hits += len(truth & {int(i[2:]) for i in got["ids"][0]})
+    out["filtered_p50_ms"] = p50_ms(filtered)
+    out["filtered_recall"] = round(hits / (10 * len(truth_filtered)), 4)
+    out["concurrent_qps"] = concurrent_qps(port, Q, args.workers)
+    return out
+
+
+def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str, queries: int) -> float:
+    import retrieval
+
+    client_ = retrieval.PersistentClient(path=directory)
+    col = client_.create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+    for lo in range(0, len(X), 1000):
+        col.add(ids=[f"id{i}" for i in range(lo, min(lo + 1000, len(X)))], embeddings=X[lo : lo + 1000])
+    for q in Q[:20]:
+        col.query(query_embeddings=[q], n_results=10)
+    single = []
+    for q in Q[:queries]:
+        t = time.perf_counter()
+        col.query(query_embeddings=[q], n_results=10)
+        single.append(time.perf_counter() - t)
+    client_.close()
+    return p50_ms(single)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--d", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--concurrent-queries", type=int, default=3200)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--peer-python", default="/tmp/chroma-peer/bin/python")
+    args = parser.parse_args()
+
+    X, Q = clustered(args.n, args.d, max(args.queries, args.concurrent_queries))
+    tags = np.random.default_rng(1).integers(0, N_TAGS, len(X))
+    mask = tags == 3
+    truth_filtered = []
+    for q in Q[: args.queries]:
+        scores = X[mask] @ q
+        top = np.argsort(-scores)[:10]
+        truth_filtered.append(set(np.flatnonzero(mask)[top].tolist()))
+
+    work = Path(tempfile.mkdtemp(prefix="http-compare-"))
+    peer_chroma = str(Path(args.peer_python).with_name("chroma"))
+    servers = {
+        "chroma": lambda port: [peer_chroma, "run", "--path", str(work / "chroma"), "--host", "127.0.0.1", "--port", str(port)],
+        "retrieval": lambda port: [str(Path(sys.executable).with_name("retrieval")), "run", "--path", str(work / "ours"), "--host", "127.0.0.1", "--port", str(port)],
+    }
+    results: dict[str, dict] = {}
+    try:
+        for name, argv in servers.items():
+            port = free_port()
+            proc = start_server(argv(port), port, work / f"{name}.log")
+            try:
+                results[name] = measure(port, X, Q, tags, truth_filtered, args)
+            finally:
+                stop_server(proc)
+            print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
+        results["retrieval"]["embedded_query_p50_ms"] = embedded_p50(X, Q, tags, str(work / "embedded"), args.queries)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ours, peer = results["retrieval"], results["chroma"]
+    ratios = {
+        "add throughput (ours/chroma, >= 2)": round(ours["add_vectors_per_s"] / peer["add_vectors_per_s"], 2),
+        "query p50 (ours/chroma, <= 0.7)": round(ours["query_p50_ms"] / peer["query_p50_ms"], 2),
+        "16-client query throughput (ours/chroma, >= 1.5)": round(ours["concurrent_qps"] / peer["concurrent_qps"], 2),
+        "filtered query speed-up (chroma/ours, >= 10)": round(peer["filtered_p50_ms"] / ours["filtered_p50_ms"], 1),
+        "our HTTP overhead on query p50 (ms, <= 1)": round(ours["query_p50_ms"] - ours["embedded_query_p50_ms"], 3),
+    }
+    print(json.dumps({"n": args.n, "d": args.d, "results": results, "ratios": ratios}, indent=2))
+    for label, value in ratios.items():
+        print(f"{label:55s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
