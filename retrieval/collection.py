@@ -16,6 +16,7 @@ from retrieval.config import CollectionConfig, modified_config, split_legacy_met
 from retrieval.errors import InvalidArgumentError
 from retrieval.query.filters import parse_where, parse_where_document
 from retrieval.results import get_result, query_result, stored_columns
+from retrieval.telemetry import span
 from retrieval.types import (
     DEFAULT_INCLUDE_GET,
     DEFAULT_INCLUDE_QUERY,
@@ -520,10 +521,8 @@ class Collection:
         for position, value in enumerate(values):
             if value is None:
                 raise InvalidArgumentError(f"{source}[{position}] is None; every record to embed needs a value")
-        if source == "uris":
-            vectors = self._embed_uris(ef, values)
-        else:
-            vectors = ef(values)
+        with span("retrieval.embed", collection=self.name, source=source, records=len(values)):
+            vectors = self._embed_uris(ef, values) if source == "uris" else ef(values)
         return _check_output(vectors, len(values), ef)
 
     def _embed_uris(self, ef: Any, uris: list[str]) -> list:

@@ -27,6 +27,7 @@ from retrieval.http.wire import (
 )
 from retrieval.query.filters import parse_where, parse_where_document
 from retrieval.server.limits import Limits
+from retrieval.telemetry import span
 from retrieval.types import INCLUDE_GET, CollectionRecord, GetRequest, QueryRequest, RecordBatch
 
 Handler = Callable[["ServerState", Mapping[str, str], Mapping[str, str], Any], Any]
@@ -330,7 +331,8 @@ def _sparse_columns(sparse: Any, n: int) -> dict[str, list[Any]]:
 
 def _writer(mode: str) -> Handler:
     def write(state: ServerState, path, query, body) -> Any:
-        batch = _batch(_body(body), mode)
+        with span("retrieval.validate", verb=mode):
+            batch = _batch(_body(body), mode)
         state.check_batch(len(batch.ids))
         state.backend.write(state.collection(path), mode, batch)
         return CREATED if mode == "add" else {}

@@ -90,15 +90,9 @@ def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, creat
                     body = parse_body(await request.body())
                     check_shape(body, runtime.limits)
                     runtime.guard.check_body(principal, route, path, body)
-                call = run_in_threadpool(handler, state, path, request.query_params, body)
-                result = await (asyncio.wait_for(call, runtime.limits.request_timeout_s) if bounded else call)
+                result = await _run(handler, state, path, request.query_params, body, route, runtime, bounded)
                 result = runtime.guard.answer(principal, route, result)
                 response = json_response(result, 201 if isinstance(result, created) else 200)
-            except asyncio.TimeoutError:
-                response = error_response(ServerUnavailableError(
-                    f"{route.verb} took longer than {runtime.limits.request_timeout_s:g} s (request_timeout_s in the "
-                    "server config); narrow the request or raise the limit"
-                ))
             except Exception as error:  # every failure answers with chromadb's error body
                 response = error_response(error)
             if span is not None:
@@ -116,6 +110,21 @@ def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, creat
 
     endpoint.__name__ = route.verb
     return endpoint
+
+
+async def _run(handler: Any, state: Any, path: Any, query: Any, body: Any, route: Route, runtime: Runtime, bounded: bool) -> Any:
+    """The handler in the thread pool; a bounded (read-only) call that outlives the timeout answers
+    503 (its thread finishes on its own; nothing it does is visible)."""
+    call = run_in_threadpool(handler, state, path, query, body)
+    if not bounded:
+        return await call
+    try:
+        return await asyncio.wait_for(call, runtime.limits.request_timeout_s)
+    except asyncio.TimeoutError:
+        raise ServerUnavailableError(
+            f"{route.verb} took longer than {runtime.limits.request_timeout_s:g} s (request_timeout_s in the "
+            "server config); narrow the request or raise the limit"
+        ) from None
 
 
 def guarded_endpoint(runtime: Runtime, action: str, answer: Any):

@@ -19,6 +19,7 @@ from retrieval.search.execute import execute_many
 from retrieval.store import shared_engines
 from retrieval.store.engine import Engine
 from retrieval.store.reads import Rows
+from retrieval.telemetry import span
 from retrieval.types import CollectionRecord, GetRequest, QueryAnswer, QueryRequest, RecordBatch, Records
 from retrieval.validation import MAX_BATCH_SIZE
 
@@ -131,6 +132,10 @@ class EmbeddedBackend:
     # ----------------------------------------------------------------- records
 
     def write(self, collection: CollectionRecord, mode: str, batch: RecordBatch) -> None:
+        with span("retrieval.commit", **_attrs(collection), mode=mode, records=len(batch.ids)):
+            self._write(collection, mode, batch)
+
+    def _write(self, collection: CollectionRecord, mode: str, batch: RecordBatch) -> None:
         if mode == "add":
             self.engine.add(collection, batch)
         elif mode == "update":
@@ -143,7 +148,8 @@ class EmbeddedBackend:
     def delete(
         self, collection: CollectionRecord, ids: list[str] | None, where: Any, where_document: Any, limit: int | None = None
     ) -> int:
-        return self.engine.delete(collection, ids, where, where_document, limit)
+        with span("retrieval.commit", **_attrs(collection), mode="delete", records=None if ids is None else len(ids)):
+            return self.engine.delete(collection, ids, where, where_document, limit)
 
     def count(self, collection: CollectionRecord) -> int:
         return self.engine.count(collection)
@@ -161,6 +167,10 @@ class EmbeddedBackend:
         return _records(rows)
 
     def query(self, collection: CollectionRecord, request: QueryRequest) -> QueryAnswer:
+        with span("retrieval.query", **_attrs(collection), queries=len(request.embeddings), n_results=request.n_results):
+            return self._query(collection, request)
+
+    def _query(self, collection: CollectionRecord, request: QueryRequest) -> QueryAnswer:
         per_query, distances = self.engine.query(
             collection,
             request.embeddings,
@@ -182,6 +192,12 @@ def open_embedded_backend(persist_directory: str | None, *, synchronous: str = "
         return EmbeddedBackend(Engine(None), allow_reset=allow_reset)
     engine = shared_engines.acquire(Path(persist_directory), synchronous)
     return EmbeddedBackend(engine, allow_reset=allow_reset, release=shared_engines.release)
+
+
+def _attrs(collection: CollectionRecord) -> dict[str, Any]:
+    """Span attributes naming a collection (retrieval.telemetry)."""
+    return {"collection": collection.name, "collection_id": collection.id, "tenant": collection.tenant,
+            "database": collection.database}
 
 
 def _records(rows: Rows) -> Records:

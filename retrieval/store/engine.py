@@ -39,6 +39,7 @@ from retrieval.store.sparse_index import (
     sparse_knn,
     sparse_rows,
 )
+from retrieval.telemetry import span
 from retrieval.types import CollectionRecord, RecordBatch
 from retrieval.validation import check_dimension
 
@@ -254,7 +255,8 @@ class Engine(Reader, Namespaces):
                 # Committed, so acknowledged; the index is only a cache and reloads from SQLite.
                 logger.warning("collection %s: index update failed (%s); reloading it", record.name, indexing.exception())
                 state.drop_caches()
-            state.apply(labels, vectors, [], last_seq, count_delta=len(new_positions), indexed=indexed)
+            with span("retrieval.index", collection=record.name, records=len(labels), overlapped=indexed):
+                state.apply(labels, vectors, [], last_seq, count_delta=len(new_positions), indexed=indexed)
             return len(new_positions) + len(old_positions)
 
     def delete(
