@@ -20,6 +20,7 @@ from retrieval.config import HnswConfig
 from retrieval.store.db import Database
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, remove_checkpoint
 from retrieval.store.vectors import VectorMatrix, search_chunks
+from retrieval.telemetry import span
 
 logger = logging.getLogger("retrieval")
 
@@ -350,7 +351,8 @@ class CollectionState:
         the checkpoint reflects (see ``_check_database_has``); replay starts after it.
         """
         index.sweep()  # the stragglers it finds persist with the checkpoint
-        index.save(self.directory, self.applied_seq)
+        with span("retrieval.checkpoint", collection_id=self.collection_id, applied_seq=self.applied_seq):
+            index.save(self.directory, self.applied_seq)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq < ?", (self.collection_id, self.applied_seq))
         self.backlog = 0
