@@ -2,9 +2,10 @@
 
 Debian's ``chromium`` (``/usr/bin/chromium``) is driven by Playwright for Python; ``.ci/run`` installs
 both (no browser is downloaded). The test indexes the bundled gallery, serves it with server-side
-embedding enabled for ``open_clip`` and thumbnails under the gallery folder, then searches by text,
-by an uploaded image, narrows with a metadata filter, scrolls for more, and writes screenshots at a
-laptop and a phone size (to ``RETRIEVAL_SCREENSHOTS`` if set, else the test's temporary folder).
+embedding enabled for ``open_clip``, thumbnails under the gallery folder and a read-only token, then
+enters the token, searches by text, by an uploaded and a dropped image, narrows with a metadata filter,
+scrolls for more, and writes screenshots at a laptop and a phone size (to ``RETRIEVAL_SCREENSHOTS`` if
+set, else the test's temporary folder).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from embedders.assets import gallery_dir  # noqa: E402
 from loaders import ImageLoader  # noqa: E402
 
 LAPTOP = {"width": 1366, "height": 860}
+TOKEN = "page-test-token-0123456789"
 PHONE = {"width": 390, "height": 844}
 
 
@@ -67,7 +69,11 @@ def server(tmp_path):
     db = tmp_path / "db"
     _index_gallery(db)
     config = tmp_path / "server.yaml"
-    config.write_text(f"ui:\n  embed_functions: [open_clip]\n  thumbnail_roots: [{str(gallery_dir())!r}]\n")
+    config.write_text(
+        f"ui:\n  embed_functions: [open_clip]\n  thumbnail_roots: [{str(gallery_dir())!r}]\n"
+        # A read-only token scoped to the default tenant/database: the page must send it.
+        f"auth:\n  tokens:\n    - {{name: viewer, token: {TOKEN}, tenant: default_tenant, databases: [default_database], actions: [read]}}\n"
+    )
     port = _free_port()
     log = open(tmp_path / "server.log", "wb")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -130,6 +136,14 @@ def _wait_for_thumbnails(page) -> None:
     )
 
 
+def _connect(page, token: str) -> None:
+    """Enter the token under Connection (the page opens the panel itself after a 401)."""
+    if not page.is_visible("#token"):
+        page.click("#settings-toggle")
+    page.fill("#token", token)
+    page.click("#settings-apply")
+
+
 def _drop_file(page, path: Path) -> None:
     """Drop a file on the page as a user dragging it from a file manager would."""
     data = base64.b64encode(path.read_bytes()).decode()
@@ -153,7 +167,16 @@ def test_search_the_gallery_in_a_browser(server, shots):
             page = browser.new_page(viewport=LAPTOP)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            sent: list[str | None] = []
+            page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/ui/api/" in r.url else None)
             page.goto(server + "/")
+
+            # The server wants a token: the page says so, and works once it is entered under Connection.
+            page.wait_for_selector("#notice.error", timeout=30_000)
+            assert "token" in page.text_content("#notice")
+            page.screenshot(path=str(shots / "token-needed-laptop.png"))
+            sent.clear()
+            _connect(page, TOKEN)
 
             # The collection, its count, dimension and embedding function; a first page of records.
             _wait_for_results(page, "Browsing")
@@ -202,20 +225,14 @@ def test_search_the_gallery_in_a_browser(server, shots):
             _wait_for_results(page, "red_cross.png")
             assert _ids(page)[0] == "red_cross.png"
 
-            # A token entered under Connection goes with every API call, thumbnails included.
-            sent: list[str | None] = []
-            page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/ui/api/" in r.url else None)
-            page.click("#settings-toggle")
-            page.fill("#token", "s3cret")
-            page.click("#settings-apply")
-            _wait_for_results(page, "Browsing")
-            _wait_for_thumbnails(page)
-            assert len(sent) > 3 and set(sent) == {"Bearer s3cret"}, sent
+            # The token went with every API call after it was entered, thumbnails included.
+            assert len(sent) > 40 and set(sent) == {f"Bearer {TOKEN}"}, set(sent)
             assert not errors, errors
 
             # A phone screen: the same search reads cleanly in two columns.
             phone = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
             phone.goto(server + "/")
+            _connect(phone, TOKEN)
             _wait_for_results(phone, "Browsing")
             phone.fill("[data-testid=text-query]", "a red circle")
             phone.press("[data-testid=text-query]", "Enter")

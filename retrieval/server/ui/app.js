@@ -59,6 +59,8 @@
     if (err.status === 401 || (err.status === 403 && /token|auth/i.test(err.message))) {
       notice(`${codeify(err.message)} — enter a token under <b>Connection</b>.`, "error");
       $("settings").hidden = false;
+      $("settings-toggle").setAttribute("aria-expanded", "true");
+      $("token").focus();
     } else {
       notice(codeify(err.message || String(err)), "error");
     }
