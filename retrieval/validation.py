@@ -242,6 +242,9 @@ def validate_n_results(n_results: Any) -> int:
     return int(n_results)
 
 
+SQLITE_MAX_INT = 2**63 - 1
+
+
 def validate_limit_offset(limit: Any, offset: Any) -> tuple[int | None, int]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
         raise InvalidArgumentError(f"limit must be a non-negative integer or None; got {limit!r}")
@@ -249,4 +252,6 @@ def validate_limit_offset(limit: Any, offset: Any) -> tuple[int | None, int]:
         offset = 0
     if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
         raise InvalidArgumentError(f"offset must be a non-negative integer; got {offset!r}")
-    return (None if limit is None else int(limit)), int(offset)
+    # Beyond SQLite's 64-bit integers a limit means "all" and an offset "past the end": clamp, so
+    # a huge number is an answer, not an OverflowError.
+    return (None if limit is None else min(int(limit), SQLITE_MAX_INT)), min(int(offset), SQLITE_MAX_INT)

@@ -352,6 +352,8 @@ def delete(state: ServerState, path, query, body) -> Any:
         raise InvalidArgumentError(f"delete limit must be a non-negative integer; got {limit!r}")
     if ids is None and where is None and where_document is None:
         raise InvalidArgumentError("delete needs ids, where or where_document")
+    if limit is not None:
+        limit = min(limit, v.SQLITE_MAX_INT)
     if ids == [] or limit == 0:
         return {"deleted": 0}
     return {"deleted": state.backend.delete(record, ids, where, where_document, limit)}
