@@ -315,7 +315,7 @@
       thumb.appendChild(img);
     } else if (item.document) {
       thumb.classList.add("doc");
-      thumb.innerHTML = `<p>${esc(item.document)}</p>`;
+      thumb.innerHTML = `<p title="${esc(item.document)}">${esc(item.document)}</p>`;
     } else {
       thumb.innerHTML = `<span class="placeholder">${item.uri ? esc(item.uri) : "no preview"}</span>`;
     }
