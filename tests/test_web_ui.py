@@ -311,3 +311,17 @@ def test_retrieval_run_app_mounts_the_page_unless_switched_off(backend, tmp_path
     with pytest.raises(InvalidArgumentError, match="ui.thumbnail_roots entry"):
         ServerConfig.from_dict({"path": str(tmp_path / "db"), "ui": {"thumbnail_roots": [str(tmp_path / "nope")]}})
     assert not (tmp_path / "db").exists()
+
+
+def test_scrolling_a_query_stops_at_the_result_cap(backend, monkeypatch):
+    import retrieval.server.ui_service as ui_service
+
+    monkeypatch.setattr(ui_service, "MAX_RESULTS", 6)
+    col = _hash_collection(backend)
+    col.add(ids=[f"r{i}" for i in range(10)], documents=[f"doc {i}" for i in range(10)])
+    http = _app(backend, embed_functions=("hash",))
+    url = "/ui/api/collections/notes/search"
+    pages = [http.post(url, json={"text": "doc 1", "offset": o, "limit": 4}).json() for o in (0, 4)]
+    assert [len(p["items"]) for p in pages] == [4, 2] and [p["has_more"] for p in pages] == [True, False]
+    assert len({i["id"] for p in pages for i in p["items"]}) == 6
+    assert http.post(url, json={"text": "doc 1", "offset": 7}).status_code == 400  # past the cap

@@ -204,9 +204,8 @@ class UiService:
             rows = rows[: request.limit]
         else:
             vector = self._query_vector(record, request)
-            want = request.offset + request.limit
-            if want > MAX_RESULTS:
-                raise InvalidArgumentError(f"the page shows at most {MAX_RESULTS} results of one query; got offset+limit={want}")
+            # A query's results end at MAX_RESULTS: the last page is cut there, and says there is no more.
+            want = max(1, min(request.offset + request.limit, MAX_RESULTS))
             got = collection.query(
                 query_embeddings=vector[None, :],
                 n_results=want,
