@@ -325,3 +325,28 @@ def test_scrolling_a_query_stops_at_the_result_cap(backend, monkeypatch):
     assert [len(p["items"]) for p in pages] == [4, 2] and [p["has_more"] for p in pages] == [True, False]
     assert len({i["id"] for p in pages for i in p["items"]}) == 6
     assert http.post(url, json={"text": "doc 1", "offset": 7}).status_code == 400  # past the cap
+
+
+def test_a_model_is_built_once_and_a_repeated_query_is_not_embedded_again(backend, monkeypatch):
+    from retrieval import embedding
+
+    built, calls = [], []
+    real_build = embedding.build
+
+    def counting_build(spec, kind, options=None):
+        ef = real_build(spec, kind, options)
+        built.append(spec.name)
+
+        def embed(texts):
+            calls.append(list(texts))
+            return ef(texts)
+
+        return embed
+
+    monkeypatch.setattr(embedding, "build", counting_build)
+    for name in ("notes", "more-notes"):  # two collections, the same function and config
+        _hash_collection(backend, name=name).add(ids=["a", "b"], documents=["alpha", "beta"])
+    http = _app(backend, embed_functions=("hash",))
+    for name, text in (("notes", "alpha"), ("more-notes", "beta"), ("notes", "alpha"), ("notes", "alpha")):
+        assert http.post(f"/ui/api/collections/{name}/search", json={"text": text}).status_code == 200
+    assert built == ["hash"] and calls == [["alpha"], ["beta"]]
