@@ -243,3 +243,36 @@ def test_index_a_memory_url_and_clear_cli_errors(tmp_path: Path, capsys: pytest.
     monkeypatch.delattr(retrieval, "HttpClient", raising=False)
     assert main(["index", str(gallery_dir()), "--host", "127.0.0.1", "--port", "1"]) == 2
     assert "has no HttpClient" in capsys.readouterr().err
+
+
+def test_index_into_a_server_with_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("retrieval.server.main")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "retrieval.cli", "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1",
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                retrieval.HttpClient(host="127.0.0.1", port=port).heartbeat()
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.2)
+        args = ["index", str(gallery_dir()), "--host", "127.0.0.1", "--port", str(port), "--collection", "remote",
+                "--device", "cpu", "--quiet"]
+        assert main(args) == 0
+        assert "indexed 40 images" in capsys.readouterr().out
+        assert main(args) == 0
+        assert "40 already stored" in capsys.readouterr().out
+        hit = retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("remote").get(ids=["red_circle.png"])
+        assert hit["ids"] == ["red_circle.png"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
