@@ -171,10 +171,10 @@ class CollectionState:
                 index, manifest = HnswIndex.load(self.directory, self.dimension, self.config)
                 self._check_database_has(manifest.applied_seq)
                 self.applied_seq = manifest.applied_seq
-                if self._replay(index) and self.durable:
+                if self._replay(index):
                     # Replayed insertions can cut old elements off the graph (hnsw.py, stragglers):
-                    # sweep and checkpoint now, so recovery ends with every record findable.
-                    self._checkpoint(index)
+                    # sweep (and checkpoint) now, so recovery ends with every record findable.
+                    self.refresh_stragglers(index)
                 return index
             except CorruptIndexError as e:
                 self.load_problem = str(e)
@@ -238,10 +238,7 @@ class CollectionState:
             index.upsert(labels, vectors)
         self.applied_seq = seq
         self.backlog = 0
-        if self.durable:
-            self._checkpoint(index)
-        else:
-            index.sweep()
+        self.refresh_stragglers(index)
         return index
 
     def rebuild_index(self) -> HnswIndex | None:
@@ -252,14 +249,14 @@ class CollectionState:
         self._index = self._rebuild()
         return self._index
 
-    def refresh_stragglers(self) -> None:
-        """Sweep the loaded index for records the graph no longer finds (checkpointing when durable)."""
-        if self._index is None:
+    def refresh_stragglers(self, index: HnswIndex | None = None) -> None:
+        """Sweep the index for records the graph no longer finds, and checkpoint when durable."""
+        index = index if index is not None else self._index
+        if index is None:
             return
+        index.sweep()
         if self.durable:
-            self._checkpoint(self._index)
-        else:
-            self._index.sweep()
+            self._checkpoint(index)
 
     def record_labels(self) -> list[int]:
         """Every label in the collection's records table (what the index must hold)."""
@@ -341,7 +338,8 @@ class CollectionState:
             if self.durable:
                 self._checkpoint(index)
             else:  # no checkpoint to write, but stragglers still need finding (hnsw.py)
-                index.sweep()
+                if index.needs_sweep():
+                    index.sweep()
                 self.backlog = 0
 
     def _checkpoint(self, index: HnswIndex) -> None:
@@ -350,7 +348,8 @@ class CollectionState:
         The row at applied_seq itself stays: it is the database's evidence that it has every write
         the checkpoint reflects (see ``_check_database_has``); replay starts after it.
         """
-        index.sweep()  # the stragglers it finds persist with the checkpoint
+        if index.needs_sweep():
+            index.sweep()  # the stragglers it finds persist with the checkpoint
         with span("retrieval.checkpoint", collection_id=self.collection_id, applied_seq=self.applied_seq):
             index.save(self.directory, self.applied_seq)
         with self.db.transaction() as conn:

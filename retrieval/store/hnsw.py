@@ -12,9 +12,10 @@ last in-links this way, and a query with such an element's own vector no longer 
 is not damage (a rebuild from SQLite has the same holes): 64-d Gaussian vectors, M=16,
 ef_construction=100, ef_search=100 leave 1.9% of 20k and 4.8% of 46k elements unfound, mostly old
 ones. ``sweep()`` self-queries every element and keeps the misses as stragglers; every search also
-scans them exactly and merges, so each live record is found by its own vector. Sweeps run where
-the whole index is written or rebuilt anyway (checkpoint, rebuild, after crash replay), and the
-straggler labels persist in the manifest.
+scans them exactly and merges, so each live record is found by its own vector. Sweeps run after
+every rebuild and crash replay, and at checkpoints once the graph grew by SWEEP_GROWTH since the
+last one (records cut off in between are found by the next sweep); the straggler labels persist
+in the manifest, so a reopened index has them without sweeping.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ _INITIAL_CAPACITY = 1024
 _CRC_CHUNK = 1 << 24
 # Self-queries per knn_query call during a sweep (bounds the temporary result arrays).
 _SWEEP_CHUNK = 8192
+# A sweep's first pass: 16 finds ~75% of elements at ~1/5 of the cost of ef_search=100.
+_SWEEP_PREFILTER_EF = 16
+# Sweep again at a checkpoint once this many elements (as a fraction of the graph at the last
+# sweep) were inserted or changed. Recovery and rebuilds always sweep. Measured on 60k 64-d l2
+# Gaussian inserts (CPU seconds, misses of a self-query of all 60k in the writing process):
+# no sweeps 11.3 s / 3774; 1.0: 17.2 s / 2439; 0.5: 22.4 s / 0; 0.2: 30.5 s / 0.
+SWEEP_GROWTH = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class Manifest:
     crc32: int
     index_bytes: int
     stragglers: list = field(default_factory=list)  # labels the graph does not find (module docstring)
+    changed_since_sweep: int = 0
+    swept_size: int = 0
 
 
 class CorruptIndexError(Exception):
@@ -78,6 +88,8 @@ class HnswIndex:
         self._ef = config.ef_search
         self.deleted: set[int] = set()
         self.stragglers = VectorMatrix(dim, config.space)
+        self.changed_since_sweep = 0  # insertions and vector changes since the last sweep
+        self.swept_size = 0  # live elements at the last sweep
 
     # ------------------------------------------------------------------ writes
 
@@ -101,6 +113,7 @@ class HnswIndex:
             labels,
             num_threads=self.config.num_threads,
         )
+        self.changed_since_sweep += len(labels)
         if self.stragglers.count:  # a straggler's new vector must be what the exact scan sees
             known = np.fromiter((self.stragglers.contains(int(label)) for label in labels), dtype=bool, count=len(labels))
             if known.any():
@@ -162,25 +175,42 @@ class HnswIndex:
     def sweep(self) -> int:
         """Self-query every live element; those the graph does not return become the stragglers.
 
-        Returns how many there are. Cost: one query per element, run on ``num_threads`` threads.
+        Returns how many there are. Cost: a cheap pass at a small ef over every element, then the
+        ones it misses again at ``ef_search`` (a wider beam finds what a narrower one found), on
+        ``num_threads`` threads.
         """
         live = self.labels()
         missed: list[np.ndarray] = []
-        k = min(2, len(live))  # 2: an exact duplicate may tie with the element at distance 0
         for start in range(0, len(live), _SWEEP_CHUNK):
             chunk = live[start : start + _SWEEP_CHUNK]
             vectors = self.vectors(chunk)
-            try:
-                found, _ = self.index.knn_query(vectors, k=k, num_threads=self.config.num_threads)
-                hit = (found.astype(np.int64) == chunk[:, None]).any(axis=1)
-            except RuntimeError:  # fewer than k reachable: count every element of the chunk as missed
-                hit = np.zeros(len(chunk), dtype=bool)
-            missed.append(chunk[~hit])
+            hit = self._graph_finds(chunk, vectors, min(_SWEEP_PREFILTER_EF, self.config.ef_search))
+            chunk, vectors = chunk[~hit], vectors[~hit]
+            missed.append(chunk[~self._graph_finds(chunk, vectors, self.config.ef_search)])
         labels = np.concatenate(missed) if missed else np.zeros(0, dtype=np.int64)
         self.stragglers = VectorMatrix(self.dim, self.config.space)
         if len(labels):
             self.stragglers.upsert(labels, self.vectors(labels))
+        self.changed_since_sweep = 0
+        self.swept_size = len(live)
         return len(labels)
+
+    def needs_sweep(self) -> bool:
+        """Whether the graph changed enough since the last sweep (SWEEP_GROWTH) to sweep again."""
+        return self.changed_since_sweep > 0 and self.changed_since_sweep >= SWEEP_GROWTH * self.swept_size
+
+    def _graph_finds(self, labels: np.ndarray, vectors: np.ndarray, ef: int) -> np.ndarray:
+        """Per element: does a search for its own vector at this ef return it?"""
+        if not len(labels):
+            return np.zeros(0, dtype=bool)
+        k = min(2, self.live_count)  # 2: an exact duplicate may tie with the element at distance 0
+        self.index.set_ef(max(ef, k))
+        self._ef = max(ef, k)
+        try:
+            found, _ = self.index.knn_query(vectors, k=k, num_threads=self.config.num_threads)
+        except RuntimeError:  # fewer than k reachable: count each as not found
+            return np.zeros(len(labels), dtype=bool)
+        return (found.astype(np.int64) == labels[:, None]).any(axis=1)
 
     def set_config(self, config: HnswConfig) -> None:
         self.config = config
@@ -211,6 +241,8 @@ class HnswIndex:
             crc32=crc,
             index_bytes=size,
             stragglers=sorted(self.stragglers.labels.tolist()),
+            changed_since_sweep=self.changed_since_sweep,
+            swept_size=self.swept_size,
         )
         _write_atomic(directory / MANIFEST_FILENAME, json.dumps(asdict(manifest), sort_keys=True).encode())
 
@@ -245,6 +277,8 @@ class HnswIndex:
         # hnswlib keeps deletion marks in the file but cannot list them; the manifest does.
         self.deleted = {int(label) for label in manifest.deleted_labels}
         self.stragglers = VectorMatrix(dim, config.space)
+        self.changed_since_sweep = manifest.changed_since_sweep
+        self.swept_size = manifest.swept_size
         try:
             stragglers = np.asarray(manifest.stragglers, dtype=np.int64)
             if len(stragglers):
@@ -279,19 +313,13 @@ class HnswIndex:
 
 
 def _merge_top_k(labels_a, dist_a, labels_b, dist_b, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise union of two top-k lists (a label found by both counts once), best k first."""
+    """Row-wise union of two top-k lists (a label in both counts once), best k first."""
+    dist_b = np.array(dist_b, dtype=np.float32)
+    dist_b[(labels_b[:, :, None] == labels_a[:, None, :]).any(axis=2)] = np.inf  # already in a
     labels = np.concatenate([labels_a, labels_b], axis=1)
-    dist = np.concatenate([np.asarray(dist_a, dtype=np.float32), np.asarray(dist_b, dtype=np.float32)], axis=1)
-    order = np.argsort(dist, axis=1, kind="stable")
-    labels = np.take_along_axis(labels, order, axis=1)
-    dist = np.take_along_axis(dist, order, axis=1)
-    out_labels = np.empty((len(labels), k), dtype=np.int64)
-    out_dist = np.empty((len(labels), k), dtype=np.float32)
-    for row in range(len(labels)):
-        _, first = np.unique(labels[row], return_index=True)
-        keep = np.sort(first)[:k]
-        out_labels[row], out_dist[row] = labels[row][keep], dist[row][keep]
-    return out_labels, out_dist
+    dist = np.concatenate([np.asarray(dist_a, dtype=np.float32), dist_b], axis=1)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(labels, order, axis=1), np.take_along_axis(dist, order, axis=1)
 
 
 def read_manifest(directory: Path) -> Manifest:
