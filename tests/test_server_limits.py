@@ -21,7 +21,7 @@ H = {**bearer(ADMIN), "Content-Type": "application/json"}
 
 @pytest.fixture()
 def world():
-    world = make_world({"max_batch_size": 10, "max_n_results": 50, "request_timeout_s": 2,
+    world = make_world({"max_batch_size": 10, "max_n_results": 50, "request_timeout_s": 2, "max_body_bytes": 16 * 1024 * 1024,
                         "cors_origins": ["https://app.example.com"]})
     yield world
     world.backend.close()

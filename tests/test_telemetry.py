@@ -91,3 +91,16 @@ def test_configure_from_config_and_standard_variables():
     assert not telemetry.wanted({"endpoint": "http://x:4318"}, environ={"OTEL_SDK_DISABLED": "true"})
     with pytest.raises(ValueError, match="did you mean 'endpoint'"):
         telemetry.wanted({"endpont": "http://x"}, environ={})
+
+
+def test_client_and_server_spans_form_one_trace(spans):
+    from tests.http_server import in_process_client
+
+    with in_process_client() as client:
+        col = client.create_collection("traced", embedding_function=None)
+        with telemetry.span("app.operation"):
+            col.add(ids=["x"], embeddings=[[1.0, 2.0]])
+    finished = spans.get_finished_spans()
+    outer = next(s for s in finished if s.name == "app.operation")
+    server = next(s for s in finished if s.name.endswith("/add") and s.attributes.get("retrieval.verb") == "add")
+    assert server.context.trace_id == outer.context.trace_id and server.parent.span_id == outer.context.span_id

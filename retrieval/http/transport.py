@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import httpx
 
+from retrieval import telemetry
 from retrieval.errors import ServerUnavailableError
 from retrieval.http.calls import Calls
 from retrieval.http.wire import API_PREFIX, Call, dumps, error_from_wire, loads
@@ -96,12 +97,15 @@ class _HttpBase:
         self._given_client = http_client
 
     def _request(self, call: Call) -> dict[str, Any]:
-        return {
+        request = {
             "method": call.route.method,
             "url": urllib.parse.quote(API_PREFIX + call.path, safe="/"),
             "params": call.params,
             "content": None if call.body is None else dumps(call.body),
         }
+        if telemetry.enabled():  # the server's request span joins this process's trace (traceparent)
+            request["headers"] = telemetry.inject_context({})
+        return request
 
 
 def _sync_verb(verb: str):

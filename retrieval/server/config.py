@@ -9,7 +9,7 @@ Example config (YAML, or the same keys in JSON)::
     log_level: info       # info logs one JSON access line per request (retrieval.access)
     auth:                 # tokens and users with scopes (retrieval.server.auth); off when absent
       tokens: [{name: admin, token_env: ADMIN_TOKEN, tenant: "*", databases: ["*"], actions: [read, write, admin]}]
-    max_body_bytes: 33554432   # 413 above this (retrieval.server.limits)
+    max_body_bytes: 67108864   # 413 above this (64 MiB by default; retrieval.server.limits)
     max_batch_size: 5000       # records per write; advertised in the pre-flight checks
     max_n_results: 10000
     request_timeout_s: 60      # a body must arrive within this; read calls must finish within it

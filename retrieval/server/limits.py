@@ -46,7 +46,7 @@ class Limits:
         1024
     """
 
-    max_body_bytes: int = 32 * MiB
+    max_body_bytes: int = 64 * MiB  # e.g. 5,000 records of 1536-d base64 vectors with short documents
     max_batch_size: int | None = None  # None: the engine's own (SQLite's variable limit)
     max_n_results: int = 10_000
     request_timeout_s: float = 60.0
