@@ -147,7 +147,7 @@ def test_stale_handle_to_deleted_collection_raises(client):
     assert again.count() == 0
 
 
-def test_rolled_back_first_write_fixes_no_dimension(client, monkeypatch, over_http):
+def test_rolled_back_first_write_fixes_no_dimension(client, monkeypatch, over_http, in_this_process):
     from retrieval.store import engine
 
     col = client.create_collection("first", embedding_function=None)
