@@ -161,3 +161,19 @@ def test_bad_server_config_names_the_key(tmp_path):
     bad.write_text("alow_reset: true\n")
     with pytest.raises(retrieval.InvalidArgumentError, match="did you mean 'allow_reset'"):
         ServerConfig.from_file(bad)
+
+
+def test_async_http_client_against_the_server(server):
+    import asyncio
+
+    async def main():
+        client = await retrieval.AsyncHttpClient(host="127.0.0.1", port=server.port)
+        col = await client.get_or_create_collection("async-docs", embedding_function=_ef())
+        await col.upsert(ids=["a", "b"], documents=["a red circle", "a blue star"])
+        assert (await col.query(query_texts=["blue star"], n_results=1))["ids"] == [["b"]]
+        assert [c.name for c in await client.list_collections()].count("async-docs") == 1
+        assert (await col.delete(ids=["a"])) == {"deleted": 1}
+        await client.delete_collection("async-docs")
+        await client.close()
+
+    asyncio.run(main())
