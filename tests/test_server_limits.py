@@ -226,3 +226,22 @@ def test_config_keys_environment_and_exposure(tmp_path, monkeypatch):
     check_exposure(ServerConfig(host="0.0.0.0"), allow_unauthenticated=True)
     check_exposure(ServerConfig(host="::1"))
     check_exposure(ServerConfig(host="0.0.0.0", sections={"auth": {"tokens": [{"token": "t" * 12, "actions": ["read"]}]}}))
+
+
+def test_a_read_that_outlives_the_timeout_answers_503_at_the_deadline(monkeypatch):
+    world = make_world({"request_timeout_s": 0.5})
+    try:
+        real = world.backend.count
+
+        def slow(record):
+            time.sleep(2)
+            return real(record)
+
+        monkeypatch.setattr(world.backend, "count", slow)
+        started = time.perf_counter()
+        response = TestClient(world.app).get(_col(world) + "/count", headers=H)
+        assert response.status_code == 503 and "request_timeout_s" in response.json()["message"]
+        assert time.perf_counter() - started < 1.8  # answered at the deadline, not when the thread finished
+    finally:
+        time.sleep(2)  # let the abandoned read finish before the engine closes
+        world.backend.close()

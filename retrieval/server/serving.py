@@ -118,8 +118,12 @@ async def _run(handler: Any, state: Any, path: Any, query: Any, body: Any, route
     call = run_in_threadpool(handler, state, path, query, body)
     if not bounded:
         return await call
+    # A worker thread cannot be interrupted, and anyio waits for it even when cancelled: shield
+    # it, answer at the deadline, and let the thread finish on its own (its answer is dropped).
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve, so nothing is logged as lost
     try:
-        return await asyncio.wait_for(call, runtime.limits.request_timeout_s)
+        return await asyncio.wait_for(asyncio.shield(task), runtime.limits.request_timeout_s)
     except asyncio.TimeoutError:
         raise ServerUnavailableError(
             f"{route.verb} took longer than {runtime.limits.request_timeout_s:g} s (request_timeout_s in the "
