@@ -80,6 +80,15 @@ def test_chromadb_client_read_only_token_reads_and_cannot_write(server):
     assert col.count() == 2
 
 
+def test_chromadb_client_picks_the_tenant_and_database_its_token_is_scoped_to(server):
+    chromadb = pytest.importorskip("chromadb")
+    settings = chromadb.config.Settings(chroma_client_auth_provider=TOKEN_PROVIDER, chroma_client_auth_credentials=READER,
+                                        chroma_overwrite_singleton_tenant_database_access_from_auth=True)
+    client = chromadb.HttpClient(host="127.0.0.1", port=server.port, settings=settings)
+    assert (client.tenant, client.database) == ("tenant-a", "db-a")  # from /auth/identity
+    assert client.get_collection("docs").count() == 2
+
+
 def test_chromadb_client_without_or_with_wrong_credentials_is_refused(server):
     chromadb = pytest.importorskip("chromadb")
     from chromadb import errors
