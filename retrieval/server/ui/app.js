@@ -22,12 +22,15 @@
     blobs: [],
   };
 
+  // Relative to the page, so the page also works behind a reverse proxy under a path prefix.
+  const here = (path) => new URL(path.replace(/^\//, ""), document.baseURI);
+
   class ApiError extends Error {
     constructor(status, message) { super(message); this.status = status; }
   }
 
   async function api(path, options = {}) {
-    const url = new URL(path, location.origin);
+    const url = here(path);
     url.searchParams.set("tenant", state.tenant);
     url.searchParams.set("database", state.database);
     const headers = { ...(options.headers || {}) };
@@ -272,15 +275,17 @@
       setStatus(describeQuery());
       showError(err);
     } finally {
+      state.loading = false;
       if (seq === state.seq) {
-        state.loading = false;
         $("more").hidden = !state.hasMore;
         $("more").disabled = false;
-      } else {
-        state.loading = false;
+        // The observer only reports changes: if the end of the grid is still in view, keep filling.
+        if (state.hasMore && nearBottom()) loadPage();
       }
     }
   }
+
+  const nearBottom = () => $("sentinel").getBoundingClientRect().top < window.innerHeight + 400;
 
   function setStatus(html) { $("status").innerHTML = html; }
 
@@ -347,7 +352,7 @@
   }
 
   function thumbUrl(id) {
-    const url = new URL(`/ui/api/collections/${encodeURIComponent(state.collection)}/thumbnail`, location.origin);
+    const url = here(`/ui/api/collections/${encodeURIComponent(state.collection)}/thumbnail`);
     url.searchParams.set("id", id);
     url.searchParams.set("tenant", state.tenant);
     url.searchParams.set("database", state.database);
