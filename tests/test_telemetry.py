@@ -104,3 +104,25 @@ def test_client_and_server_spans_form_one_trace(spans):
     outer = next(s for s in finished if s.name == "app.operation")
     server = next(s for s in finished if s.name.endswith("/add") and s.attributes.get("retrieval.verb") == "add")
     assert server.context.trace_id == outer.context.trace_id and server.parent.span_id == outer.context.span_id
+
+
+def test_retrieval_run_exports_spans_and_writes_a_json_access_log(tmp_path):
+    """The standard variables switch tracing on in a real server (console exporter here: OTLP needs a
+    collector); the access log is one JSON object per request."""
+    import json
+
+    import retrieval
+    from tests.http_server import RunningServer
+
+    server = RunningServer(tmp_path / "db", env={"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "svc-under-test"})
+    try:
+        client = retrieval.HttpClient(host="127.0.0.1", port=server.port)
+        client.create_collection("traced", embedding_function=None).add(ids=["a"], embeddings=[[1.0, 0.0]])
+    finally:
+        assert server.stop() == 0
+    log = server.log.read_text()
+    assert "svc-under-test" in log and "retrieval.commit" in log
+    assert '"name": "POST /api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/add"' in log
+    access = [json.loads(line) for line in log.splitlines() if line.startswith('{"method"')]
+    add = next(entry for entry in access if entry["verb"] == "add")
+    assert add["status"] == 201 and add["method"] == "POST" and add["ms"] >= 0 and add["tenant"] == "default_tenant"
