@@ -3,9 +3,9 @@
 Debian's ``chromium`` (``/usr/bin/chromium``) is driven by Playwright for Python; ``.ci/run`` installs
 both (no browser is downloaded). The test indexes the bundled gallery, serves it with server-side
 embedding enabled for ``open_clip``, thumbnails under the gallery folder and a read-only token, then
-enters the token, searches by text, by an uploaded and a dropped image, narrows with a metadata filter,
-scrolls for more, and writes screenshots at a laptop and a phone size (to ``RETRIEVAL_SCREENSHOTS`` if
-set, else the test's temporary folder).
+enters the token, searches by text, by an uploaded and a dropped image and by a server path, narrows
+with a metadata filter, scrolls for more, and writes screenshots at a laptop and a phone size (to
+``RETRIEVAL_SCREENSHOTS`` if set, else the test's temporary folder).
 """
 
 from __future__ import annotations
@@ -224,6 +224,13 @@ def test_search_the_gallery_in_a_browser(server, shots):
             _drop_file(page, Path(gallery_dir()) / "red_cross.png")
             _wait_for_results(page, "red_cross.png")
             assert _ids(page)[0] == "red_cross.png"
+
+            # The path of an image on the server (under a thumbnail root).
+            page.click("[role=tab][data-mode=uri]")
+            page.fill("[data-testid=uri-query]", str(Path(gallery_dir()) / "green_triangle.png"))
+            page.press("[data-testid=uri-query]", "Enter")
+            _wait_for_results(page, "green_triangle.png")
+            assert _ids(page)[0] == "green_triangle.png"
 
             # The token went with every API call after it was entered, thumbnails included.
             assert len(sent) > 40 and set(sent) == {f"Bearer {TOKEN}"}, set(sent)
