@@ -209,9 +209,11 @@ def test_config_keys_environment_and_exposure(tmp_path, monkeypatch):
         ServerConfig.from_dict({"max_body_bytes": "big"}, environ={})
     with pytest.raises(InvalidArgumentError, match="log_level"):
         ServerConfig.from_dict({"log_level": "loud"}, environ={})
-    env = {"RETRIEVAL_PORT": "9100", "RETRIEVAL_MAX_BATCH_SIZE": "7", "RETRIEVAL_AUTH_TOKEN": "env-token-123"}
+    env = {"RETRIEVAL_PORT": "9100", "RETRIEVAL_MAX_BATCH_SIZE": "7", "RETRIEVAL_AUTH_TOKEN": "env-token-123",
+           "RETRIEVAL_CORS_ORIGINS": "https://a.example, https://b.example", "RETRIEVAL_REQUEST_TIMEOUT_S": "2.5"}
     config = ServerConfig.from_dict({"port": 9000, "max_batch_size": 100}, environ=env, overrides={"port": 9200})
     assert (config.port, config.limits.max_batch_size) == (9200, 7)  # flags > environment > file
+    assert config.cors_origins == ("https://a.example", "https://b.example") and config.limits.request_timeout_s == 2.5
     path = tmp_path / "server.yaml"
     path.write_text("auth:\n  tokens:\n    - {name: ci, token_env: CI_TOKEN, actions: [read]}\nrequest_timeout_s: 1.5\n")
     monkeypatch.setenv("CI_TOKEN", "ci-token-value")

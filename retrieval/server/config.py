@@ -38,8 +38,8 @@ from retrieval.errors import InvalidArgumentError
 from retrieval.server.limits import Limits
 from retrieval.server.ui_config import UiConfig
 
-_SCALARS = ("path", "host", "port", "allow_reset", "log_level", *Limits.KEYS)
-_KEYS = (*_SCALARS, "auth", "cors_origins", "otel", "ui")
+_SCALARS = ("path", "host", "port", "allow_reset", "log_level", "cors_origins", *Limits.KEYS)
+_KEYS = (*_SCALARS, "auth", "otel", "ui")
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -152,11 +152,11 @@ class ServerConfig:
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     """``RETRIEVAL_<KEY>`` variables for the scalar keys, parsed as YAML scalars (``9000``, ``true``)."""
     out: dict[str, Any] = {}
-    for key in _SCALARS:
+    for key in _SCALARS:  # cors_origins: comma-separated
         raw = environ.get(f"RETRIEVAL_{key.upper()}")
         if raw is None or raw == "":
             continue
-        if key in ("path", "host", "log_level"):
+        if key in ("path", "host", "log_level", "cors_origins"):
             out[key] = raw
             continue
         try:
