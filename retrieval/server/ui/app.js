@@ -82,14 +82,14 @@
       list = await api("/ui/api/collections");
     } catch (err) {
       showError(err);
-      return;
+      return false;
     }
     if (!list.length) {
       select.innerHTML = "<option value=''>no collections</option>";
       $("info").innerHTML = "";
       setStatus(`No collections in ${state.tenant} / ${state.database}. Index a folder with <code>retrieval index FOLDER --collection NAME</code>.`);
       clearGrid();
-      return;
+      return true;
     }
     for (const c of list) {
       const opt = document.createElement("option");
@@ -100,6 +100,7 @@
     if (!list.some((c) => c.name === state.collection)) state.collection = list[0].name;
     select.value = state.collection;
     await pickCollection(state.collection);
+    return true;
   }
 
   async function pickCollection(name) {
@@ -388,7 +389,10 @@
     else localStorage.removeItem("retrieval.token");
     notice("");
     await loadDatabases();
-    await loadCollections();
+    if (await loadCollections()) {  // connected: fold the panel away
+      $("settings").hidden = true;
+      $("settings-toggle").setAttribute("aria-expanded", "false");
+    }
   }
 
   async function loadDatabases() {
