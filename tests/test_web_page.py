@@ -254,5 +254,5 @@ def test_search_the_gallery_in_a_browser(server, shots):
     for name in ("text-laptop.png", "image-filter-laptop.png", "text-phone.png"):
         assert (shots / name).stat().st_size > 10_000
     readme_shot = os.environ.get("RETRIEVAL_README_SCREENSHOT")
-    if readme_shot:  # regenerate the README's picture: RETRIEVAL_README_SCREENSHOT=docs/web-page.png
+    if readme_shot:  # regenerate the README's picture: RETRIEVAL_README_SCREENSHOT=examples/screenshots/web-page.png
         shutil.copy(shots / "text-laptop.png", readme_shot)
