@@ -135,3 +135,33 @@ def test_stragglers_make_every_record_findable_in_a_live_process(monkeypatch):
         chosen = [i for i in range(n) if (i % 2 == 0) == parity]
         res = col.query(query_embeddings=vectors[chosen], n_results=2, where={"even": parity}, include=[])
         assert [r[0] for r in res["ids"]] == [ids[i] for i in chosen]
+
+
+KILL_AFTER_CHECKPOINT = """
+import os, signal, sys
+import numpy as np
+import retrieval
+
+client = retrieval.PersistentClient(path=sys.argv[1])
+col = client.create_collection("crash", configuration={"hnsw": {"space": "l2"}})
+rng = np.random.default_rng(5)
+for b in range(int(sys.argv[2])):
+    col.add(ids=[f"{b}-{i}" for i in range(1000)], embeddings=rng.standard_normal((1000, %d), dtype=np.float32))
+os.kill(os.getpid(), signal.SIGKILL)  # right after a write that checkpointed: nothing to replay
+""" % DIM
+
+
+def test_kill_after_a_checkpoint_without_sweep(tmp_path, monkeypatch):
+    """Checkpoints sweep only every SWEEP_GROWTH; a process killed just after one that did not
+    leaves a manifest with unswept changes and an empty oplog. The next load must sweep anyway."""
+    import json
+
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
+    path = tmp_path / "db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # checkpoints at 1000..5000 and 7000 (20% backlog); sweeps at 1000, 2000, 3000, 5000, not 4000 or 7000
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_CHECKPOINT, str(path), "7"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    (manifest,) = path.glob("*/manifest.json")
+    assert json.loads(manifest.read_text())["changed_since_sweep"] > 0  # the case under test
+    _check_every_record_finds_itself(path, 7, 1000)

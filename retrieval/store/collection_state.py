@@ -120,15 +120,23 @@ class CollectionState:
         """
         if self.dimension is None or self.count() == 0:
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
-        if self.count() * self.dimension * 4 <= EXACT_MATRIX_MAX_BYTES:
+        in_memory = self.count() * self.dimension * 4 <= EXACT_MATRIX_MAX_BYTES
+        if in_memory and (candidates is None or cache_key is None):
             matrix = self._full_matrix()
             return matrix.search(queries, k, rows=None if candidates is None else matrix.rows_for(candidates))
         if candidates is None:
             return search_chunks(queries, k, self._vector_chunks(None), self.config.space)
-        subset = self._candidate_cache.get(cache_key) if cache_key is not None else None
+        # A filter's candidates are gathered once into a contiguous matrix and kept with the filter's
+        # cache entry: repeating a filter then scans them without copying (or reading) them again.
+        subset = self._candidate_cache.get(cache_key)
         if subset is None:
-            chunks = self._vector_chunks(np.sort(candidates))
-            subset = VectorMatrix.from_chunks(self.dimension, self.config.space, chunks, capacity=len(candidates))
+            labels = np.sort(candidates)
+            if in_memory:
+                matrix = self._full_matrix()
+                subset = matrix.subset(matrix.rows_for(labels))
+            else:
+                chunks = self._vector_chunks(labels)
+                subset = VectorMatrix.from_chunks(self.dimension, self.config.space, chunks, capacity=len(labels))
             if cache_key is not None and subset.nbytes <= CANDIDATE_CACHE_MAX_BYTES:
                 self._candidate_cache[cache_key] = subset
                 while sum(m.nbytes for m in self._candidate_cache.values()) > CANDIDATE_CACHE_MAX_BYTES:
@@ -171,9 +179,10 @@ class CollectionState:
                 index, manifest = HnswIndex.load(self.directory, self.dimension, self.config)
                 self._check_database_has(manifest.applied_seq)
                 self.applied_seq = manifest.applied_seq
-                if self._replay(index):
-                    # Replayed insertions can cut old elements off the graph (hnsw.py, stragglers):
-                    # sweep (and checkpoint) now, so recovery ends with every record findable.
+                if self._replay(index) or index.changed_since_sweep:
+                    # Insertions since the last sweep (replayed, or in a checkpoint written without
+                    # a sweep by a process that then died) can cut old elements off the graph
+                    # (hnsw.py, stragglers): sweep and checkpoint now, so every record is findable.
                     self.refresh_stragglers(index)
                 return index
             except CorruptIndexError as e:
@@ -357,9 +366,10 @@ class CollectionState:
         self.backlog = 0
 
     def flush(self) -> None:
-        """Checkpoint if anything is not yet in one (called on close)."""
-        if self.durable and self._index is not None and self.backlog:
-            self._checkpoint(self._index)
+        """Sweep and checkpoint if anything is not yet in one (called on close), so the next open
+        finds every record without sweeping."""
+        if self.durable and self._index is not None and (self.backlog or self._index.changed_since_sweep):
+            self.refresh_stragglers()
 
     def set_config(self, config: HnswConfig) -> None:
         self.config = config
