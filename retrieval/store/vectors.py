@@ -167,6 +167,18 @@ class VectorMatrix:
             self._row_of[label] = -1
             self.count = last
 
+    def subset(self, rows: np.ndarray) -> VectorMatrix:
+        """A new matrix holding just ``rows`` (vectors already prepared for the space)."""
+        out = VectorMatrix(self.dim, self.space)
+        labels = self._labels[rows]
+        out._ensure_label_capacity(int(labels.max()) + 1 if len(labels) else 0)
+        out._data = self._data[rows]
+        out._sq_norms = self._sq_norms[rows]
+        out._labels = labels
+        out._row_of[labels] = np.arange(len(labels))
+        out.count = len(labels)
+        return out
+
     def search(self, queries: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k labels and distances, optionally among ``rows`` only."""
         queries = prepare(queries, self.space)
