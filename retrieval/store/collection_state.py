@@ -263,7 +263,7 @@ class CollectionState:
         index = index if index is not None else self._index
         if index is None:
             return
-        index.sweep()
+        index.sweep(self._vector_chunks(None))
         if self.durable:
             self._checkpoint(index)
 
@@ -348,7 +348,7 @@ class CollectionState:
                 self._checkpoint(index)
             else:  # no checkpoint to write, but stragglers still need finding (hnsw.py)
                 if index.needs_sweep():
-                    index.sweep()
+                    index.sweep(self._vector_chunks(None))
                 self.backlog = 0
 
     def _checkpoint(self, index: HnswIndex) -> None:
@@ -358,7 +358,7 @@ class CollectionState:
         the checkpoint reflects (see ``_check_database_has``); replay starts after it.
         """
         if index.needs_sweep():
-            index.sweep()  # the stragglers it finds persist with the checkpoint
+            index.sweep(self._vector_chunks(None))  # the stragglers it finds persist with the checkpoint
         with span("retrieval.checkpoint", collection_id=self.collection_id, applied_seq=self.applied_seq):
             index.save(self.directory, self.applied_seq)
         with self.db.transaction() as conn:
