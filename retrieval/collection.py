@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
-
 from retrieval import validation as v
 from retrieval.component_errors import component_errors, maps_component_errors
 from retrieval.config import CollectionConfig, modified_config, split_legacy_metadata
 from retrieval.errors import InvalidArgumentError
+from retrieval.inputs import InputEmbedder
 from retrieval.query.filters import parse_where, parse_where_document
 from retrieval.results import get_result, query_result, stored_columns
-from retrieval.telemetry import span
 from retrieval.types import (
     DEFAULT_INCLUDE_GET,
     DEFAULT_INCLUDE_QUERY,
@@ -28,7 +26,6 @@ from retrieval.types import (
     GetResult,
     QueryRequest,
     QueryResult,
-    RecordBatch,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +72,7 @@ class Collection:
         # Any of these may be a Deferred, built on first use. ``sparse`` is (Search API key,
         # sparse embedding function), filled from documents.
         self._parts: dict[str, Any] = {"embedding_function": embedding_function, "data_loader": data_loader, "sparse": sparse}
+        self._inputs = InputEmbedder(lambda: self.name, self._part)
 
     def _part(self, name: str) -> Any:
         value = self._parts[name]
@@ -191,7 +189,7 @@ class Collection:
             >>> col.get(limit=1, offset=1)["documents"]
             ['a dog']
         """
-        ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
+        ids = None if ids is None else v.validate_ids(ids)  # [] raises, as in chromadb (pass ids=None for all)
         include = _with_uris_for_data(v.validate_include(include, INCLUDE_GET, DEFAULT_INCLUDE_GET))
         limit, offset = v.validate_limit_offset(limit, offset)
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
@@ -258,7 +256,7 @@ class Collection:
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
         self._check_data_loader(include)
-        queries = self._query_vectors(query_embeddings, query_texts, query_images, query_uris)
+        queries = self._inputs.queries(query_embeddings, query_texts, query_images, query_uris)
         request = QueryRequest(
             embeddings=queries,
             n_results=n_results,
@@ -308,7 +306,7 @@ class Collection:
             >>> col.count()
             2
         """
-        batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="add")
+        batch = self._inputs.batch(ids, embeddings, metadatas, documents, images, uris, mode="add")
         self._backend.write(self._record, "add", batch)
 
     @maps_component_errors
@@ -345,7 +343,7 @@ class Collection:
             >>> col.get(ids=["a"])["metadatas"]
             [{'page': 2}]
         """
-        batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="update")
+        batch = self._inputs.batch(ids, embeddings, metadatas, documents, images, uris, mode="update")
         self._backend.write(self._record, "update", batch)
 
     @maps_component_errors
@@ -382,7 +380,7 @@ class Collection:
             >>> got["ids"], got["metadatas"]
             (['a', 'b'], [{'v': 2}, {'v': 1}])
         """
-        batch = self._batch(ids, embeddings, metadatas, documents, images, uris, mode="upsert")
+        batch = self._inputs.batch(ids, embeddings, metadatas, documents, images, uris, mode="upsert")
         self._backend.write(self._record, "upsert", batch)
 
     def delete(
@@ -469,130 +467,11 @@ class Collection:
         batch = [searches] if isinstance(searches, Search) else list(searches)
         if not batch or not all(isinstance(s, Search) for s in batch):
             raise InvalidArgumentError(f"search() takes a Search or a non-empty list of Search; got {searches!r}")
-        batch = embed_knn_queries(batch, self._embed_search_query)
+        batch = embed_knn_queries(batch, self._inputs.search_query)
         result = self._backend.search(self._record, batch)
         return _load_search_data(result, self._data_loader)
 
     # -------------------------------------------------------------- internals
-
-    def _batch(self, ids, embeddings, metadatas, documents, images, uris, *, mode: str) -> RecordBatch:
-        ids = v.validate_ids(ids)
-        n = len(ids)
-        # None values: chromadb accepts them everywhere; in add they mean "no such key", in
-        # update/upsert they delete the key.
-        metadatas = v.validate_metadatas(metadatas, n, allow_none=True)
-        documents = v.validate_strings(documents, n, "documents")
-        uris = v.validate_strings(uris, n, "uris")
-        images = _validate_images(images, n)
-        if embeddings is not None:
-            vectors = v.validate_embeddings(embeddings, n)
-        else:
-            sources = [name for name, value in (("documents", documents), ("images", images), ("uris", uris)) if value is not None]
-            if len(sources) > 1:
-                raise InvalidArgumentError(
-                    f"got {' and '.join(sources)} without embeddings; a record holds one modality, so pass exactly "
-                    "one of documents, images or uris to embed (or pass embeddings)"
-                )
-            if not sources:
-                if mode == "update":
-                    return RecordBatch(ids=ids, metadatas=metadatas, uris=uris)
-                raise InvalidArgumentError(
-                    f"{mode} needs embeddings, or documents, images or uris for the embedding function to embed"
-                )
-            vectors = self._embed_records(sources[0], documents or images or uris)
-            # A record holds one modality: embedding from one clears the others.
-            if sources[0] != "documents":
-                documents = [None] * n
-            if sources[0] != "uris":
-                uris = [None] * n
-        batch = RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris)
-        if self._sparse is not None and documents is not None:
-            key, sparse_ef = self._sparse
-            texts = [(p, d) for p, d in enumerate(documents) if d is not None]
-            vectors = list(sparse_ef([d for _, d in texts])) if texts else []
-            column: list[Any] = [None] * n
-            for (p, _), vector in zip(texts, vectors):
-                column[p] = vector
-            batch.sparse = {key: column}
-        return batch
-
-    def _embed_records(self, source: str, values: list) -> np.ndarray:
-        ef = self._require_embedding_function(source)
-        for position, value in enumerate(values):
-            if value is None:
-                raise InvalidArgumentError(f"{source}[{position}] is None; every record to embed needs a value")
-        with span("retrieval.embed", collection=self.name, source=source, records=len(values)):
-            vectors = self._embed_uris(ef, values) if source == "uris" else ef(values)
-        return _check_output(vectors, len(values), ef)
-
-    def _embed_uris(self, ef: Any, uris: list[str]) -> list:
-        import embedders
-
-        if self._data_loader is None:
-            raise InvalidArgumentError(
-                f"collection {self.name!r} has no data loader to read uris; create it with "
-                "data_loader=ImageLoader() (from loaders import ImageLoader)"
-            )
-        # The function's own batch_size (a host option: e.g. 256 on a GPU), not a fixed one.
-        return embedders.embed_uris(ef, uris, self._data_loader)
-
-    def _query_vectors(self, embeddings, texts, images, uris) -> np.ndarray:
-        given = [
-            name
-            for name, value in (
-                ("query_embeddings", embeddings),
-                ("query_texts", texts),
-                ("query_images", images),
-                ("query_uris", uris),
-            )
-            if value is not None
-        ]
-        if len(given) != 1:
-            raise InvalidArgumentError(
-                f"pass exactly one of query_embeddings, query_texts, query_images or query_uris; got {given or 'none'}"
-            )
-        if embeddings is not None:
-            return v.validate_embeddings(embeddings, what="query_embeddings")
-        if texts is not None:
-            texts = v.one_or_many(texts, "query_texts")
-            if not texts or not all(isinstance(t, str) for t in texts):
-                raise InvalidArgumentError(f"query_texts must be a non-empty list of strings; got {texts!r}")
-            ef = self._require_embedding_function("query_texts")
-            embed = getattr(ef, "embed_query", None) or ef
-            return _check_output(embed(texts), len(texts), ef)
-        if images is not None:
-            images = _validate_images(images, None)
-            ef = self._require_embedding_function("query_images")
-            return _check_output(ef(images), len(images), ef)
-        uris = v.one_or_many(uris, "query_uris")
-        if not uris or not all(isinstance(u, str) and u for u in uris):
-            raise InvalidArgumentError(f"query_uris must be a non-empty list of strings; got {uris!r}")
-        ef = self._require_embedding_function("query_uris")
-        return _check_output(self._embed_uris(ef, uris), len(uris), ef)
-
-    def _embed_search_query(self, key: str, query: Any) -> Any:
-        """Embed one text or image Knn query: dense with the collection's function, sparse with the key's."""
-        if key == "#embedding":
-            if isinstance(query, str):
-                return self._query_vectors(None, [query], None, None)[0]
-            return self._query_vectors(None, None, [query], None)[0]
-        if self._sparse is None or key != self._sparse[0] or not isinstance(query, str):
-            known = ["#embedding"] + ([self._sparse[0]] if self._sparse is not None else [])
-            raise InvalidArgumentError(
-                f"cannot embed a {type(query).__name__} Knn query for key {key!r} of collection {self.name!r}; "
-                f"keys: {known} (a sparse key takes text or a SparseVector)"
-            )
-        sparse_ef = self._sparse[1]
-        embed = getattr(sparse_ef, "embed_query", None) or sparse_ef
-        return embed([query])[0]
-
-    def _require_embedding_function(self, what: str) -> Any:
-        if self._embedding_function is None:
-            raise InvalidArgumentError(
-                f"collection {self.name!r} has no embedding function to embed {what}; pass embeddings, or create "
-                "the collection with embedding_function=... (e.g. OpenCLIPEmbeddingFunction())"
-            )
-        return self._embedding_function
 
     def _check_data_loader(self, include: Sequence[str]) -> None:
         if "data" in include and self._data_loader is None:
@@ -620,36 +499,3 @@ def _load_search_data(result: Any, loader: Any) -> Any:
         uris = data[position]
         data[position] = loader(uris) if loader is not None and any(u is not None for u in uris) else [None] * len(uris)
     return result
-
-
-def _validate_images(images: Any, count: int | None) -> list | None:
-    """Image inputs: a list of arrays or PIL images (a single 2-d/3-d array is one image)."""
-    if images is None:
-        return None
-    import embedders
-
-    if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype != object:
-        images = [images]
-    elif embedders.is_image(images) and not isinstance(images, np.ndarray):
-        images = [images]
-    images = list(images)
-    if not images:
-        raise InvalidArgumentError("images must be a non-empty list of image arrays")
-    if count is not None and len(images) != count:
-        raise InvalidArgumentError(f"got {len(images)} images for {count} ids; give exactly one per id")
-    out = []
-    for position, image in enumerate(images):
-        try:
-            out.append(embedders.to_rgb_uint8(image))
-        except (TypeError, ValueError) as e:
-            raise InvalidArgumentError(f"images[{position}]: {e}") from e
-    return out
-
-
-def _check_output(vectors: Any, expected: int, ef: Any) -> np.ndarray:
-    vectors = list(vectors)
-    if len(vectors) != expected:
-        raise InvalidArgumentError(
-            f"embedding function {type(ef).__name__} returned {len(vectors)} vectors for {expected} inputs"
-        )
-    return v.validate_embeddings(vectors, expected, what="embedding function output")

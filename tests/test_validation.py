@@ -288,6 +288,13 @@ def test_delete_with_an_empty_id_list_raises(seeded):
     assert seeded.count() == 1
 
 
+def test_get_with_an_empty_id_list_raises_but_query_does_not(seeded):
+    """chromadb 1.5.9: get(ids=[]) raises ("non-empty list"); query(ids=[]) answers nothing."""
+    with pytest.raises(InvalidArgumentError, match=r"ids must be a non-empty list"):
+        seeded.get(ids=[])
+    assert seeded.query(query_embeddings=[[1.0, 2.0, 3.0]], ids=[], n_results=1)["ids"] == [[]]
+
+
 def test_embedder_and_loader_errors_surface_in_retrievals_tree(client):
     """Errors from embedders/loaders leave Client and Collection as retrieval errors with a status."""
     import embedders

@@ -50,8 +50,9 @@ class SearchEngine(Protocol):
 
     def knn(self, query: Any, *, key: str, limit: int, where: Where | None) -> list[tuple[str, float]]:
         """The top-``limit`` (record id, distance) pairs, ascending distance, among records
-        matching ``where`` (a parsed filter tree, validated when it was built). The engine embeds str / image queries itself (dense key: the
-        collection's embedding function; sparse key: that key's sparse embedder) and raises
+        matching ``where`` (a parsed filter tree, validated when it was built). ``query`` arrives
+        embedded: a dense vector, or a ``SparseVector`` for a sparse key (the collection handle
+        embeds text and images before a Search crosses the Backend seam). Raises
         InvalidArgumentError on a dimension mismatch or an unknown key."""
         ...
 

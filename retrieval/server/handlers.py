@@ -367,7 +367,7 @@ def get(state: ServerState, path, query, body) -> Any:
     body = _body(body)
     record = state.collection(path)
     ids = body.get("ids")
-    ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
+    ids = None if ids is None else v.validate_ids(ids)
     where, where_document = _filters(body)
     limit, offset = v.validate_limit_offset(body.get("limit"), body.get("offset"))
     include = _include(body, INCLUDE_GET)

@@ -228,7 +228,6 @@ class _StoreSearch:
         self.sparse_key = config.sparse.key if config.sparse is not None else None
 
     def knn(self, query: Any, *, key: str, limit: int, where: Any) -> list[tuple[str, float]]:
-        where = _where_tree(where)
         if key == DENSE_KEY:
             if isinstance(query, str) or hasattr(query, "indices") or np.ndim(query) != 1:
                 raise InvalidArgumentError(
@@ -253,7 +252,7 @@ class _StoreSearch:
         )
 
     def scan(self, *, where: Any, limit: int | None, offset: int) -> list[str]:
-        request = GetRequest(where=_where_tree(where), limit=limit, offset=offset)
+        request = GetRequest(where=where, limit=limit, offset=offset)
         return self.backend.get(self.collection, request).ids
 
     def fetch(self, ids: list[str], fields: set[str]) -> dict[str, dict]:
@@ -264,11 +263,3 @@ class _StoreSearch:
             for position, id_ in enumerate(got.ids)
         }
 
-
-def _where_tree(where: Any) -> Any:
-    """The evaluator hands filters over as dicts or parsed trees; the engine wants trees."""
-    if where is None or not isinstance(where, dict):
-        return where
-    from retrieval.query.filters import parse_where
-
-    return parse_where(where)
