@@ -53,7 +53,8 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
             name); persisted.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:1"`` ...; a host
             option, never persisted.
-        batch_size: Inputs per forward pass; a host option.
+        batch_size: Inputs per forward pass; a host option. ``None`` (default): 256 on a GPU, where
+            small batches leave it idle, and 64 on the CPU.
         normalize: Return unit-length vectors; persisted only when False (chromadb always
             normalises, so its readers need no key for the default).
         cache_dir: Where downloaded weights are cached (default: Hugging Face's cache); a host
@@ -82,7 +83,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         model_name: str = "tiny-shapes",
         checkpoint: str | None = None,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         normalize: bool = True,
         cache_dir: str | None = None,
         *,
@@ -152,7 +153,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
 
         self._ensure_loaded()
         out: list[np.ndarray] = []
-        for batch in batched(texts, self.batch_size):
+        for batch in batched(texts, self._batch_size()):
             tokens = self._tokenizer(list(batch)).to(self._device)
             with torch.inference_mode(), self._autocast():
                 features = self._model.encode_text(tokens, normalize=self.normalize)
@@ -162,7 +163,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
     def _embed_images(self, images: list[np.ndarray]) -> list[np.ndarray]:
         self._ensure_loaded()
         batcher = self._image_batcher()
-        return self._encode_batches(prefetch_map(batcher.from_arrays, batched(images, self.batch_size), depth=2))
+        return self._encode_batches(prefetch_map(batcher.from_arrays, batched(images, self._batch_size()), depth=2))
 
     def embed_image_uris(
         self,
@@ -199,7 +200,7 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
         from tqdm.auto import tqdm
 
         self._ensure_loaded()
-        size = batch_size or self.batch_size
+        size = batch_size or self._batch_size()
         uris = list(uris)
         batcher = self._image_batcher()
 
@@ -366,9 +367,15 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
             self._model = None  # weights may now come from elsewhere
             self._batcher = None
 
+    def _batch_size(self) -> int:
+        """The batch size in force: the one given, else 256 on a GPU and 64 on the CPU."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 256 if self._device is not None and self._device.type == "cuda" else 64
+
     def _check_runtime(self) -> None:
         b = self.batch_size
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
             raise ConfigError(f"batch_size must be a positive integer; got {b!r}")
         if not isinstance(self.device, str):
             raise ConfigError(

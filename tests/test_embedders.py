@@ -491,3 +491,18 @@ def test_modalities_of_declared_and_undeclared() -> None:
     assert embedders.modalities_of(ChromaStyle()) == {"text", "image"}
     assert embedders.modalities_of(HashEmbeddingFunction(modalities=["image"])) == {"image"}
     assert embedders.modalities_of(embedders.build_embedding_function("default", {})) == {"text"}
+
+
+def test_open_clip_batch_size_defaults_to_the_device() -> None:
+    """No batch_size given: 256 inputs a forward pass on a GPU (small batches leave it idle), 64 on a CPU."""
+    import torch
+
+    ef = embedders.OpenCLIPEmbeddingFunction(device="cpu")
+    assert ef.batch_size is None and "batch_size" not in ef.get_config()
+    ef._device = torch.device("cpu")
+    assert ef._batch_size() == 64
+    ef._device = torch.device("cuda")  # the rule only; no GPU is needed to read it
+    assert ef._batch_size() == 256
+    assert embedders.OpenCLIPEmbeddingFunction(device="cpu", batch_size=8)._batch_size() == 8
+    with pytest.raises(embedders.ConfigError, match="batch_size must be a positive integer"):
+        embedders.OpenCLIPEmbeddingFunction(batch_size=0)
