@@ -85,6 +85,18 @@ def test_thousand_level_filter_is_refused_not_a_crash(world):
     assert client.get(_col(world) + "/count", headers=H).json() == 3
 
 
+def test_deeply_nested_vectors_are_refused_not_a_crash(world):
+    """Vectors skip the depth walk (it would visit every float on the event loop); the handler's
+    numeric-array check refuses any nesting in them."""
+    client = TestClient(world.app)
+    for levels in (100, 1000):
+        nested = "[" * levels + "1" + "]" * levels
+        for verb, body in (("add", '{"ids": ["deep"], "embeddings": %s}'), ("query", '{"query_embeddings": %s}')):
+            response = client.post(_col(world) + f"/{verb}", content=body % nested, headers=H)
+            assert response.status_code == 400, response.text
+    assert client.get(_col(world) + "/count", headers=H).json() == 3
+
+
 def test_huge_in_list_is_bounded(world):
     response = TestClient(world.app).post(_col(world) + "/get", json={"where": {"k": {"$in": list(range(200_000))}}}, headers=H)
     assert response.status_code == 400 and "more than 100000 values" in response.json()["message"]

@@ -148,6 +148,10 @@ async def _refuse(send: Any, status: int, name: str, message: str) -> None:
 # ------------------------------------------------------------------------------ JSON shapes
 
 _FILTER_KEYS = ("where", "where_document")
+# Vectors are the bulk of a write or query body (1,000 x 512 floats), and the handler accepts them
+# only as a rectangular numeric array (or base64 strings): their shape needs no walk here, which
+# would otherwise visit every float on the event loop.
+_VECTOR_KEYS = frozenset({"embeddings", "query_embeddings"})
 
 
 def check_shape(body: Any, limits: Limits) -> None:
@@ -165,7 +169,8 @@ def check_shape(body: Any, limits: Limits) -> None:
     """
     if not isinstance(body, (dict, list)):
         return
-    stack: list[tuple[Any, int]] = [(body, 1)]
+    top = {k: v for k, v in body.items() if k not in _VECTOR_KEYS} if isinstance(body, dict) else body
+    stack: list[tuple[Any, int]] = [(top, 1)]
     while stack:
         value, depth = stack.pop()
         if depth > limits.max_depth:
