@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from retrieval import validation as v
 from retrieval.component_errors import component_errors, maps_component_errors
-from retrieval.config import CollectionConfig, modified_config, split_legacy_metadata
+from retrieval.config import CollectionConfig, modified_config, modified_metadata
 from retrieval.errors import InvalidArgumentError
 from retrieval.inputs import InputEmbedder
 from retrieval.query.filters import parse_where, parse_where_document
@@ -442,13 +442,7 @@ class Collection:
         if name is not None:
             v.validate_collection_name(name)
         if metadata is not None:
-            user, legacy = split_legacy_metadata(metadata)
-            if legacy:
-                raise InvalidArgumentError(
-                    f"hnsw settings {sorted(legacy)} cannot be changed through metadata; use "
-                    "modify(configuration={'hnsw': {...}}) for the mutable ones"
-                )
-            metadata = v.validate_metadata(user, 0, allow_none=False) if user else None
+            metadata = modified_metadata(metadata)
         config = None
         if configuration is not None:
             config = modified_config(CollectionConfig.from_json(self._record.configuration_json), configuration)

@@ -227,6 +227,10 @@ def split_legacy_metadata(metadata: Mapping[str, Any] | None) -> tuple[dict[str,
     """
     if metadata is None:
         return None, {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidArgumentError(
+            f"collection metadata must be a dict of str keys to str, int, float or bool values; got {metadata!r}"
+        )
     user, hnsw = {}, {}
     for key, value in metadata.items():
         if key in LEGACY_HNSW_KEYS:
@@ -258,6 +262,20 @@ def parse_configuration(configuration: Mapping[str, Any] | None) -> dict[str, An
     if not isinstance(hnsw, Mapping):
         raise InvalidArgumentError(f"configuration['hnsw'] must be a dict; got {hnsw!r}")
     return dict(hnsw)
+
+
+def modified_metadata(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The new metadata of ``modify(metadata=...)``, validated; ``hnsw:*`` keys are refused (their
+    settings change through ``configuration``). Shared by the collection handle and the server."""
+    from retrieval.validation import validate_metadata
+
+    user, legacy = split_legacy_metadata(metadata)
+    if legacy:
+        raise InvalidArgumentError(
+            f"hnsw settings {sorted(legacy)} cannot be changed through metadata; use "
+            "modify(configuration={'hnsw': {...}}) for the mutable ones"
+        )
+    return validate_metadata(user, 0, allow_none=False) if user else None
 
 
 def modified_config(config: CollectionConfig, configuration: Mapping[str, Any]) -> CollectionConfig:

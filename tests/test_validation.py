@@ -288,6 +288,16 @@ def test_delete_with_an_empty_id_list_raises(seeded):
     assert seeded.count() == 1
 
 
+@pytest.mark.parametrize("bad", [5.0, "x", ["a"]])
+def test_collection_metadata_that_is_not_a_dict_is_refused(client, seeded, bad):
+    """Found by the schemathesis run: a non-dict new_metadata was a 500 on the server."""
+    with pytest.raises(InvalidArgumentError, match="collection metadata must be a dict"):
+        seeded.modify(metadata=bad)
+    with pytest.raises(InvalidArgumentError, match="collection metadata must be a dict"):
+        client.create_collection("never-made", metadata=bad, embedding_function=None)
+    assert "never-made" not in [c.name for c in client.list_collections()]
+
+
 def test_get_with_an_empty_id_list_raises_but_query_does_not(seeded):
     """chromadb 1.5.9: get(ids=[]) raises ("non-empty list"); query(ids=[]) answers nothing."""
     with pytest.raises(InvalidArgumentError, match=r"ids must be a non-empty list"):

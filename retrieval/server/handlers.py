@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from retrieval import validation as v
 from retrieval.backend import Backend
-from retrieval.config import split_legacy_metadata
+from retrieval.config import modified_metadata, split_legacy_metadata
 from retrieval.errors import InvalidArgumentError, NotFoundError
 from retrieval.http.wire import (
     collection_to_wire,
@@ -261,13 +261,7 @@ def modify_collection(state: ServerState, path, query, body) -> Any:
         v.validate_collection_name(name)
     metadata = body.get("new_metadata")
     if metadata is not None:
-        user, legacy = split_legacy_metadata(metadata)
-        if legacy:
-            raise InvalidArgumentError(
-                f"hnsw settings {sorted(legacy)} cannot be changed through metadata; use "
-                "modify(configuration={'hnsw': {...}}) for the mutable ones"
-            )
-        metadata = v.validate_metadata(user, 0, allow_none=False) if user else None
+        metadata = modified_metadata(metadata)
     config = None
     if body.get("new_configuration") is not None:
         current = CollectionConfig.from_json(record.configuration_json)
