@@ -39,7 +39,8 @@ def _check(case) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+# Fixed examples in the default run (a CI run must not fail on a new random draw); the slow run explores.
+@settings(max_examples=12, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_no_generated_request_gets_a_server_error(case):
     _check(case)
 
