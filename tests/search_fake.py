@@ -2,7 +2,7 @@
 
 Dense distance is squared L2; a sparse key scores ``-dot(query, record)``. Text queries are
 looked up in ``texts`` (a fixed text -> vector table). Filters arrive as parsed trees and are
-evaluated with ``retrieval.query.filters.matches``, the reference semantics.
+evaluated with ``retrieval.query.evaluate.matches``, the reference semantics.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 
 from embedders.sparse import SparseVector
 from retrieval.errors import InvalidArgumentError
-from retrieval.query.filters import Where, matches
+from retrieval.query.evaluate import matches
+from retrieval.query.filters import Where
 
 
 class FakeEngine:

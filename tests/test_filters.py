@@ -21,13 +21,13 @@ from retrieval.query.filter_sql import (
     metadata_index_rows,
     register_sql_functions,
 )
+from retrieval.query.evaluate import matches
 from retrieval.query.filters import (
     And,
     Comparison,
     DocumentContains,
     DocumentRegex,
     Or,
-    matches,
     parse_where,
     parse_where_document,
 )

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import retrieval
-from retrieval.query.filters import matches, parse_where, parse_where_document
+from retrieval.query.evaluate import matches
+from retrieval.query.filters import parse_where, parse_where_document
 
 KEYS = ["a", "b", "c"]
 scalars = st.one_of(

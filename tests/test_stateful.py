@@ -2,7 +2,7 @@
 
 After every step the store must equal the model exactly: count, ids in insertion order, every
 embedding, metadata (with None-deletes-key merges), document and uri. Filtered gets are compared
-with ``retrieval.query.filters.matches`` over the model, queries with brute-force squared l2.
+with ``retrieval.query.evaluate.matches`` over the model, queries with brute-force squared l2.
 
 Profiles: ``stateful-ci`` (the default run, ~15 s) and ``stateful-slow`` (``-m slow``; or set
 ``RETRIEVAL_HYPOTHESIS_PROFILE=slow`` to run the default test with it).
@@ -22,7 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 import retrieval
 import retrieval.store.shared_engines
-from retrieval.query.filters import matches, parse_where, parse_where_document
+from retrieval.query.evaluate import matches
+from retrieval.query.filters import parse_where, parse_where_document
 from retrieval.store import collection_state, hnsw
 
 from durability_model import Model, Rec, check_index_matches_sql, l2_squared

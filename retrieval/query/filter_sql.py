@@ -14,7 +14,7 @@ lookup); a secondary index on ``label`` serves deletes.
 A filter compiles to a boolean expression over ``records r``: metadata conditions become
 ``r.label [NOT] IN (SELECT label FROM metadata_index WHERE ...)``, which SQLite evaluates once per
 statement, and negated operators are ``NOT IN`` of the positive one (the same complement
-:func:`~retrieval.query.filters.matches` uses). Values only ever travel as parameters.
+:func:`~retrieval.query.evaluate.matches` uses). Values only ever travel as parameters.
 """
 
 from __future__ import annotations
