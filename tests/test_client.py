@@ -155,7 +155,7 @@ def test_rolled_back_first_write_fixes_no_dimension(client, monkeypatch, over_ht
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(engine, "_log", fail)
+    monkeypatch.setattr(engine, "log_changes", fail)
     # Over HTTP the server hides its internals: a 500, InternalError (a RuntimeError), no detail.
     with pytest.raises(RuntimeError, match="internal server error" if over_http else "disk full"):
         col.add(ids=["a"], embeddings=[[1.0, 2.0, 3.0]])

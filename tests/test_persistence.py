@@ -191,12 +191,12 @@ def test_failed_commit_leaves_no_phantom_vectors_in_the_index(client, monkeypatc
     def fail(*args, **kwargs):
         raise RuntimeError("disk I/O error")
 
-    real_log = engine._log
-    monkeypatch.setattr(engine, "_log", fail)
+    real_log = engine.log_changes
+    monkeypatch.setattr(engine, "log_changes", fail)
     # Over HTTP the server hides its internals: a 500, InternalError (a RuntimeError), no detail.
     with pytest.raises(RuntimeError, match="internal server error" if over_http else "disk I/O error"):
         col.add(ids=[f"b{i}" for i in range(len(Y))], embeddings=Y)
-    monkeypatch.setattr(engine, "_log", real_log)
+    monkeypatch.setattr(engine, "log_changes", real_log)
     assert col.count() == 300
     res = col.query(query_embeddings=Y[:5], n_results=20)
     assert all(i.startswith("a") for row in res["ids"] for i in row)

@@ -14,30 +14,32 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from retrieval.config import CollectionConfig
 from retrieval.errors import NotFoundError, UniqueConstraintError
-from retrieval.query.filter_sql import (
-    METADATA_INDEX_DELETE,
-    METADATA_INDEX_INSERT,
-    compile_filter,
-    metadata_index_rows,
-)
+from retrieval.query.filter_sql import METADATA_INDEX_DELETE, compile_filter
 from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import Database, id_chunks
 from retrieval.store.namespaces import DEFAULT_DATABASE, DEFAULT_TENANT, Namespaces
 from retrieval.store.reads import Reader
+from retrieval.store.record_rows import (
+    changed_vectors,
+    existing_records,
+    insert_records,
+    log_changes,
+    next_label,
+    to_json,
+    update_records,
+)
 from retrieval.store.verify import DEFAULT_SAMPLE, VerifyReport, verify_collection
 from retrieval.store.sparse_index import (
     SPARSE_INDEX_DELETE_COLLECTION,
     SPARSE_INDEX_DELETE_LABEL,
-    SPARSE_INDEX_INSERT,
     sparse_doc_count,
     sparse_knn,
-    sparse_rows,
 )
 from retrieval.telemetry import span
 from retrieval.types import CollectionRecord, RecordBatch
@@ -48,10 +50,6 @@ logger = logging.getLogger("retrieval")
 # Writes with at least this many new vectors overlap graph insertion with the SQLite commit.
 OVERLAP_MIN_VECTORS = 256
 
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
 
@@ -94,7 +92,7 @@ class Engine(Reader, Namespaces):
             conn.execute(
                 "INSERT INTO collections (id, name, tenant, database, configuration, metadata, dimension, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-                (collection_id, name, tenant, database, config.to_json(), _json(metadata), time.time()),
+                (collection_id, name, tenant, database, config.to_json(), to_json(metadata), time.time()),
             )
             return self._find(conn, name, tenant, database), True
 
@@ -154,7 +152,7 @@ class Engine(Reader, Namespaces):
                     raise UniqueConstraintError(f"cannot rename to {name!r}: a collection with that name exists")
                 conn.execute("UPDATE collections SET name = ? WHERE id = ?", (name, collection_id))
             if metadata is not None:
-                conn.execute("UPDATE collections SET metadata = ? WHERE id = ?", (_json(metadata), collection_id))
+                conn.execute("UPDATE collections SET metadata = ? WHERE id = ?", (to_json(metadata), collection_id))
             if config is not None:
                 conn.execute("UPDATE collections SET configuration = ? WHERE id = ?", (config.to_json(), collection_id))
         if config is not None:
@@ -211,7 +209,7 @@ class Engine(Reader, Namespaces):
             indexing = None
             try:
                 with self.db.transaction() as conn:
-                    existing = _existing(conn, record.id, batch.ids)
+                    existing = existing_records(conn, record.id, batch.ids)
                     if mode == "add" and existing:
                         skipped = [i for i in batch.ids if i in existing]
                         logger.warning("add: %d ids already exist and were skipped: %s", len(skipped), skipped[:10])
@@ -228,8 +226,8 @@ class Engine(Reader, Namespaces):
                         conn.execute(
                             "UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id)
                         )
-                    changed = _changed_vectors(batch, old_positions, existing)
-                    first = _next_label(conn)
+                    changed = changed_vectors(batch, old_positions, existing)
+                    first = next_label(conn)
                     new_labels = np.arange(first, first + len(new_positions), dtype=np.int64)
                     labels = np.concatenate(
                         [new_labels, np.asarray([existing[batch.ids[p]][0] for p in changed], dtype=np.int64)]
@@ -240,9 +238,9 @@ class Engine(Reader, Namespaces):
                         # Graph insertion (hnswlib, GIL released) runs while SQLite writes and syncs.
                         # Readers cannot see it early: they wait for the collection lock we hold.
                         indexing = self._pool.submit(state.index_for_write(vectors.shape[1]).upsert, labels, vectors)
-                    _insert(conn, record.id, batch, new_positions, new_labels)
-                    _update(conn, record.id, batch, old_positions, existing, set(changed))
-                    last_seq = _log(conn, record.id, labels, state.durable)
+                    insert_records(conn, record.id, batch, new_positions, new_labels)
+                    update_records(conn, record.id, batch, old_positions, existing, set(changed))
+                    last_seq = log_changes(conn, record.id, labels, state.durable)
             except BaseException:
                 if indexing is not None:  # the index may hold vectors SQLite rolled back: rebuild it
                     concurrent.futures.wait([indexing])
@@ -283,7 +281,7 @@ class Engine(Reader, Namespaces):
                 conn.execute("DELETE FROM vectors WHERE label IN (SELECT value FROM json_each(?))", (param,))
                 conn.executemany(METADATA_INDEX_DELETE, [(label,) for label in labels])
                 conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
-                last_seq = _log(conn, record.id, np.asarray(labels), state.durable)
+                last_seq = log_changes(conn, record.id, np.asarray(labels), state.durable)
             state.apply(np.zeros(0, dtype=np.int64), None, labels, last_seq, count_delta=-len(labels))
             return len(labels)
 
@@ -398,120 +396,3 @@ def _delete_collection_rows(conn, collection_id: str) -> None:
     conn.execute("DELETE FROM records WHERE collection_id = ?", (collection_id,))
     conn.execute("DELETE FROM oplog WHERE collection_id = ?", (collection_id,))
     conn.execute("DELETE FROM collections WHERE id = ?", (collection_id,))
-
-
-def _existing(conn, collection_id: str, ids: list[str]) -> dict[str, tuple]:
-    found = {}
-    for placeholders, chunk in id_chunks(ids):
-        rows = conn.execute(
-            "SELECT r.id, r.label, v.embedding, r.document, r.uri, r.metadata FROM records r "
-            f"JOIN vectors v ON v.label = r.label WHERE r.collection_id = ? AND r.id IN ({placeholders})",
-            [collection_id, *chunk],
-        ).fetchall()
-        found.update((row[0], row[1:]) for row in rows)
-    return found
-
-
-def _next_label(conn) -> int:
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-    return (row[0] if row else 0) + 1
-
-
-def _changed_vectors(batch: RecordBatch, positions: list[int], existing: dict[str, tuple]) -> list[int]:
-    """Positions of existing records whose vector the batch changes (identical vectors need no index work)."""
-    if batch.embeddings is None:
-        return []
-    blobs = batch.embeddings.astype("<f4", copy=False)
-    return [p for p in positions if blobs[p].tobytes() != existing[batch.ids[p]][1]]
-
-
-def _insert(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
-    if not positions:
-        return
-    rows, vector_rows, meta_rows = [], [], []
-    blobs = batch.embeddings.astype("<f4", copy=False)
-    for label, p in zip(labels.tolist(), positions):
-        metadata = _strip_none(batch.metadatas[p]) if batch.metadatas is not None else None
-        rows.append(
-            (
-                label,
-                collection_id,
-                batch.ids[p],
-                batch.documents[p] if batch.documents is not None else None,
-                batch.uris[p] if batch.uris is not None else None,
-                _json(metadata),
-            )
-        )
-        vector_rows.append((label, blobs[p].tobytes()))
-        meta_rows.extend(metadata_index_rows(label, metadata))
-    conn.executemany(
-        "INSERT INTO records (label, collection_id, id, document, uri, metadata) VALUES (?, ?, ?, ?, ?, ?)", rows
-    )
-    conn.executemany("INSERT INTO vectors (label, embedding) VALUES (?, ?)", vector_rows)
-    conn.executemany(METADATA_INDEX_INSERT, meta_rows)
-    if batch.sparse:
-        _write_sparse(conn, collection_id, batch, positions, labels)
-
-
-def _update(
-    conn, collection_id: str, batch: RecordBatch, positions: list[int], existing: dict[str, tuple], changed: set[int]
-) -> None:
-    """Apply update semantics to existing records (``changed``: positions with a new vector)."""
-    rows, vector_rows, relabelled = [], [], []
-    for p in positions:
-        label, _, old_doc, old_uri, old_meta_json = existing[batch.ids[p]]
-        if p in changed:
-            vector_rows.append((batch.embeddings[p].astype("<f4").tobytes(), label))
-        document = batch.documents[p] if batch.documents is not None else old_doc
-        uri = batch.uris[p] if batch.uris is not None else old_uri
-        metadata = json.loads(old_meta_json) if old_meta_json is not None else None
-        if batch.metadatas is not None and batch.metadatas[p] is not None:
-            metadata = _merge(metadata, batch.metadatas[p])
-            relabelled.append((label, metadata))
-        rows.append((document, uri, _json(metadata), label))
-    conn.executemany("UPDATE records SET document = ?, uri = ?, metadata = ? WHERE label = ?", rows)
-    conn.executemany("UPDATE vectors SET embedding = ? WHERE label = ?", vector_rows)
-    if relabelled:
-        conn.executemany(METADATA_INDEX_DELETE, [(label,) for label, _ in relabelled])
-        conn.executemany(
-            METADATA_INDEX_INSERT, [row for label, meta in relabelled for row in metadata_index_rows(label, meta)]
-        )
-    if batch.sparse and positions:
-        labels = [existing[batch.ids[p]][0] for p in positions]
-        conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
-        _write_sparse(conn, collection_id, batch, positions, np.asarray(labels, dtype=np.int64))
-
-
-def _write_sparse(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
-    """Index the batch's sparse vectors (one per record and key, None for none)."""
-    rows = []
-    for key, vectors in batch.sparse.items():
-        for label, p in zip(labels.tolist(), positions):
-            if vectors[p] is not None:
-                rows.extend(sparse_rows(collection_id, key, label, vectors[p]))
-    conn.executemany(SPARSE_INDEX_INSERT, rows)
-
-
-def _merge(old: dict | None, new: dict) -> dict | None:
-    merged = dict(old or {})
-    for key, value in new.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged or None
-
-
-def _strip_none(metadata: dict | None) -> dict | None:
-    if metadata is None:
-        return None
-    clean = {k: v for k, v in metadata.items() if v is not None}
-    return clean or None
-
-
-def _log(conn, collection_id: str, labels: np.ndarray, durable: bool) -> int:
-    """Append vector-index changes to the oplog (persistent databases only); returns the last seq."""
-    if not durable or len(labels) == 0:
-        return 0
-    conn.executemany("INSERT INTO oplog (collection_id, label) VALUES (?, ?)", [(collection_id, int(l)) for l in labels])
-    return conn.execute("SELECT last_insert_rowid()").fetchone()[0]

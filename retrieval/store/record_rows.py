@@ -1,0 +1,138 @@
+"""The SQL side of a write: reading the rows a batch touches, inserting and updating records, their
+metadata and sparse index rows, and logging vector-index changes to the oplog.
+
+``Engine`` runs these inside one ``BEGIN IMMEDIATE`` transaction per write (``retrieval.store.engine``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from retrieval.query.filter_sql import METADATA_INDEX_DELETE, METADATA_INDEX_INSERT, metadata_index_rows
+from retrieval.store.db import id_chunks
+from retrieval.store.sparse_index import SPARSE_INDEX_DELETE_LABEL, SPARSE_INDEX_INSERT, sparse_rows
+from retrieval.types import RecordBatch
+
+
+def to_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def existing_records(conn, collection_id: str, ids: list[str]) -> dict[str, tuple]:
+    found = {}
+    for placeholders, chunk in id_chunks(ids):
+        rows = conn.execute(
+            "SELECT r.id, r.label, v.embedding, r.document, r.uri, r.metadata FROM records r "
+            f"JOIN vectors v ON v.label = r.label WHERE r.collection_id = ? AND r.id IN ({placeholders})",
+            [collection_id, *chunk],
+        ).fetchall()
+        found.update((row[0], row[1:]) for row in rows)
+    return found
+
+
+def next_label(conn) -> int:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    return (row[0] if row else 0) + 1
+
+
+def changed_vectors(batch: RecordBatch, positions: list[int], existing: dict[str, tuple]) -> list[int]:
+    """Positions of existing records whose vector the batch changes (identical vectors need no index work)."""
+    if batch.embeddings is None:
+        return []
+    blobs = batch.embeddings.astype("<f4", copy=False)
+    return [p for p in positions if blobs[p].tobytes() != existing[batch.ids[p]][1]]
+
+
+def insert_records(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
+    if not positions:
+        return
+    rows, vector_rows, meta_rows = [], [], []
+    blobs = batch.embeddings.astype("<f4", copy=False)
+    for label, p in zip(labels.tolist(), positions):
+        metadata = _strip_none(batch.metadatas[p]) if batch.metadatas is not None else None
+        rows.append(
+            (
+                label,
+                collection_id,
+                batch.ids[p],
+                batch.documents[p] if batch.documents is not None else None,
+                batch.uris[p] if batch.uris is not None else None,
+                to_json(metadata),
+            )
+        )
+        vector_rows.append((label, blobs[p].tobytes()))
+        meta_rows.extend(metadata_index_rows(label, metadata))
+    conn.executemany(
+        "INSERT INTO records (label, collection_id, id, document, uri, metadata) VALUES (?, ?, ?, ?, ?, ?)", rows
+    )
+    conn.executemany("INSERT INTO vectors (label, embedding) VALUES (?, ?)", vector_rows)
+    conn.executemany(METADATA_INDEX_INSERT, meta_rows)
+    if batch.sparse:
+        _write_sparse(conn, collection_id, batch, positions, labels)
+
+
+def update_records(
+    conn, collection_id: str, batch: RecordBatch, positions: list[int], existing: dict[str, tuple], changed: set[int]
+) -> None:
+    """Apply update semantics to existing records (``changed``: positions with a new vector)."""
+    rows, vector_rows, relabelled = [], [], []
+    for p in positions:
+        label, _, old_doc, old_uri, old_meta_json = existing[batch.ids[p]]
+        if p in changed:
+            vector_rows.append((batch.embeddings[p].astype("<f4").tobytes(), label))
+        document = batch.documents[p] if batch.documents is not None else old_doc
+        uri = batch.uris[p] if batch.uris is not None else old_uri
+        metadata = json.loads(old_meta_json) if old_meta_json is not None else None
+        if batch.metadatas is not None and batch.metadatas[p] is not None:
+            metadata = _merge(metadata, batch.metadatas[p])
+            relabelled.append((label, metadata))
+        rows.append((document, uri, to_json(metadata), label))
+    conn.executemany("UPDATE records SET document = ?, uri = ?, metadata = ? WHERE label = ?", rows)
+    conn.executemany("UPDATE vectors SET embedding = ? WHERE label = ?", vector_rows)
+    if relabelled:
+        conn.executemany(METADATA_INDEX_DELETE, [(label,) for label, _ in relabelled])
+        conn.executemany(
+            METADATA_INDEX_INSERT, [row for label, meta in relabelled for row in metadata_index_rows(label, meta)]
+        )
+    if batch.sparse and positions:
+        labels = [existing[batch.ids[p]][0] for p in positions]
+        conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
+        _write_sparse(conn, collection_id, batch, positions, np.asarray(labels, dtype=np.int64))
+
+
+def _write_sparse(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
+    """Index the batch's sparse vectors (one per record and key, None for none)."""
+    rows = []
+    for key, vectors in batch.sparse.items():
+        for label, p in zip(labels.tolist(), positions):
+            if vectors[p] is not None:
+                rows.extend(sparse_rows(collection_id, key, label, vectors[p]))
+    conn.executemany(SPARSE_INDEX_INSERT, rows)
+
+
+def _merge(old: dict | None, new: dict) -> dict | None:
+    merged = dict(old or {})
+    for key, value in new.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged or None
+
+
+def _strip_none(metadata: dict | None) -> dict | None:
+    if metadata is None:
+        return None
+    clean = {k: v for k, v in metadata.items() if v is not None}
+    return clean or None
+
+
+def log_changes(conn, collection_id: str, labels: np.ndarray, durable: bool) -> int:
+    """Append vector-index changes to the oplog (persistent databases only); returns the last seq."""
+    if not durable or len(labels) == 0:
+        return 0
+    conn.executemany("INSERT INTO oplog (collection_id, label) VALUES (?, ?)", [(collection_id, int(l)) for l in labels])
+    return conn.execute("SELECT last_insert_rowid()").fetchone()[0]
