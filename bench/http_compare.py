@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import shutil
 import signal
 import socket
@@ -148,15 +147,7 @@ def our_client_p50(port: int, Q: np.ndarray, queries: int) -> float:
     """Query p50 through retrieval.HttpClient (base64 embeddings, no pydantic) against our server."""
     import retrieval
 
-    col = retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("bench")
-    for q in Q[:20]:
-        col.query(query_embeddings=[q], n_results=10)
-    single = []
-    for q in Q[:queries]:
-        t = time.perf_counter()
-        col.query(query_embeddings=[q], n_results=10)
-        single.append(time.perf_counter() - t)
-    return p50_ms(single)
+    return query_p50(retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("bench"), Q, queries)
 
 
 def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str, queries: int) -> float:
@@ -166,6 +157,14 @@ def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str,
     col = client_.create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
     for lo in range(0, len(X), 1000):
         col.add(ids=[f"id{i}" for i in range(lo, min(lo + 1000, len(X)))], embeddings=X[lo : lo + 1000])
+    try:
+        return query_p50(col, Q, queries)
+    finally:
+        client_.close()
+
+
+def query_p50(col, Q: np.ndarray, queries: int) -> float:
+    """Single-query p50 of one of our collections (numpy vectors as given), after a warm-up."""
     for q in Q[:20]:
         col.query(query_embeddings=[q], n_results=10)
     single = []
@@ -173,7 +172,6 @@ def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str,
         t = time.perf_counter()
         col.query(query_embeddings=[q], n_results=10)
         single.append(time.perf_counter() - t)
-    client_.close()
     return p50_ms(single)
 
 
