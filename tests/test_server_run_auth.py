@@ -131,8 +131,10 @@ def test_retrieval_clients_take_the_same_settings_and_plain_headers(server):
 
 
 def test_run_refuses_to_bind_beyond_loopback_without_auth(tmp_path):
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: even if the refusal broke, nothing would
+    # listen beyond loopback (the bind itself would fail, with another message than the one asserted).
     result = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "run", "--path", str(tmp_path / "db"), "--host", "0.0.0.0",
+        [sys.executable, "-m", "retrieval.cli", "run", "--path", str(tmp_path / "db"), "--host", "192.0.2.1",
          "--port", str(free_port())],
         capture_output=True, text=True, timeout=60,
     )
