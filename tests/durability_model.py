@@ -210,6 +210,7 @@ def check_index_matches_sql(client, col) -> None:
     """The loaded HNSW index holds exactly the live labels, with their stored vectors."""
     engine = client._backend.engine
     state = engine.state(col._record)
+    state.wait_until_indexed()  # the pending tail is not in the graph yet
     with state.lock:
         index = state.index()
         with engine.db.reading() as conn:

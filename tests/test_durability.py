@@ -86,6 +86,7 @@ def run_child(path: str, mode: str, start: int, *, kill_after_acks: int | None =
 def simulate_crash(client) -> None:
     """Drop a client's engine the way a crash would: no closing checkpoint, lock released."""
     engine = client._backend.engine
+    engine.builder.stop()  # a dead process does no background work either
     engine._states.clear()
     engine.db.close()
     engine.closed = True
@@ -200,9 +201,9 @@ def test_kill9_during_checkpoints_many_trials(tmp_path):
 # ------------------------------------------------------------------------------ 3. replay idempotence
 
 
-def _checkpoint_keeping_oplog(self, index):
+def _checkpoint_keeping_oplog(self, index, seq):
     """A checkpoint that dies after the manifest and before the oplog truncation."""
-    index.save(self.directory, self.applied_seq)
+    index.save(self.directory, seq)
     self.backlog = 0
 
 
@@ -212,7 +213,7 @@ def _manifest(path: str, collection_id: str) -> Path:
 
 @pytest.mark.parametrize("rollback", ["zero", "middle", "one_back"])
 def test_replay_is_idempotent_when_applied_seq_rolls_back(persist_dir, monkeypatch, rollback):
-    monkeypatch.setattr(CollectionState, "_checkpoint", _checkpoint_keeping_oplog)
+    monkeypatch.setattr(CollectionState, "_save", _checkpoint_keeping_oplog)
     monkeypatch.setattr(collection_state, "CHECKPOINT_BACKLOG_FRACTION", 0)
     client = retrieval.PersistentClient(persist_dir)
     col = client.create_collection(COLLECTION, embedding_function=None, configuration={"hnsw": {"sync_threshold": 2}})
@@ -222,6 +223,7 @@ def test_replay_is_idempotent_when_applied_seq_rolls_back(persist_dir, monkeypat
         getattr(col, kind)(**kw)
         model.apply(kind, kw)
     collection_id = col.id
+    client._backend.engine.flush()  # a checkpoint (close() writes none)
     client.close()
     manifest_path = _manifest(persist_dir, collection_id)
     manifest = json.loads(manifest_path.read_text())
@@ -314,11 +316,10 @@ def run(col, ks):
 run(alpha, range(40))          # checkpointed after (nearly) every write
 run(beta, range(25))           # never checkpointed: everything is in the oplog
 run(gamma, range(21))
-state = engine.state(gamma._record)
-with state.lock:
-    state.flush()              # one checkpoint, then more writes (deletes included) after it
+engine.state(gamma._record).flush()   # one checkpoint, then more writes (deletes included) after it
 run(gamma, range(21, 33))
 run(alpha, range(40, 42))
+engine.builder.idle(timeout=60)   # alpha's checkpoints are written in the background
 print("READY", flush=True)
 time.sleep(60)
 """
@@ -382,6 +383,7 @@ def test_checkpoint_from_another_point_in_time_is_not_trusted(persist_dir, monke
         getattr(col, kind)(**kw)
         model.apply(kind, kw)
     collection_id = col.id
+    client._backend.engine.flush()  # a checkpoint (close() writes none)
     client.close()
     db = Path(persist_dir) / "retrieval.sqlite3"
     assert not Path(str(db) + "-wal").exists() or Path(str(db) + "-wal").stat().st_size == 0
@@ -396,7 +398,8 @@ def test_checkpoint_from_another_point_in_time_is_not_trusted(persist_dir, monke
         getattr(col, kind)(**kw)
         if restored == "index":
             model.apply(kind, kw)
-    client.close()  # a checkpoint reflecting them, and the oplog truncated up to it
+    client._backend.engine.flush()  # a checkpoint reflecting them, and the oplog truncated up to it
+    client.close()
 
     if restored == "database":
         for suffix in ("-wal", "-shm"):

@@ -101,6 +101,7 @@ def test_second_process_is_refused_while_a_writer_is_busy(persist_dir):
     client = retrieval.PersistentClient(persist_dir)
     col = client.create_collection("owned", embedding_function=None)
     col.add(ids=[f"id{i}" for i in range(50)], embeddings=np.eye(50, dtype=np.float32))
+    assert client._backend.engine.builder.idle(timeout=60)  # the owner's own background work is done
     before = _fingerprint(persist_dir)
     done = python(f"""
         import retrieval

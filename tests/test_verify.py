@@ -29,6 +29,7 @@ def store(tmp_path, monkeypatch):
     with retrieval.PersistentClient(path=str(path)) as client:
         col = client.create_collection("docs", configuration={"hnsw": {"space": "l2"}})
         col.add(ids=[str(i) for i in range(N)], embeddings=vectors)
+        client._backend.engine.flush()  # a checkpoint to damage (close() writes none)
     return path, vectors
 
 

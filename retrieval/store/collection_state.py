@@ -1,8 +1,14 @@
-"""The in-memory side of one collection: its vector index, exact-search matrix and checkpoints.
+"""The in-memory side of one collection: its vector index, its pending tail, exact-search matrix, checkpoints.
 
 SQLite holds the truth; this object holds caches derived from it and keeps them in step. Both
 caches load lazily: opening a collection reads nothing, the first ANN query loads the index
-checkpoint (and replays the oplog after it), the first exact search loads the matrix.
+checkpoint (and puts the oplog after it into the pending tail), the first exact search loads the matrix.
+
+Costs follow the change (DESIGN section 4): a write commits to SQLite and lands in the pending
+tail (pending.py), searched exactly next to the graph; the background builder (graph_builder.py)
+inserts it into the graph later. A checkpoint is always swept first (hnsw.py, stragglers), so a
+reopened graph finds every record it holds and the tail covers the rest: neither ``close()`` nor
+recovery sweeps or saves anything, and recovery reads only the oplog after the last checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import numpy as np
 
 from retrieval.config import HnswConfig
 from retrieval.store.db import Database
-from retrieval.store.hnsw import CorruptIndexError, HnswIndex, remove_checkpoint
+from retrieval.store.graph_builder import GraphBuilder
+from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
+from retrieval.store.pending import PendingWrites
 from retrieval.store.vectors import VectorMatrix, search_chunks
 from retrieval.telemetry import span
 
@@ -27,9 +35,20 @@ logger = logging.getLogger("retrieval")
 # Compact (rebuild) the HNSW graph once this fraction of its elements are deletion marks:
 # marked elements still cost search time and degrade recall after heavy churn.
 COMPACT_DELETED_FRACTION = 0.25
-# Checkpoint when the un-checkpointed oplog reaches this fraction of the index (and at least
-# sync_threshold): bounded replay on a crash, amortised O(1) checkpoint cost per write.
+# Checkpoint when the changes the graph took since its last checkpoint reach this fraction of the
+# index (and at least sync_threshold): bounded replay on a crash, amortised O(1) checkpoint (and
+# sweep) cost per write. Checkpoints run in the background builder.
 CHECKPOINT_BACKLOG_FRACTION = 0.2
+# The builder inserts pending vectors this many at a time (close() waits for at most one chunk).
+INSERT_CHUNK = 2048
+# Pages of vectors a background sweep or compaction reads (and holds the collection lock for).
+SWEEP_PAGE = 2048
+# A search over-fetches past graph elements the pending tail hides up to this many times k; beyond
+# that it excludes them inside hnswlib (a per-candidate callback: slower, but k stays k).
+OVERFETCH_MAX_FACTOR = 4
+# Writers wait for the builder while the pending tail holds more than this (bounds memory and the
+# exact scan every query makes of the tail).
+PENDING_MAX_BYTES = 256 << 20
 FILTER_CACHE_ENTRIES = 64
 # Keep every vector in memory for exact search only while that copy stays this small; beyond it
 # the HNSW graph is the only in-memory copy (see exact_search).
@@ -58,8 +77,16 @@ def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
 class CollectionState:
     """Caches of one collection. Every method must be called with ``self.lock`` held."""
 
-    def __init__(self, db: Database, collection_id: str, config: HnswConfig, dimension: int | None):
+    def __init__(
+        self, db: Database, collection_id: str, config: HnswConfig, dimension: int | None, builder: GraphBuilder | None = None
+    ):
         self.db = db
+        self.builder = builder if builder is not None else GraphBuilder()
+        self.graph_lock = threading.Lock()  # held by whoever mutates the graph: the builder, flush, verify
+        self.pending: PendingWrites | None = None  # acknowledged writes the graph does not hold yet
+        self.cancelled = False  # the collection is being deleted: background work stops
+        self._sweep_owed = False  # a checkpoint from before checkpoints were always swept
+        self._inserting = False  # the builder is inside hnswlib's add_items
         self.collection_id = collection_id
         self.config = config
         self.dimension = dimension
@@ -67,8 +94,8 @@ class CollectionState:
         self.directory: Path | None = db.directory / collection_id if db.directory is not None else None
         self._index: HnswIndex | None = None
         self._matrix: VectorMatrix | None = None
-        self.applied_seq = 0  # newest oplog entry reflected in self._index
-        self.backlog = 0  # oplog entries since the last checkpoint
+        self.applied_seq = 0  # newest oplog entry reflected in the graph plus the pending tail
+        self.backlog = 0  # changes the graph took since its last checkpoint
         self.load_problem: str | None = None  # why the last load rebuilt instead of using the checkpoint
         self._count: int | None = None
         # Filter cache: label sets of recent filters, valid until the next write (like a search
@@ -170,7 +197,9 @@ class CollectionState:
     def index(self) -> HnswIndex | None:
         """The HNSW index, loading or rebuilding it on first use; None while the collection has no vectors."""
         if self._index is None and self.dimension is not None:
+            self.pending = PendingWrites(self.dimension, self.config.space)
             self._index = self._load_or_rebuild()
+            self._wake()
         return self._index
 
     def _load_or_rebuild(self) -> HnswIndex:
@@ -179,11 +208,10 @@ class CollectionState:
                 index, manifest = HnswIndex.load(self.directory, self.dimension, self.config)
                 self._check_database_has(manifest.applied_seq)
                 self.applied_seq = manifest.applied_seq
-                if self._replay(index) or index.changed_since_sweep:
-                    # Insertions since the last sweep (replayed, or in a checkpoint written without
-                    # a sweep by a process that then died) can cut old elements off the graph
-                    # (hnsw.py, stragglers): sweep and checkpoint now, so every record is findable.
-                    self.refresh_stragglers(index)
+                self._replay(index)
+                # Checkpoints are swept before they are saved; one written by an older version may
+                # not be: sweep it in the background (until then a cut-off record may be missed).
+                self._sweep_owed = index.changed_since_sweep > 0
                 return index
             except CorruptIndexError as e:
                 self.load_problem = str(e)
@@ -215,8 +243,12 @@ class CollectionState:
             )
 
     def _replay(self, index: HnswIndex) -> int:
-        """Apply oplog entries after the checkpoint; returns how many. Idempotent: it applies final
-        states, not deltas."""
+        """Put the oplog after the checkpoint into the pending tail; returns how many entries.
+
+        Costs what changed since the checkpoint: the touched labels' current vectors are read and
+        queued (queries scan them exactly until the builder inserts them). Idempotent: it queues
+        final states, not deltas, so entries the checkpoint already reflects do no harm.
+        """
         with self.db.reading() as conn:
             rows = conn.execute(
                 "SELECT seq, label FROM oplog WHERE collection_id = ? AND seq > ? ORDER BY seq",
@@ -229,15 +261,16 @@ class CollectionState:
                 "SELECT label, embedding FROM vectors WHERE label IN (SELECT value FROM json_each(?)) ORDER BY label",
                 (_json_list(touched),),
             ).fetchall()
+        first_seq = rows[0][0]
         if present:
-            labels = np.fromiter((r[0] for r in present), dtype=np.int64, count=len(present))
-            index.upsert(labels, vectors_from_blobs([r[1] for r in present], self.dimension))
-        index.remove(set(touched) - {r[0] for r in present})
+            labels, vectors = _unpack(present, self.dimension)
+            self.pending.put(labels, vectors, first_seq)
+        self.pending.delete(set(touched) - {r[0] for r in present}, first_seq)
         self.applied_seq = rows[-1][0]
-        self.backlog = len(rows)
         return len(rows)
 
     def _rebuild(self) -> HnswIndex:
+        """A graph of every record, built now from SQLite (a damaged checkpoint, ``rebuild_index``)."""
         with self.db.reading() as conn:
             seq = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ?", (self.collection_id,)
@@ -247,6 +280,7 @@ class CollectionState:
             index.upsert(labels, vectors)
         self.applied_seq = seq
         self.backlog = 0
+        self.pending = PendingWrites(self.dimension, self.config.space)
         self.refresh_stragglers(index)
         return index
 
@@ -259,18 +293,64 @@ class CollectionState:
         return self._index
 
     def refresh_stragglers(self, index: HnswIndex | None = None) -> None:
-        """Sweep the index for records the graph no longer finds, and checkpoint when durable."""
+        """Sweep the index for records the graph no longer finds, and checkpoint when durable.
+
+        Synchronous: for a graph that holds every record (after a rebuild, or ``wait_until_indexed``)."""
         index = index if index is not None else self._index
         if index is None:
             return
         index.sweep(self._vector_chunks(None))
+        self._sweep_owed = False
         if self.durable:
-            self._checkpoint(index)
+            self._save(index, self.applied_seq)
 
     def record_labels(self) -> list[int]:
         """Every label in the collection's records table (what the index must hold)."""
         with self.db.reading() as conn:
             return [row[0] for row in conn.execute("SELECT label FROM records WHERE collection_id = ?", (self.collection_id,))]
+
+    # ------------------------------------------------------------------ queries over graph + tail
+
+    def ann_search(self, queries: np.ndarray, k: int, filter_fn=None, candidates: np.ndarray | None = None):
+        """Top-k from the graph merged with an exact scan of the pending tail.
+
+        Raises RuntimeError when the two together cannot produce k results (the caller answers
+        exactly instead).
+        """
+        index = self.index()
+        pending = self.pending
+        hidden_bound = pending.overlap_bound(index.max_label)
+        if hidden_bound > OVERFETCH_MAX_FACTOR * k:
+            # Too many graph elements may be stale to over-fetch past them: skip them in the search.
+            hidden, allowed = pending.hidden_set(), filter_fn
+            filter_fn = (lambda label: label not in hidden) if allowed is None else (
+                lambda label: label not in hidden and allowed(label))
+            hidden_bound = 0
+        graph_k = min(k + hidden_bound, index.live_count)
+        if graph_k > 0:
+            labels, dist = self._graph_search(index, queries, graph_k, filter_fn)
+        else:
+            labels = np.zeros((len(queries), 0), np.int64)
+            dist = np.zeros((len(queries), 0), np.float32)
+        if pending.empty:
+            return labels[:, :k], dist[:, :k]
+        dist = np.where(pending.hides(labels), np.float32(np.inf), dist).astype(np.float32)
+        tail_labels, tail_dist = pending.search(queries, k, candidates)
+        labels, dist = merge_top_k(tail_labels, tail_dist, labels, dist, k)
+        if labels.shape[1] < k or not np.isfinite(dist).all():
+            raise RuntimeError("graph and pending tail hold fewer than k results")
+        return labels, dist
+
+    def _graph_search(self, index: HnswIndex, queries: np.ndarray, k: int, filter_fn):
+        """hnswlib's search, retried while the builder inserts: an element it has counted but not yet
+        linked can leave a search short of k (measured: ~1 in 1,400 searches during add_items)."""
+        for attempt in range(3):
+            try:
+                return index.search(queries, k, filter_fn)
+            except RuntimeError:
+                if not self._inserting or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ writes
 
@@ -279,11 +359,16 @@ class CollectionState:
         if self.dimension is not None:
             self.index()
 
-    def index_for_write(self, dim: int) -> HnswIndex:
-        """The index a write adds to: loaded by begin_write(), or new for the collection's first vectors."""
-        if self._index is None:
-            self._index = HnswIndex(dim, self.config)
-        return self._index
+    def wait_for_room(self, timeout: float = 60.0) -> None:
+        """Hold a writer while the pending tail is over PENDING_MAX_BYTES and the builder is catching up."""
+        deadline = None
+        while self.pending is not None and self.pending.nbytes > PENDING_MAX_BYTES and self.builder.running:
+            import time
+
+            deadline = deadline or time.monotonic() + timeout
+            if time.monotonic() > deadline:
+                return
+            self.builder.idle(timeout=0.05)
 
     def sparse_doc_count(self, key: str, compute: Callable[[], int]) -> int:
         if key not in self._sparse_docs:
@@ -300,13 +385,13 @@ class CollectionState:
         upserted: np.ndarray,
         vectors: np.ndarray | None,
         removed: list[int],
+        first_seq: int,
         last_seq: int,
         count_delta: int,
-        indexed: bool = False,
     ) -> None:
-        """Reflect a committed write in the caches (``indexed``: the vectors are already in the graph).
-
-        On failure, drop the caches: they reload from SQLite.
+        """Reflect a committed write in the caches: the exact matrix, and the pending tail the
+        builder will take into the graph. O(size of the write). On failure, drop the caches: they
+        reload from SQLite.
         """
         self._invalidate()
         if self._count is not None:
@@ -320,56 +405,195 @@ class CollectionState:
                         self._matrix.upsert(upserted, vectors)
                     if removed:
                         self._matrix.remove(np.asarray(removed, dtype=np.int64))
-            if self._index is None and self.dimension is not None and len(upserted) and not indexed:
-                self.index_for_write(self.dimension)  # the collection's first vectors
+            if self._index is None and self.dimension is not None and len(upserted):
+                self._index = HnswIndex(self.dimension, self.config)  # the collection's first vectors
+                self.pending = PendingWrites(self.dimension, self.config.space)
             if self._index is not None:
-                if len(upserted) and not indexed:
-                    self._index.upsert(upserted, vectors)
-                if removed:
-                    self._index.remove(removed)
+                self.pending.put(np.asarray(upserted, dtype=np.int64), vectors, first_seq)
+                self.pending.delete(removed, first_seq)
                 self.applied_seq = max(self.applied_seq, last_seq)
-            self.backlog += len(upserted) + len(removed)
-            self._maintain()
+                self._wake()
         except BaseException:
             self.drop_caches()
             raise
 
-    def _maintain(self) -> None:
-        index = self._index
-        if index is None:
-            return
-        if index.deleted and len(index.deleted) >= COMPACT_DELETED_FRACTION * index.element_count:
-            logger.info("collection %s: compacting index (%d deleted elements)", self.collection_id, len(index.deleted))
-            self._index = self._rebuild()
-            return
-        threshold = max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count)
-        if self.backlog >= threshold:
-            if self.durable:
-                self._checkpoint(index)
-            else:  # no checkpoint to write, but stragglers still need finding (hnsw.py)
-                if index.needs_sweep():
-                    index.sweep(self._vector_chunks(None))
-                self.backlog = 0
+    # ------------------------------------------------------------------ background work
 
-    def _checkpoint(self, index: HnswIndex) -> None:
+    def _wake(self) -> None:
+        if self.pending is not None and not self.pending.empty or self._sweep_owed:
+            self.builder.wake(self)
+
+    def background_step(self, should_stop: Callable[[], bool]) -> bool:
+        """One bounded piece of owed graph work; True while more remains. Caller holds ``graph_lock``.
+
+        In order: pending deletions (cheap), a checkpoint when one is due, a compaction when too
+        many elements are deletion marks, one chunk of pending insertions, then an owed sweep.
+        """
+        with self.lock:
+            index, pending = self._index, self.pending
+            if index is None or self.cancelled:
+                return False
+            deletes = pending.take_deletes()
+            if deletes:
+                index.remove(deletes)
+                self.backlog += len(deletes)
+            compact = bool(index.deleted) and len(index.deleted) >= COMPACT_DELETED_FRACTION * index.element_count
+            checkpoint_due = self.backlog >= max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count)
+            labels = np.zeros(0, dtype=np.int64)
+            if not compact and not checkpoint_due:
+                labels, vectors, versions = pending.take(INSERT_CHUNK)
+                if len(labels):
+                    index.prepare(labels)  # resizing the graph needs searches excluded
+        if compact:
+            self._compact(index, should_stop)
+            return True
+        if checkpoint_due:
+            if self.durable:
+                self._checkpoint(index, should_stop)  # resets the backlog once saved
+            elif not index.needs_sweep() or self._sweep(index, should_stop):
+                self.backlog = 0  # nothing to save, but stragglers still need finding
+            return True
+        if len(labels):
+            self._inserting = True
+            try:
+                index.insert(labels, vectors)  # the long part: searches go on meanwhile
+            finally:
+                self._inserting = False
+            with self.lock:
+                if self._index is index and self.pending is pending:
+                    index.note_inserted(labels, vectors)
+                    pending.settle(labels, versions)
+                    self.backlog += len(labels)
+            return True
+        # The tail is drained: once the graph grew by SWEEP_GROWTH since its last sweep, sweep for
+        # records the insertions cut off (hnsw.py, stragglers). Writes arriving meanwhile wait in the tail.
+        if (self._sweep_owed or index.needs_sweep()) and not self._sweep(index, should_stop):
+            return True  # stopped early (close, pause): the sweep is still owed
+        with self.lock:
+            return self._index is index and not pending.empty
+
+    def wait_until_indexed(self, sweep: bool = False) -> None:
+        """Do the owed graph work now (in this thread), until the graph holds every record.
+
+        Args:
+            sweep: also sweep if the graph changed at all since its last sweep (``verify``), not
+                only once it grew by SWEEP_GROWTH.
+        """
+        with self.graph_lock:
+            with self.lock:
+                index = self.index()
+            while self.background_step(lambda: self.cancelled):
+                pass
+            if sweep and index is not None and self._index is index and index.changed_since_sweep:
+                self._sweep(index, lambda: self.cancelled)
+
+    def _vector_pages(self, should_stop: Callable[[], bool]):
+        """``(labels, vectors)`` of the collection's records, a page at a time, each page read under
+        its own short hold of the database (writers and readers go on in between)."""
+        after = -1
+        while not should_stop():
+            with self.db.reading() as conn:
+                rows = conn.execute(
+                    "SELECT v.label, v.embedding FROM records r JOIN vectors v ON v.label = r.label "
+                    "WHERE r.collection_id = ? AND r.label > ? ORDER BY r.label LIMIT ?",
+                    (self.collection_id, after, SWEEP_PAGE),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield _unpack(rows, self.dimension)
+
+    def _sweep(self, index: HnswIndex, should_stop: Callable[[], bool]) -> bool:
+        """Sweep the graph a page at a time (the lock is held per page: the sweep changes hnswlib's ef).
+
+        Records still pending are skipped (the tail finds them). Returns False when stopped early."""
+        missed, live = [], 0
+        for labels, vectors in self._vector_pages(should_stop):
+            with self.lock:
+                if self._index is not index or self.cancelled:
+                    return False
+                # Pending records are not in the graph yet, and a record deleted since its page was
+                # read is gone: neither is a straggler.
+                settled = ~self.pending.hides(labels)
+                labels, vectors = labels[settled], vectors[settled]
+                live += len(labels)
+                missed.append(index.misses(labels, vectors))
+        if should_stop():
+            return False
+        with self.lock:
+            if self._index is not index:
+                return False
+            index.set_stragglers(missed, live)
+            self._sweep_owed = False
+        return True
+
+    def _checkpoint(self, index: HnswIndex, should_stop: Callable[[], bool]) -> None:
+        """Sweep, then save the graph with the newest oplog seq it is known to reflect.
+
+        Only the builder (holding ``graph_lock``) changes the graph, so it stands still from the
+        sweep to the save while queries go on and new writes queue in the pending tail. The seq is
+        the last one before the oldest pending entry: replay after a crash re-queues the rest.
+        """
+        with self.lock:
+            deletes = self.pending.take_deletes()
+            if deletes:
+                index.remove(deletes)
+            oldest = self.pending.first_seq()
+            bound = self.applied_seq if oldest is None else oldest - 1
+        if not self._sweep(index, should_stop):
+            return
+        with self.db.reading() as conn:
+            seq = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ? AND seq <= ?",
+                (self.collection_id, bound),
+            ).fetchone()[0]
+        self._save(index, seq)
+
+    def _save(self, index: HnswIndex, seq: int) -> None:
         """Write the index durably, then forget the oplog it covers (never past it).
 
-        The row at applied_seq itself stays: it is the database's evidence that it has every write
+        The row at ``seq`` itself stays: it is the database's evidence that it has every write
         the checkpoint reflects (see ``_check_database_has``); replay starts after it.
         """
-        if index.needs_sweep():
-            index.sweep(self._vector_chunks(None))  # the stragglers it finds persist with the checkpoint
-        with span("retrieval.checkpoint", collection_id=self.collection_id, applied_seq=self.applied_seq):
-            index.save(self.directory, self.applied_seq)
+        with span("retrieval.checkpoint", collection_id=self.collection_id, applied_seq=seq):
+            index.save(self.directory, seq)
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq < ?", (self.collection_id, self.applied_seq))
+            conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq < ?", (self.collection_id, seq))
         self.backlog = 0
 
+    def _compact(self, index: HnswIndex, should_stop: Callable[[], bool]) -> None:
+        """Rebuild the graph without its deletion marks, off to the side, then swap it in.
+
+        Reads SQLite a page at a time; a write committed meanwhile is in the pending tail, which
+        the builder inserts into the new graph after the swap (twice is harmless: same vector).
+        """
+        logger.info("collection %s: compacting index (%d deleted elements)", self.collection_id, len(index.deleted))
+        fresh = HnswIndex(self.dimension, self.config, capacity=self.count())
+        for labels, vectors in self._vector_pages(should_stop):
+            fresh.upsert(labels, vectors)
+        if should_stop():
+            return
+        # Sweep what the new graph holds: records added since their page was read are pending.
+        fresh.sweep((labels[keep], vectors[keep]) for labels, vectors in self._vector_pages(should_stop)
+                    if (keep := labels <= fresh.max_label).any())
+        if should_stop():
+            return
+        with self.lock:
+            if self._index is not index or self.cancelled:
+                return
+            self._index = fresh
+            # Every pending vector goes into the new graph (its labels were hidden from the old one).
+            self.backlog = max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * fresh.element_count)
+
     def flush(self) -> None:
-        """Sweep and checkpoint if anything is not yet in one (called on close), so the next open
-        finds every record without sweeping."""
-        if self.durable and self._index is not None and (self.backlog or self._index.changed_since_sweep):
-            self.refresh_stragglers()
+        """Finish the owed graph work, then sweep and checkpoint if anything is not yet in one.
+
+        Explicit maintenance (``engine.flush()``): O(collection). ``close()`` does not call it."""
+        self.wait_until_indexed()
+        with self.graph_lock, self.lock:
+            index = self._index
+            if self.durable and index is not None and (self.backlog or index.changed_since_sweep or self._sweep_owed):
+                self.refresh_stragglers(index)
 
     def set_config(self, config: HnswConfig) -> None:
         self.config = config
@@ -378,12 +602,16 @@ class CollectionState:
 
     def drop_caches(self) -> None:
         self._index = None
+        self.pending = None
         self._matrix = None
         self._count = None
         self._invalidate()
         self.backlog = 0
 
     def destroy(self) -> None:
+        """Forget the collection's caches and checkpoint (it was deleted). Callers set ``cancelled``
+        and hold ``graph_lock`` first, so no background step is writing a checkpoint meanwhile."""
+        self.builder.forget(self)
         self.drop_caches()
         if self.directory is not None and self.directory.exists():
             remove_checkpoint(self.directory)

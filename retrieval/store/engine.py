@@ -2,12 +2,13 @@
 
 Write path (DESIGN section 4): the caller has validated everything; the engine checks what needs
 stored state (dimension, existing ids), commits the whole batch in one ``BEGIN IMMEDIATE``
-transaction, applies it to the in-memory index, then returns (the acknowledgement).
+transaction, queues it in the collection's pending tail (found by queries from then on), then
+returns (the acknowledgement). The graph takes it in the background (graph_builder.py); closing
+waits for no more than the builder's step in flight.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import threading
@@ -23,6 +24,7 @@ from retrieval.errors import NotFoundError, UniqueConstraintError
 from retrieval.query.filter_sql import METADATA_INDEX_DELETE, compile_filter
 from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import Database, id_chunks
+from retrieval.store.graph_builder import GraphBuilder
 from retrieval.store.namespaces import DEFAULT_DATABASE, DEFAULT_TENANT, Namespaces
 from retrieval.store.reads import Reader
 from retrieval.store.record_rows import (
@@ -47,8 +49,6 @@ from retrieval.validation import check_dimension
 
 logger = logging.getLogger("retrieval")
 
-# Writes with at least this many new vectors overlap graph insertion with the SQLite commit.
-OVERLAP_MIN_VECTORS = 256
 
 
 
@@ -64,7 +64,7 @@ class Engine(Reader, Namespaces):
         self._states: dict[str, CollectionState] = {}
         self._states_lock = threading.Lock()
         self._deleted: set[str] = set()  # ids of collections deleted while this engine was open
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="retrieval-index")
+        self.builder = GraphBuilder()  # one background thread for every collection's owed graph work
         self.closed = False
 
     # -------------------------------------------------------------- collections
@@ -129,7 +129,8 @@ class Engine(Reader, Namespaces):
     def delete_collection(self, name: str, tenant: str = DEFAULT_TENANT, database: str = DEFAULT_DATABASE) -> None:
         record = self.get_collection(name, tenant, database)
         state = self.state(record)
-        with state.lock:
+        state.cancelled = True  # a background sweep of it stops at its next page
+        with state.graph_lock, state.lock:
             with self.db.transaction() as conn:
                 _delete_collection_rows(conn, record.id)
             self._deleted.add(record.id)
@@ -167,7 +168,7 @@ class Engine(Reader, Namespaces):
             state = self._states.get(record.id)
             if state is None:
                 config = CollectionConfig.from_json(record.configuration_json)
-                state = CollectionState(self.db, record.id, config.hnsw, record.dimension)
+                state = CollectionState(self.db, record.id, config.hnsw, record.dimension, self.builder)
                 self._states[record.id] = state
             return state
 
@@ -201,60 +202,45 @@ class Engine(Reader, Namespaces):
 
     def _write(self, record: CollectionRecord, batch: RecordBatch, mode: str) -> int:
         state = self.state(record)
+        state.wait_for_room()
         with state.lock:
             self._require_live(record)
             if batch.embeddings is not None:
                 check_dimension(batch.embeddings, state.dimension, record.name)
             state.begin_write()
-            indexing = None
-            try:
-                with self.db.transaction() as conn:
-                    existing = existing_records(conn, record.id, batch.ids)
-                    if mode == "add" and existing:
-                        skipped = [i for i in batch.ids if i in existing]
-                        logger.warning("add: %d ids already exist and were skipped: %s", len(skipped), skipped[:10])
-                    if mode == "update":
-                        missing = [i for i in batch.ids if i not in existing]
-                        if missing:
-                            logger.error("update: %d ids do not exist and were skipped: %s", len(missing), missing[:10])
-                    new_positions = [p for p, i in enumerate(batch.ids) if i not in existing] if mode != "update" else []
-                    old_positions = [p for p, i in enumerate(batch.ids) if i in existing] if mode != "add" else []
-                    if new_positions and batch.embeddings is None:
-                        raise AssertionError("new records need embeddings")  # the Collection layer guarantees this
-                    first_vectors = state.dimension is None and batch.embeddings is not None and bool(new_positions)
-                    if first_vectors:  # the first write fixes the collection's dimension
-                        conn.execute(
-                            "UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id)
-                        )
-                    changed = changed_vectors(batch, old_positions, existing)
-                    first = next_label(conn)
-                    new_labels = np.arange(first, first + len(new_positions), dtype=np.int64)
-                    labels = np.concatenate(
-                        [new_labels, np.asarray([existing[batch.ids[p]][0] for p in changed], dtype=np.int64)]
+            with self.db.transaction() as conn:
+                existing = existing_records(conn, record.id, batch.ids)
+                if mode == "add" and existing:
+                    skipped = [i for i in batch.ids if i in existing]
+                    logger.warning("add: %d ids already exist and were skipped: %s", len(skipped), skipped[:10])
+                if mode == "update":
+                    missing = [i for i in batch.ids if i not in existing]
+                    if missing:
+                        logger.error("update: %d ids do not exist and were skipped: %s", len(missing), missing[:10])
+                new_positions = [p for p, i in enumerate(batch.ids) if i not in existing] if mode != "update" else []
+                old_positions = [p for p, i in enumerate(batch.ids) if i in existing] if mode != "add" else []
+                if new_positions and batch.embeddings is None:
+                    raise AssertionError("new records need embeddings")  # the Collection layer guarantees this
+                first_vectors = state.dimension is None and batch.embeddings is not None and bool(new_positions)
+                if first_vectors:  # the first write fixes the collection's dimension
+                    conn.execute(
+                        "UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id)
                     )
-                    positions = new_positions + changed
-                    vectors = batch.embeddings[positions] if positions else None
-                    if len(positions) >= OVERLAP_MIN_VECTORS:
-                        # Graph insertion (hnswlib, GIL released) runs while SQLite writes and syncs.
-                        # Readers cannot see it early: they wait for the collection lock we hold.
-                        indexing = self._pool.submit(state.index_for_write(vectors.shape[1]).upsert, labels, vectors)
-                    insert_records(conn, record.id, batch, new_positions, new_labels)
-                    update_records(conn, record.id, batch, old_positions, existing, set(changed))
-                    last_seq = log_changes(conn, record.id, labels, state.durable)
-            except BaseException:
-                if indexing is not None:  # the index may hold vectors SQLite rolled back: rebuild it
-                    concurrent.futures.wait([indexing])
-                    state.drop_caches()
-                raise
+                changed = changed_vectors(batch, old_positions, existing)
+                first = next_label(conn)
+                new_labels = np.arange(first, first + len(new_positions), dtype=np.int64)
+                labels = np.concatenate(
+                    [new_labels, np.asarray([existing[batch.ids[p]][0] for p in changed], dtype=np.int64)]
+                )
+                positions = new_positions + changed
+                vectors = batch.embeddings[positions] if positions else None
+                insert_records(conn, record.id, batch, new_positions, new_labels)
+                update_records(conn, record.id, batch, old_positions, existing, set(changed))
+                last_seq = log_changes(conn, record.id, labels, state.durable)
             if first_vectors:  # only once committed: a rolled-back first write leaves no dimension behind
                 state.dimension = batch.embeddings.shape[1]
-            indexed = indexing is not None
-            if indexed and indexing.exception() is not None:
-                # Committed, so acknowledged; the index is only a cache and reloads from SQLite.
-                logger.warning("collection %s: index update failed (%s); reloading it", record.name, indexing.exception())
-                state.drop_caches()
-            with span("retrieval.index", collection=record.name, records=len(labels), overlapped=indexed):
-                state.apply(labels, vectors, [], last_seq, count_delta=len(new_positions), indexed=indexed)
+            with span("retrieval.index", collection=record.name, records=len(labels)):
+                state.apply(labels, vectors, [], _first_seq(last_seq, len(labels)), last_seq, count_delta=len(new_positions))
             return len(new_positions) + len(old_positions)
 
     def delete(
@@ -282,7 +268,9 @@ class Engine(Reader, Namespaces):
                 conn.executemany(METADATA_INDEX_DELETE, [(label,) for label in labels])
                 conn.executemany(SPARSE_INDEX_DELETE_LABEL, [(label,) for label in labels])
                 last_seq = log_changes(conn, record.id, np.asarray(labels), state.durable)
-            state.apply(np.zeros(0, dtype=np.int64), None, labels, last_seq, count_delta=-len(labels))
+            state.apply(
+                np.zeros(0, dtype=np.int64), None, labels, _first_seq(last_seq, len(labels)), last_seq, count_delta=-len(labels)
+            )
             return len(labels)
 
     def _select_labels(self, conn, collection_id: str, ids, where, where_document) -> list[int]:
@@ -335,16 +323,17 @@ class Engine(Reader, Namespaces):
         for row in rows:
             record = _collection(row)
             state = self.state(record)
-            with state.lock:
+            state.wait_until_indexed(sweep=True)  # verify checks the graph itself: first the owed work
+            with state.graph_lock, state.lock:
                 reports.append(verify_collection(state, record, repair=repair, sample=sample))
         return reports
 
     # --------------------------------------------------------------- lifecycle
 
     def flush(self) -> None:
+        """Finish all owed graph work and checkpoint every collection: O(collections' size), explicit only."""
         for state in list(self._states.values()):
-            with state.lock:
-                state.flush()
+            state.flush()
 
     def reset(self) -> None:
         """Delete every collection and record."""
@@ -352,25 +341,36 @@ class Engine(Reader, Namespaces):
             states = list(self._states.values())
             self._states.clear()
         for state in states:
-            with state.lock:
+            state.cancelled = True
+            with state.graph_lock, state.lock:
                 state.destroy()
         with self.db.transaction() as conn:
             for (collection_id,) in conn.execute("SELECT id FROM collections").fetchall():
                 _delete_collection_rows(conn, collection_id)
                 self._deleted.add(collection_id)
                 if self.db.directory is not None:
-                    CollectionState(self.db, collection_id, CollectionConfig().hnsw, None).destroy()
+                    CollectionState(self.db, collection_id, CollectionConfig().hnsw, None, self.builder).destroy()
 
     def close(self) -> None:
+        """Stop the background builder (after its step in flight) and close the database.
+
+        Costs what changed, not what exists: nothing is swept or saved here. Acknowledged writes
+        are in SQLite and the oplog; the next open queues those the last checkpoint lacks.
+        """
         if self.closed:
             return
         try:
-            self.flush()
+            self.builder.stop()
         finally:
             self.closed = True
             self._states.clear()
-            self._pool.shutdown(wait=True)
             self.db.close()
+
+
+def _first_seq(last_seq: int, entries: int) -> int:
+    """The first oplog seq of a write that logged ``entries`` rows ending at ``last_seq`` (one writer:
+    a transaction's rows are consecutive); 0 where nothing is logged (in-memory collections)."""
+    return last_seq - entries + 1 if last_seq else 0
 
 
 _SELECT_COLLECTION = "SELECT id, name, tenant, database, configuration, metadata, dimension FROM collections"

@@ -70,6 +70,7 @@ class Manifest:
     stragglers: list = field(default_factory=list)  # labels the graph does not find (module docstring)
     changed_since_sweep: int = 0
     swept_size: int = 0
+    max_label: int | None = None  # the largest label the graph was given (None: written before it was kept)
 
 
 class CorruptIndexError(Exception):
@@ -94,16 +95,24 @@ class HnswIndex:
         self.stragglers = VectorMatrix(dim, config.space)
         self.changed_since_sweep = 0  # insertions and vector changes since the last sweep
         self.swept_size = 0  # live elements at the last sweep
+        self.max_label = -1  # the largest label ever inserted: larger ones are surely not in the graph
 
     # ------------------------------------------------------------------ writes
 
     def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Add new labels and replace the vectors of existing ones.
+        """Add new labels and replace the vectors of existing ones (``prepare`` + ``insert`` + ``note_inserted``).
 
         Deleted slots are not reused (hnswlib's slot reuse forgets which label it evicted);
         the engine compacts the index instead when too many elements are deleted.
         """
         labels = np.asarray(labels, dtype=np.int64)
+        self.prepare(labels)
+        self.insert(labels, vectors)
+        self.note_inserted(labels, vectors)
+
+    def prepare(self, labels: np.ndarray) -> None:
+        """Make room for ``labels`` and unmark the deleted ones among them. Not safe while searches
+        run (hnswlib's resize moves the graph): the background builder calls it under the collection lock."""
         revived = [int(label) for label in labels if int(label) in self.deleted]
         for label in revived:  # a label comes back only through replay; unmark so it is searchable again
             self.index.unmark_deleted(label)
@@ -112,20 +121,25 @@ class HnswIndex:
         if needed > self.index.max_elements:
             grown = max(needed, int(self.index.max_elements * self.config.resize_factor) + 1)
             self.index.resize_index(grown)
-        self.index.add_items(
-            np.asarray(vectors, dtype=np.float32),
-            labels,
-            num_threads=self.config.num_threads,
-        )
+
+    def insert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """hnswlib's insertion alone: safe while other threads search (hnswlib locks per element)."""
+        self.index.add_items(np.asarray(vectors, dtype=np.float32), labels, num_threads=self.config.num_threads)
+
+    def note_inserted(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Bookkeeping after ``insert`` (under the collection lock: searches read the stragglers)."""
         self.changed_since_sweep += len(labels)
+        if len(labels):
+            self.max_label = max(self.max_label, int(labels.max()))
         if self.stragglers.count:  # a straggler's new vector must be what the exact scan sees
-            known = np.fromiter((self.stragglers.contains(int(label)) for label in labels), dtype=bool, count=len(labels))
+            known = self.stragglers.has(labels)
             if known.any():
                 self.stragglers.upsert(labels[known], np.asarray(vectors, dtype=np.float32)[known])
 
     def remove(self, labels) -> None:
         for label in labels:
             label = int(label)
+            self.stragglers.remove(np.asarray([label], dtype=np.int64))  # a sweep may list one the graph lacks
             if label in self.deleted:
                 continue
             try:
@@ -133,7 +147,6 @@ class HnswIndex:
             except RuntimeError:  # not in the index: nothing to remove
                 continue
             self.deleted.add(label)
-            self.stragglers.remove(np.asarray([label], dtype=np.int64))
 
     @property
     def element_count(self) -> int:
@@ -157,7 +170,7 @@ class HnswIndex:
             if not len(rows):
                 return labels, dist
         extra_labels, extra_dist = self.stragglers.search(queries, k, rows)
-        return _merge_top_k(labels, dist, extra_labels, extra_dist, k)
+        return merge_top_k(labels, dist, extra_labels, extra_dist, k)
 
     def graph_search(self, queries: np.ndarray, k: int, filter_fn=None) -> tuple[np.ndarray, np.ndarray]:
         """hnswlib's top-k alone (what a sweep measures)."""
@@ -184,9 +197,8 @@ class HnswIndex:
                 faster than asking hnswlib (``get_items`` costs ~40 us a 512-d vector). By default
                 the vectors come from hnswlib.
 
-        Returns how many there are. Cost: a cheap pass at a small ef over every element, then the
-        ones it misses again at ``ef_search`` (a wider beam finds what a narrower one found), on
-        ``num_threads`` threads.
+        Returns how many there are. The background builder runs the same two halves
+        (``misses`` per page, then ``set_stragglers``) a page at a time.
         """
         if vector_chunks is None:
             live = self.labels()
@@ -194,20 +206,31 @@ class HnswIndex:
                 (live[start : start + _SWEEP_CHUNK], self.vectors(live[start : start + _SWEEP_CHUNK]))
                 for start in range(0, len(live), _SWEEP_CHUNK)
             )
-        missed: list[np.ndarray] = []
-        missed_vectors: list[np.ndarray] = []
+        missed: list[tuple[np.ndarray, np.ndarray]] = []
         live_count = 0
         for chunk, vectors in vector_chunks:
             live_count += len(chunk)
-            for ef in (*(e for e in _SWEEP_PREFILTER_EFS if e < self.config.ef_search), self.config.ef_search):
-                hit = self._graph_finds(chunk, vectors, ef)
-                chunk, vectors = chunk[~hit], vectors[~hit]
-            missed.append(chunk)
-            missed_vectors.append(vectors)
-        labels = np.concatenate(missed) if missed else np.zeros(0, dtype=np.int64)
+            missed.append(self.misses(chunk, vectors))
+        return self.set_stragglers(missed, live_count)
+
+    def misses(self, labels: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The elements among ``labels`` that a search for their own vector does not return.
+
+        Cost: a cheap pass at a small ef, then only its misses again at wider beams up to
+        ``ef_search`` (a wider beam finds what a narrower one found), on ``num_threads`` threads.
+        Changes the index's ef: callers exclude concurrent searches.
+        """
+        for ef in (*(e for e in _SWEEP_PREFILTER_EFS if e < self.config.ef_search), self.config.ef_search):
+            hit = self._graph_finds(labels, vectors, ef)
+            labels, vectors = labels[~hit], vectors[~hit]
+        return labels, vectors
+
+    def set_stragglers(self, missed: list[tuple[np.ndarray, np.ndarray]], live_count: int) -> int:
+        """Install a finished sweep's misses as the stragglers."""
         self.stragglers = VectorMatrix(self.dim, self.config.space)
+        labels = np.concatenate([m[0] for m in missed]) if missed else np.zeros(0, dtype=np.int64)
         if len(labels):
-            self.stragglers.upsert(labels, np.concatenate(missed_vectors))
+            self.stragglers.upsert(labels, np.concatenate([m[1] for m in missed]))
         self.changed_since_sweep = 0
         self.swept_size = live_count
         return len(labels)
@@ -260,6 +283,7 @@ class HnswIndex:
             stragglers=sorted(self.stragglers.labels.tolist()),
             changed_since_sweep=self.changed_since_sweep,
             swept_size=self.swept_size,
+            max_label=self.max_label,
         )
         _write_atomic(directory / MANIFEST_FILENAME, json.dumps(asdict(manifest), sort_keys=True).encode())
 
@@ -296,6 +320,11 @@ class HnswIndex:
         self.stragglers = VectorMatrix(dim, config.space)
         self.changed_since_sweep = manifest.changed_since_sweep
         self.swept_size = manifest.swept_size
+        if manifest.max_label is not None:
+            self.max_label = manifest.max_label
+        else:  # a checkpoint from before max_label was kept
+            ids = self.all_labels()
+            self.max_label = int(ids.max()) if len(ids) else -1
         try:
             stragglers = np.asarray(manifest.stragglers, dtype=np.int64)
             if len(stragglers):
@@ -329,7 +358,7 @@ class HnswIndex:
         return ids[~np.isin(ids, np.fromiter(self.deleted, dtype=np.int64))]
 
 
-def _merge_top_k(labels_a, dist_a, labels_b, dist_b, k: int) -> tuple[np.ndarray, np.ndarray]:
+def merge_top_k(labels_a, dist_a, labels_b, dist_b, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise union of two top-k lists (a label in both counts once), best k first."""
     dist_b = np.array(dist_b, dtype=np.float32)
     dist_b[(labels_b[:, :, None] == labels_a[:, None, :]).any(axis=2)] = np.inf  # already in a

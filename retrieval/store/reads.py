@@ -193,9 +193,8 @@ def _nearest(
 
 
 def _ann(state: CollectionState, queries: np.ndarray, k: int, filter_fn, candidates=None, cache_key=None):
-    index = state.index()
     try:
-        return index.search(queries, k, filter_fn)
+        return state.ann_search(queries, k, filter_fn, candidates)  # the graph plus its pending tail
     except RuntimeError:
         # hnswlib could not reach k elements (tiny ef, many deletions): answer exactly instead.
         return state.exact_search(queries, k, candidates, cache_key)

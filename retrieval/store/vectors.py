@@ -136,6 +136,18 @@ class VectorMatrix:
     def contains(self, label: int) -> bool:
         return label < len(self._row_of) and self._row_of[label] >= 0
 
+    def has(self, labels: np.ndarray) -> np.ndarray:
+        """Element-wise ``contains`` for an array of labels (any shape)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        inside = (labels >= 0) & (labels < len(self._row_of))
+        out = np.zeros(labels.shape, dtype=bool)
+        out[inside] = self._row_of[labels[inside]] >= 0
+        return out
+
+    def raw_rows(self, rows: np.ndarray) -> np.ndarray:
+        """A copy of the stored (space-prepared) vectors of ``rows``."""
+        return self._data[rows].copy()
+
     def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         """Add or replace; ``vectors`` are raw, preparation for the space happens here."""
         labels = np.asarray(labels, dtype=np.int64)

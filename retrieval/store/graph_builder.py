@@ -1,0 +1,125 @@
+"""The background thread that owes the HNSW graphs their work (DESIGN section 4).
+
+A write is acknowledged once SQLite commits it; its vectors wait in the collection's pending tail
+(pending.py), where queries find them by an exact scan. This thread does the rest, one bounded
+step at a time and never as a precondition for answering: insert pending vectors into the graph
+(hnswlib, several threads), mark pending deletions, sweep for cut-off records, checkpoint, compact.
+Each step is ``CollectionState.background_step``, run with the collection's ``graph_lock`` held, so
+an explicit ``flush()`` or ``verify()`` in another thread waits for the step in flight and then does
+the remaining work itself.
+
+One thread per engine serves all its collections in turn. Stopping it (``close()``) waits for the
+step in flight, which is small (a chunk of insertions, one page of a sweep) except a checkpoint's
+save; whatever is left stays in the oplog and is picked up by the next open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+logger = logging.getLogger("retrieval")
+
+
+class BackgroundWork(Protocol):
+    graph_lock: threading.Lock
+
+    def background_step(self, should_stop) -> bool:
+        """Do one bounded piece of owed work; True while more remains."""
+
+
+class GraphBuilder:
+    """Runs the owed graph work of every collection that asks for it (``wake``)."""
+
+    def __init__(self, name: str = "retrieval-graph"):
+        self._name = name
+        self._ready: dict[int, BackgroundWork] = {}  # insertion-ordered: round robin
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._paused = False
+        self._busy = False
+
+    def wake(self, work: BackgroundWork) -> None:
+        """Schedule ``work`` (idempotent); starts the thread on first use."""
+        with self._cv:
+            if self._stopping:
+                return
+            self._ready.setdefault(id(work), work)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+
+    def forget(self, work: BackgroundWork) -> None:
+        with self._cv:
+            self._ready.pop(id(work), None)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def running(self) -> bool:
+        """Whether queued work will be done without anyone else doing it (not paused or stopped)."""
+        return not self._stopping and not self._paused
+
+    def pause(self) -> None:
+        """Hold all background work (tests use it to observe the unindexed tail); ``resume`` restarts it."""
+        with self._cv:
+            self._paused = True
+            while self._busy:
+                self._cv.wait()
+
+    def resume(self) -> None:
+        with self._cv:
+            self._paused = False
+            self._cv.notify_all()
+
+    def idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is queued or in flight; False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._busy and (not self._ready or self._paused), timeout)
+
+    def stop(self) -> None:
+        """Finish the step in flight, then end the thread; queued work is left to the next open."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _should_stop(self) -> bool:
+        return self._stopping or self._paused
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stopping or (self._ready and not self._paused))
+                if self._stopping:
+                    self._busy = False
+                    self._cv.notify_all()
+                    return
+                key, work = next(iter(self._ready.items()))
+                del self._ready[key]
+                self._busy = True
+            more = False
+            if work.graph_lock.acquire(timeout=0.05):
+                try:
+                    more = work.background_step(self._should_stop)
+                except Exception:  # noqa: BLE001 - the graph is a cache: log, and let the collection reload it
+                    logger.warning("background index work failed", exc_info=True)
+                finally:
+                    work.graph_lock.release()
+            else:
+                more = True  # someone else (flush, verify) holds it: come back later
+            with self._cv:
+                self._busy = False
+                if more and not self._stopping:
+                    self._ready.setdefault(key, work)
+                self._cv.notify_all()
+
+
+__all__ = ["GraphBuilder"]

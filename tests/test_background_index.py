@@ -1,0 +1,155 @@
+"""Costs follow the change (issue 16): acknowledged writes are queryable before the graph holds them,
+close() and recovery neither sweep nor save, and the background builder catches up.
+
+The builder is paused where a test looks at the pending tail: what it asserts then is what a query
+sees between an acknowledgement and the builder's next step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import retrieval
+from retrieval.store import reads
+from retrieval.store.hnsw import HnswIndex
+
+from durability_model import check_index_matches_sql
+
+DIM = 16
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+@pytest.fixture
+def graph_path(monkeypatch):
+    """Every unfiltered query goes through graph + tail (no small-collection exact scan)."""
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts of the O(collection) operations: sweeps (self-queries) and checkpoint saves."""
+    counted = {"misses": 0, "save": 0}
+    for name in counted:
+        original = getattr(HnswIndex, name)
+
+        def counting(self, *args, _name=name, _original=original, **kwargs):
+            counted[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(HnswIndex, name, counting)
+    return counted
+
+
+@pytest.mark.parametrize("kind", ["ephemeral", "persistent"])
+def test_acknowledged_writes_are_found_before_the_graph_holds_them(tmp_path, graph_path, kind):
+    client = retrieval.EphemeralClient() if kind == "ephemeral" else retrieval.PersistentClient(str(tmp_path / "db"))
+    builder = client._backend.engine.builder
+    col = client.create_collection("tail", embedding_function=None, configuration={"hnsw": {"space": "l2"}})
+    X = _vectors(3000)
+    col.add(ids=[str(i) for i in range(2000)], embeddings=X[:2000], metadatas=[{"odd": i % 2} for i in range(2000)])
+    assert builder.idle(timeout=120)
+    builder.pause()
+    try:
+        col.add(ids=[str(i) for i in range(2000, 3000)], embeddings=X[2000:], metadatas=[{"odd": i % 2} for i in range(2000, 3000)])
+        col.update(ids=["5"], embeddings=X[2500:2501] + 0.001)  # a graph element's vector changes
+        col.delete(ids=["7", "2999"])  # one in the graph, one still pending
+        state = client._backend.engine.state(col._record)
+        assert len(state.pending) == 1000 and len(state.pending.deletes) == 2  # 1,000 new + "5" - "2999"
+        res = col.query(query_embeddings=X[2000:2010], n_results=1, include=["distances"])
+        assert [r[0] for r in res["ids"]] == [str(i) for i in range(2000, 2010)]
+        assert all(d[0] == 0.0 for d in res["distances"])
+        assert col.query(query_embeddings=X[2500:2501] + 0.001, n_results=2)["ids"][0][0] in {"5", "2500"}
+        assert "5" in col.query(query_embeddings=X[2500:2501] + 0.001, n_results=2)["ids"][0]
+        assert col.query(query_embeddings=X[5:6], n_results=1)["ids"][0] != ["5"]  # its old vector is stale
+        hits = col.query(query_embeddings=X[[7, 2999]], n_results=3)["ids"]
+        assert "7" not in hits[0] and "2999" not in hits[1]
+        filtered = col.query(query_embeddings=X[2001:2002], n_results=1, where={"odd": 1})
+        assert filtered["ids"] == [["2001"]]
+    finally:
+        builder.resume()
+    assert builder.idle(timeout=120)
+    if kind == "persistent":
+        check_index_matches_sql(client, col)
+    assert col.query(query_embeddings=X[2000:2010], n_results=1)["ids"] == [[str(i)] for i in range(2000, 2010)]
+    client.close()
+
+
+def test_close_after_a_small_write_neither_sweeps_nor_saves(tmp_path, graph_path, calls):
+    path = str(tmp_path / "db")
+    client = retrieval.PersistentClient(path)
+    col = client.create_collection("big", embedding_function=None)
+    X = _vectors(5000, seed=1)
+    col.add(ids=[str(i) for i in range(5000)], embeddings=X)
+    client._backend.engine.flush()  # a swept checkpoint of everything
+    client.close()
+
+    calls.update(misses=0, save=0)
+    client = retrieval.PersistentClient(path)
+    col = client.get_collection("big")
+    Y = _vectors(10, seed=2)
+    col.add(ids=[f"n{i}" for i in range(10)], embeddings=Y)
+    client.close()  # the builder may have inserted the 10: no sweep of the 5,000, no save
+    assert calls == {"misses": 0, "save": 0}
+
+    client = retrieval.PersistentClient(path)
+    builder = client._backend.engine.builder
+    builder.pause()  # recovery queues the 10 from the oplog; the first answers need no graph work
+    col = client.get_collection("big")
+    assert col.query(query_embeddings=Y, n_results=1)["ids"] == [[f"n{i}"] for i in range(10)]
+    state = client._backend.engine.state(col._record)
+    assert len(state.pending) == 10 and calls["save"] == 0
+    builder.resume()
+    client.close()
+
+
+def test_recovery_reads_only_the_oplog_after_the_checkpoint(tmp_path, graph_path, calls):
+    """A crash after a checkpoint: reopening queues what came after it, sweeps nothing, saves nothing,
+    and answers every acknowledged record from its first query."""
+    path = str(tmp_path / "db")
+    client = retrieval.PersistentClient(path)
+    col = client.create_collection("crashy", embedding_function=None)
+    X = _vectors(4000, seed=3)
+    col.add(ids=[str(i) for i in range(3000)], embeddings=X[:3000])
+    client._backend.engine.flush()
+    client._backend.engine.builder.pause()  # then 1,000 more that no graph or checkpoint holds
+    col.add(ids=[str(i) for i in range(3000, 4000)], embeddings=X[3000:])
+    col.delete(ids=["0", "3999"])
+    engine = client._backend.engine
+    engine.builder.stop()  # the process dies: no background work, nothing at exit
+    engine._states.clear()
+    engine.db.close()
+    retrieval.store.shared_engines.forget_all()
+
+    calls.update(misses=0, save=0)
+    client = retrieval.PersistentClient(path)
+    client._backend.engine.builder.pause()
+    col = client.get_collection("crashy")
+    assert col.count() == 3998
+    res = col.query(query_embeddings=X[[1, 2999, 3000, 3998]], n_results=1)["ids"]
+    assert res == [["1"], ["2999"], ["3000"], ["3998"]]
+    assert "0" not in col.query(query_embeddings=X[:1], n_results=3)["ids"][0]
+    state = client._backend.engine.state(col._record)
+    assert len(state.pending) == 999 and len(state.pending.deletes) == 2  # the oplog after the checkpoint
+    assert calls == {"misses": 0, "save": 0}
+    client._backend.engine.builder.resume()
+    assert client._backend.engine.builder.idle(timeout=120)
+    check_index_matches_sql(client, col)
+    client.close()
+
+
+def test_writers_wait_for_the_builder_when_the_tail_is_full(monkeypatch, graph_path):
+    from retrieval.store import collection_state
+
+    monkeypatch.setattr(collection_state, "PENDING_MAX_BYTES", 64 * DIM * 4)
+    client = retrieval.EphemeralClient()
+    col = client.create_collection("throttled", embedding_function=None)
+    X = _vectors(2000, seed=4)
+    for start in range(0, 2000, 100):
+        col.add(ids=[str(i) for i in range(start, start + 100)], embeddings=X[start : start + 100])
+        state = client._backend.engine.state(col._record)
+        assert state.pending.nbytes <= 64 * DIM * 4 + 100 * DIM * 4  # at most one batch over the cap
+    assert col.query(query_embeddings=X[:5], n_results=1)["ids"] == [[str(i)] for i in range(5)]
