@@ -119,7 +119,7 @@ def test_recovery_reads_only_the_oplog_after_the_checkpoint(tmp_path, graph_path
     col.add(ids=[str(i) for i in range(3000, 4000)], embeddings=X[3000:])
     col.delete(ids=["0", "3999"])
     engine = client._backend.engine
-    engine.builder.stop()  # the process dies: no background work, nothing at exit
+    engine.stop_background()  # the process dies: no background work, nothing at exit
     engine._states.clear()
     engine.db.close()
     retrieval.store.shared_engines.forget_all()

@@ -86,7 +86,7 @@ def run_child(path: str, mode: str, start: int, *, kill_after_acks: int | None =
 def simulate_crash(client) -> None:
     """Drop a client's engine the way a crash would: no closing checkpoint, lock released."""
     engine = client._backend.engine
-    engine.builder.stop()  # a dead process does no background work either
+    engine.stop_background()  # a dead process does no background work either
     engine._states.clear()
     engine.db.close()
     engine.closed = True

@@ -113,7 +113,7 @@ def test_checkpoint_and_oplog_replay(persist_dir, monkeypatch):
     col.upsert(ids=["id1", "new"], embeddings=[X[0] * 0, X[2]])
     # Simulate a crash: drop the engine without its closing checkpoint.
     engine = client._backend.engine
-    engine.builder.stop()  # a dead process does no background work either
+    engine.stop_background()  # a dead process does no background work either
     engine._states.clear()
     engine.db.close()
     retrieval.store.shared_engines.forget_all()

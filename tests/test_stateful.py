@@ -184,7 +184,7 @@ class StoreMachine(RuleBasedStateMachine):
         """No closing checkpoint: the oplog must carry everything since the last one."""
         engine = self.client._backend.engine
         engine._states.clear()
-        engine.builder.stop()  # a dead process does no background work either
+        engine.stop_background()  # a dead process does no background work either
         engine.db.close()
         engine.closed = True
         self.client._closed = True

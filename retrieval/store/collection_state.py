@@ -24,7 +24,7 @@ import numpy as np
 
 from retrieval.config import HnswConfig
 from retrieval.store.db import Database
-from retrieval.store.graph_builder import GraphBuilder
+from retrieval.store.graph_builder import GraphBuilder, shared_builder
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
 from retrieval.store.pending import PendingWrites
 from retrieval.store.vectors import VectorMatrix, search_chunks
@@ -81,7 +81,7 @@ class CollectionState:
         self, db: Database, collection_id: str, config: HnswConfig, dimension: int | None, builder: GraphBuilder | None = None
     ):
         self.db = db
-        self.builder = builder if builder is not None else GraphBuilder()
+        self.builder = builder if builder is not None else shared_builder()
         self.graph_lock = threading.Lock()  # held by whoever mutates the graph: the builder, flush, verify
         self.pending: PendingWrites | None = None  # acknowledged writes the graph does not hold yet
         self.cancelled = False  # the collection is being deleted: background work stops
@@ -594,6 +594,13 @@ class CollectionState:
             index = self._index
             if self.durable and index is not None and (self.backlog or index.changed_since_sweep or self._sweep_owed):
                 self.refresh_stragglers(index)
+
+    def stop_background(self) -> None:
+        """No more background work for this collection (its client closes): wait for the step in flight."""
+        self.cancelled = True
+        self.builder.forget(self)
+        with self.graph_lock:
+            pass
 
     def set_config(self, config: HnswConfig) -> None:
         self.config = config

@@ -24,7 +24,7 @@ from retrieval.errors import NotFoundError, UniqueConstraintError
 from retrieval.query.filter_sql import METADATA_INDEX_DELETE, compile_filter
 from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import Database, id_chunks
-from retrieval.store.graph_builder import GraphBuilder
+from retrieval.store.graph_builder import shared_builder
 from retrieval.store.namespaces import DEFAULT_DATABASE, DEFAULT_TENANT, Namespaces
 from retrieval.store.reads import Reader
 from retrieval.store.record_rows import (
@@ -64,7 +64,7 @@ class Engine(Reader, Namespaces):
         self._states: dict[str, CollectionState] = {}
         self._states_lock = threading.Lock()
         self._deleted: set[str] = set()  # ids of collections deleted while this engine was open
-        self.builder = GraphBuilder()  # one background thread for every collection's owed graph work
+        self.builder = shared_builder()  # the process's background thread for owed graph work
         self.closed = False
 
     # -------------------------------------------------------------- collections
@@ -351,8 +351,13 @@ class Engine(Reader, Namespaces):
                 if self.db.directory is not None:
                     CollectionState(self.db, collection_id, CollectionConfig().hnsw, None, self.builder).destroy()
 
+    def stop_background(self) -> None:
+        """Cancel this engine's owed graph work and wait for the step in flight (what a crash leaves)."""
+        for state in list(self._states.values()):
+            state.stop_background()
+
     def close(self) -> None:
-        """Stop the background builder (after its step in flight) and close the database.
+        """Stop the background work (after its step in flight) and close the database.
 
         Costs what changed, not what exists: nothing is swept or saved here. Acknowledged writes
         are in SQLite and the oplog; the next open queues those the last checkpoint lacks.
@@ -360,7 +365,7 @@ class Engine(Reader, Namespaces):
         if self.closed:
             return
         try:
-            self.builder.stop()
+            self.stop_background()
         finally:
             self.closed = True
             self._states.clear()

@@ -8,9 +8,11 @@ Each step is ``CollectionState.background_step``, run with the collection's ``gr
 an explicit ``flush()`` or ``verify()`` in another thread waits for the step in flight and then does
 the remaining work itself.
 
-One thread per engine serves all its collections in turn. Stopping it (``close()``) waits for the
-step in flight, which is small (a chunk of insertions, one page of a sweep) except a checkpoint's
-save; whatever is left stays in the oplog and is picked up by the next open.
+One thread per process serves every open collection in turn (a thread per client would be
+created and torn down with each client; measured: 45 MiB more RSS after 100 open/close cycles).
+Closing a client cancels its collections' work and waits for the step in flight, which is small (a
+chunk of insertions, one page of a sweep) except a checkpoint's save; whatever is left stays in
+the oplog and is picked up by the next open.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ logger = logging.getLogger("retrieval")
 
 class BackgroundWork(Protocol):
     graph_lock: threading.Lock
+    cancelled: bool  # set when the collection is closed or deleted: its work stops at the next page
 
     def background_step(self, should_stop) -> bool:
         """Do one bounded piece of owed work; True while more remains."""
@@ -37,15 +40,12 @@ class GraphBuilder:
         self._ready: dict[int, BackgroundWork] = {}  # insertion-ordered: round robin
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._stopping = False
         self._paused = False
         self._busy = False
 
     def wake(self, work: BackgroundWork) -> None:
         """Schedule ``work`` (idempotent); starts the thread on first use."""
         with self._cv:
-            if self._stopping:
-                return
             self._ready.setdefault(id(work), work)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
@@ -57,13 +57,9 @@ class GraphBuilder:
             self._ready.pop(id(work), None)
 
     @property
-    def stopping(self) -> bool:
-        return self._stopping
-
-    @property
     def running(self) -> bool:
-        """Whether queued work will be done without anyone else doing it (not paused or stopped)."""
-        return not self._stopping and not self._paused
+        """Whether queued work will be done without anyone else doing it (not paused)."""
+        return not self._paused
 
     def pause(self) -> None:
         """Hold all background work (tests use it to observe the unindexed tail); ``resume`` restarts it."""
@@ -82,33 +78,18 @@ class GraphBuilder:
         with self._cv:
             return self._cv.wait_for(lambda: not self._busy and (not self._ready or self._paused), timeout)
 
-    def stop(self) -> None:
-        """Finish the step in flight, then end the thread; queued work is left to the next open."""
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    def _should_stop(self) -> bool:
-        return self._stopping or self._paused
-
     def _run(self) -> None:
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: self._stopping or (self._ready and not self._paused))
-                if self._stopping:
-                    self._busy = False
-                    self._cv.notify_all()
-                    return
+                self._cv.wait_for(lambda: self._ready and not self._paused)
                 key, work = next(iter(self._ready.items()))
                 del self._ready[key]
                 self._busy = True
             more = False
             if work.graph_lock.acquire(timeout=0.05):
                 try:
-                    more = work.background_step(self._should_stop)
+                    if not work.cancelled:
+                        more = work.background_step(lambda: self._paused or work.cancelled)
                 except Exception:  # noqa: BLE001 - the graph is a cache: log, and let the collection reload it
                     logger.warning("background index work failed", exc_info=True)
                 finally:
@@ -117,9 +98,22 @@ class GraphBuilder:
                 more = True  # someone else (flush, verify) holds it: come back later
             with self._cv:
                 self._busy = False
-                if more and not self._stopping:
+                if more and not work.cancelled:
                     self._ready.setdefault(key, work)
                 self._cv.notify_all()
 
 
-__all__ = ["GraphBuilder"]
+_shared: GraphBuilder | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_builder() -> GraphBuilder:
+    """The process's builder (its thread starts with the first work)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = GraphBuilder()
+        return _shared
+
+
+__all__ = ["GraphBuilder", "shared_builder"]
