@@ -276,7 +276,11 @@ def _pillow_errors(uri: str) -> Iterator[None]:
             "raise that limit as well as this loader's max_pixels)",
             uri=uri,
         ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object, not the file
+        raise LoadError(
+            f"cannot decode {uri!r} as an image: not a format Pillow can read (is it an image file?)", uri=uri
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise LoadError(
             f"cannot decode {uri!r} as an image: {type(exc).__name__}: {exc}", uri=uri
         ) from exc

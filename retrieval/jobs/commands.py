@@ -64,6 +64,7 @@ def _check(args: argparse.Namespace) -> str | None:
 
 def _summary(stats: Any, report: str) -> str:
     from retrieval.jobs.index_job import write_report
+    from retrieval.jobs.summary import pace
 
     parts = [f"{stats.already_stored} already stored"]
     if stats.failed:
@@ -71,7 +72,7 @@ def _summary(stats: Any, report: str) -> str:
         parts.append(f"{len(stats.failed)} skipped as unreadable (reasons in {report})")
     else:
         parts.append("0 skipped")
-    return f"{'; '.join(parts)}; {stats.rate:.1f} images/s over {stats.seconds:.1f} s"
+    return f"{'; '.join(parts)}; {pace(stats.written + len(stats.failed), stats.seconds, 'image')}"
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -79,6 +80,7 @@ def run_index(args: argparse.Namespace) -> int:
     from retrieval.errors import RetrievalError
     from retrieval.jobs.index_job import index_items, open_target
     from retrieval.jobs.sources import list_source
+    from retrieval.jobs.summary import count
 
     problem = _check(args)
     if problem is None and (args.source is None) == (args.from_parquet is None):
@@ -110,7 +112,7 @@ def run_index(args: argparse.Namespace) -> int:
             loader.set_runtime_options(max_workers=args.workers)
         stats = index_items(items, collection, ef, loader, batch_size=args.batch_size, progress=not args.quiet)
         report = args.report or f"index-report-{args.collection}.jsonl"
-        print(f"indexed {stats.written} images into collection {args.collection!r} at {where} "
+        print(f"indexed {count(stats.written, 'image')} into collection {args.collection!r} at {where} "
               f"({collection.count()} total); {_summary(stats, report)}")
     except _user_errors() as exc:  # a bad name, model or option: say so, no traceback
         print(f"error: {exc}", file=sys.stderr)
@@ -127,6 +129,7 @@ def _index_parquet(args: argparse.Namespace) -> int:
     from retrieval.errors import RetrievalError
     from retrieval.jobs.index_job import open_target, stored_ids
     from retrieval.jobs.parquet import read_shards
+    from retrieval.jobs.summary import count, pace
 
     client = open_target(args.path, args.host, args.port)
     where = f"{args.host}:{args.port}" if args.host else args.path
@@ -150,8 +153,8 @@ def _index_parquet(args: argparse.Namespace) -> int:
                                metadatas=[{"file": ids[i]} for i in keep])
                 written += len(keep)
         seconds = time.perf_counter() - started
-        print(f"indexed {written} images into collection {args.collection!r} at {where} ({collection.count()} "
-              f"total); {skipped} already stored; {written / max(seconds, 1e-9):.1f} records/s over {seconds:.1f} s")
+        print(f"indexed {count(written, 'image')} into collection {args.collection!r} at {where} "
+              f"({collection.count()} total); {skipped} already stored; {pace(written, seconds, 'image')}")
     except (*_user_errors(), ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -173,6 +176,7 @@ def run_embed(args: argparse.Namespace) -> int:
     from retrieval.jobs.index_job import embed_items
     from retrieval.jobs.parquet import ShardWriter
     from retrieval.jobs.sources import list_source
+    from retrieval.jobs.summary import count
 
     problem = _check(args)
     if problem:
@@ -192,6 +196,6 @@ def run_embed(args: argparse.Namespace) -> int:
     writer = ShardWriter(args.out, ef)
     stats = embed_items(items, ef, _loader(args), writer, batch_size=args.batch_size, progress=not args.quiet)
     report = args.report or os.path.join(args.out, "embed-report.jsonl")
-    print(f"embedded {stats.written} images into {args.out} ({len(writer.existing_ids)} total); "
+    print(f"embedded {count(stats.written, 'image')} into {args.out} ({len(writer.existing_ids)} total); "
           f"{_summary(stats, report)}")
     return 0
