@@ -10,6 +10,9 @@ folder, never in the checkout. Two first lines change what happens to a block:
 - ``# needs the server above: ...``: runs against a real ``retrieval run`` serving ``./data`` with the
   gallery indexed, as the README's commands before it make it; the one liberty taken is the port: the
   README's 8000 becomes a free one, so the test cannot meet another server.
+
+A top-level expression followed by a comment that is a Python literal (``...["ids"]   # [['r']]``) must
+evaluate to that literal, so the outputs the README shows stay true.
 """
 
 from __future__ import annotations
@@ -62,12 +65,32 @@ def python_blocks(markdown: str) -> list[Block]:
 
 
 # Runs in the child: each block compiled as README.md with its own line numbers, so a failure's
-# traceback points at the README line.
+# traceback points at the README line. A top-level expression whose comment is a Python literal
+# (``col.query(...)["ids"]   # [['r']]``) must evaluate to that literal: the README's outputs stay true.
 RUNNER = """
-import json, sys
+import ast, io, json, sys, tokenize
+
+def literal_comments(source):
+    found = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            try:
+                found[tok.start[0]] = ast.literal_eval(tok.string[1:].strip())
+            except (ValueError, SyntaxError):
+                pass
+    return found
+
 namespace = {"__name__": "__main__"}
 for line, code in json.load(open(sys.argv[1])):
-    exec(compile("\\n" * (line - 1) + code, "README.md", "exec"), namespace)
+    source = "\\n" * (line - 1) + code
+    expected = literal_comments(source)
+    for node in ast.parse(source, "README.md").body:
+        if isinstance(node, ast.Expr) and node.end_lineno in expected:
+            got = eval(compile(ast.Expression(node.value), "README.md", "eval"), namespace)
+            want = expected[node.end_lineno]
+            assert got == want, f"README.md:{node.end_lineno} says {want!r}; got {got!r}"
+        else:
+            exec(compile(ast.Module([node], []), "README.md", "exec"), namespace)
     print(f"README.md:{line} ran", flush=True)
 """
 
