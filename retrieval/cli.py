@@ -4,6 +4,12 @@
     retrieval query "a red circle" --path .chroma --collection gallery -n 5
     retrieval list --path .chroma
     retrieval doctor --path .chroma [--repair]
+    retrieval run --path .chroma --port 8000
+
+A mistake is one line on stderr, ``error: ...``, naming the bad value and the command that fixes it
+(exit 2; a failed job exits 1), and nothing is written: arguments are checked first, and the commands
+that only read (``list``, ``query``, ``doctor``) never create a store. ``--debug`` (or
+``RETRIEVAL_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
@@ -154,6 +160,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     if getattr(args, "collection", None) is not None:
         validate_collection_name(args.collection)
+    port = getattr(args, "port", None)
+    if port is not None and not 0 < port < 65536:
+        raise CliError(f"--port must be 1-65535; got {port}")
     if args.command == "query":
         if not args.text and not args.image:
             raise CliError('give a text query or --image PATH: `retrieval query "a red circle"`')

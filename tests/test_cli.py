@@ -92,6 +92,7 @@ def test_query_image_missing_or_corrupt_is_one_line(gallery_db, tmp_path, capsys
     (["query"], "give a text query or --image PATH"),
     (["query", "a red circle", "-n", "many"], "invalid int value: 'many'"),
     (["doctor", "--sample", "0"], "--sample must be a positive integer"),
+    (["run", "--port", "70000"], "--port must be 1-65535; got 70000"),
 ])
 def test_bad_arguments_are_usage_errors(gallery_db, capsys, argv, needle):
     assert main([*argv, "--path", gallery_db]) == 2
