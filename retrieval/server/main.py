@@ -118,6 +118,9 @@ def serve(config: ServerConfig, *, allow_unauthenticated: bool = False) -> None:
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # flush the last spans to the collector
 
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    # uvicorn names the address only when it binds the socket itself; here we did.
+    logger.info("retrieval run: serving %s at http://%s:%d/ (Ctrl-C or SIGTERM to stop)", config.path, host, config.port)
     try:
         app = create_app(backend, config, on_shutdown=close)
         # uvicorn handles SIGTERM and SIGINT: stop accepting, finish in-flight requests, run the
