@@ -99,10 +99,14 @@ def test_bad_arguments_are_usage_errors(gallery_db, capsys, argv, needle):
     assert needle in _error(capsys)
 
 
-def test_index_refuses_a_bad_collection_name_before_creating_the_database(tmp_path, capsys):
+@pytest.mark.parametrize("option, needle", [
+    (["--collection", "ab"], "'ab'"),
+    (["--model", "no-such-model"], "'no-such-model'"),
+])
+def test_index_refuses_a_bad_name_or_model_before_creating_the_database(tmp_path, capsys, option, needle):
     path = tmp_path / "db"
-    assert main(["index", str(gallery_dir()), "--path", str(path), "--collection", "ab", "--quiet"]) == 2
-    assert "'ab'" in _error(capsys)
+    assert main(["index", str(gallery_dir()), "--path", str(path), "--quiet", "--device", "cpu", *option]) == 2
+    assert needle in _error(capsys)
     assert not path.exists()
 
 

@@ -96,13 +96,18 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        ef = _embedding_function(args)
+        ef(["probe"])  # load the model now: a bad --model or --device fails before the store is created
+    except _user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         client = open_target(args.path, args.host, args.port)
     except (RetrievalError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     where = f"{args.host}:{args.port}" if args.host else args.path
     try:
-        ef = _embedding_function(args)
         collection = client.get_or_create_collection(
             args.collection, embedding_function=ef, data_loader=_loader(args),
             configuration={"hnsw": {"space": "cosine"}},
