@@ -160,6 +160,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     if getattr(args, "collection", None) is not None:
         validate_collection_name(args.collection)
+    path = getattr(args, "path", None)
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise CliError(f"--path {path!r} is a file; give the folder of a store (a new folder for a new one)")
     port = getattr(args, "port", None)
     if port is not None and not 0 < port < 65536:
         raise CliError(f"--port must be 1-65535; got {port}")

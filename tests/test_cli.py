@@ -102,10 +102,13 @@ def test_bad_arguments_are_usage_errors(gallery_db, capsys, argv, needle):
 @pytest.mark.parametrize("option, needle", [
     (["--collection", "ab"], "'ab'"),
     (["--model", "no-such-model"], "'no-such-model'"),
+    (["--from-parquet", "EMPTY"], "no .parquet shards"),
 ])
 def test_index_refuses_a_bad_name_or_model_before_creating_the_database(tmp_path, capsys, option, needle):
     path = tmp_path / "db"
-    assert main(["index", str(gallery_dir()), "--path", str(path), "--quiet", "--device", "cpu", *option]) == 2
+    option = [str(tmp_path) if o == "EMPTY" else o for o in option]  # a folder without shards
+    source = [] if "--from-parquet" in option else [str(gallery_dir())]
+    assert main(["index", *source, "--path", str(path), "--quiet", "--device", "cpu", *option]) == 2
     assert needle in _error(capsys)
     assert not path.exists()
 
@@ -122,6 +125,15 @@ def test_list_while_another_process_holds_the_path(gallery_db, capsys):
     finally:
         holder.stdin.close()  # it closes its client and exits
         holder.wait(timeout=60)
+
+
+@pytest.mark.parametrize("command", [["run"], ["list"], ["index", str(gallery_dir())]])
+def test_a_path_that_is_a_file_is_refused(tmp_path, capsys, command):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main([*command, "--path", str(afile)]) == 2
+    assert f"--path {str(afile)!r} is a file" in _error(capsys)
+    assert afile.read_text() == "mine"
 
 
 def test_run_with_a_missing_config_or_a_taken_port_writes_nothing(tmp_path, capsys):

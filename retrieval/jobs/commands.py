@@ -133,9 +133,12 @@ def _index_parquet(args: argparse.Namespace) -> int:
     from embedders import build_embedding_function
     from retrieval.errors import RetrievalError
     from retrieval.jobs.index_job import open_target, stored_ids
-    from retrieval.jobs.parquet import read_shards
+    from retrieval.jobs.parquet import read_shards, shard_paths
     from retrieval.jobs.summary import count, pace
 
+    if not shard_paths(args.from_parquet):  # refused before the store is created
+        print(f"error: no .parquet shards in {args.from_parquet!r} (write some with `retrieval embed`)", file=sys.stderr)
+        return 2
     client = open_target(args.path, args.host, args.port)
     where = f"{args.host}:{args.port}" if args.host else args.path
     started, written, skipped, collection = time.perf_counter(), 0, 0, None
