@@ -245,6 +245,7 @@
   }
 
   function searchImageFile(file) {
+    if ($("search").classList.contains("off")) return; // not connected yet: the notice says what to do
     if (!file || !file.type.startsWith("image/")) {
       notice(`${esc(file ? file.name : "That")} is not an image file.`, "error");
       return;
