@@ -58,6 +58,8 @@ import scale_report  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "scale_worker.py"
 SYSTEMS = ("ours", "lance", "lance-flat", "chroma")
+DISTS = ("clustered", "gaussian")
+CHROMA_PYTHONS = ["/tmp/chroma-peer/bin/python", "/tmp/chroma-peer2/bin/python"]
 KILL_ROWS = 10 + 5_000  # rows beyond N: the 10-record write and the killed writer's batch
 
 
@@ -97,11 +99,13 @@ def measure(n: int, dist: str, args, pythons: dict[str, str], workdir: Path) -> 
     truth = scale_data.exact_top_k(vectors, args.d, queries, 0, n)
     nf = min(args.filter_queries, args.queries)
     windows = scale_data.filter_windows(n, nf, args.seed)
-    filter_truth = np.concatenate(
-        [scale_data.exact_top_k(vectors, args.d, queries[j : j + 1], int(lo), int(hi)) for j, (lo, hi) in enumerate(windows)]
-    )
+    filter_truth = np.concatenate([
+        scale_data.exact_top_k(vectors, args.d, queries[j : j + 1], int(lo), int(hi))
+        for j, (lo, hi) in enumerate(windows)
+    ])
     query_file = workdir / f"{dist}-{n}-queries.npz"
-    np.savez(query_file, queries=queries, truth=truth, filter_queries=queries[:nf], filter_windows=windows, filter_truth=filter_truth)
+    np.savez(query_file, queries=queries, truth=truth,
+             filter_queries=queries[:nf], filter_windows=windows, filter_truth=filter_truth)
     log(f"== N={n:,} {dist}: data, queries and exact ground truth in {time.perf_counter() - t:.1f} s")
     run = {"n": n, "dist": dist, "d": args.d, "raw_bytes": n * args.d * 4,
            "top1_is_source": round(float(np.mean(truth[:, 0] == sources)), 3), "systems": {}}
@@ -179,22 +183,29 @@ def python_for(system: str, args) -> str:
         return args.ours_python
     if system in ("lance", "lance-flat"):
         return _usable(args.lance_python, "lancedb")
-    candidates = [args.chroma_python] if args.chroma_python else ["/tmp/chroma-peer/bin/python", "/tmp/chroma-peer2/bin/python"]
+    candidates = [args.chroma_python] if args.chroma_python else CHROMA_PYTHONS
     for python in candidates:
-        if Path(python).exists() and subprocess.run([python, "-c", "import chromadb"], capture_output=True).returncode == 0:
+        if _imports(python, "chromadb"):
             return python
     sys.exit(f"error: no chromadb in {' or '.join(candidates)}; create the venv (see `python bench/scale.py --help`) "
              "or leave chroma out with --systems ours,lance,lance-flat")
 
 
 def _usable(python: str, module: str) -> str:
-    if not Path(python).exists() or subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode:
+    if not _imports(python, module):
         sys.exit(f"error: {python} cannot import {module}; create the venv (see `python bench/scale.py --help`)")
     return python
 
 
+def _imports(python: str, module: str) -> bool:
+    if not Path(python).exists():
+        return False
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
 def machine() -> dict:
-    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "started": started}
     try:
         info["mem_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
@@ -205,7 +216,8 @@ def machine() -> dict:
 def brief(result: dict) -> str:
     if "error" in result:
         return "ERROR " + result["error"][-300:]
-    keys = ("records_per_s", "open_first_query_s", "query_p50_ms", "recall_at_10", "close_s", "add_s", "killed_batch_found")
+    keys = ("records_per_s", "open_first_query_s", "query_p50_ms", "recall_at_10", "close_s", "add_s",
+            "killed_batch_found")
     return " ".join(f"{k}={result[k]}" for k in keys if k in result)
 
 
@@ -244,12 +256,14 @@ def parse_args(argv: list[str] | None):
         ap.error(f"--n {args.n!r}: give comma-separated integers, e.g. --n 100000,300000")
     args.dist = [x for x in args.dist.split(",") if x]
     args.systems = [x for x in args.systems.split(",") if x]
-    for value, allowed, flag in ((args.dist, ("clustered", "gaussian"), "--dist"), (args.systems, SYSTEMS, "--systems")):
+    for value, allowed, flag in ((args.dist, DISTS, "--dist"), (args.systems, SYSTEMS, "--systems")):
         bad = [x for x in value if x not in allowed]
         if bad:
             ap.error(f"{flag} {bad[0]!r}: choose from {', '.join(allowed)}")
     if min(args.n, default=0) < max(args.batch, 1000):
         ap.error(f"--n {min(args.n)}: each N must be at least the batch size ({args.batch}) and 1000")
+    if min(args.n) < args.queries:
+        ap.error(f"--queries {args.queries}: at most the smallest N ({min(args.n)}), one stored vector per query")
     return args
 
 

@@ -32,14 +32,16 @@ class Workload:
 
     def generate(self, path: Path, rows: int) -> None:
         """Write ``rows`` unit vectors to ``path``, CHUNK_ROWS at a time (bounded memory at 1M)."""
-        centres = _unit(np.random.default_rng([self.seed, 0]).standard_normal((self.clusters, self.d), dtype=np.float32))
+        rng = np.random.default_rng([self.seed, 0])
+        centres = _unit(rng.standard_normal((self.clusters, self.d), dtype=np.float32))
+        spread = np.float32(self.noise / np.sqrt(self.d))
         with open(path, "wb") as out:
             for chunk, lo in enumerate(range(0, rows, CHUNK_ROWS)):
                 count = min(CHUNK_ROWS, rows - lo)
                 rng = np.random.default_rng([self.seed, 1, chunk])
                 noise = rng.standard_normal((count, self.d), dtype=np.float32)
                 if self.dist == "clustered":
-                    x = centres[rng.integers(0, self.clusters, count)] + noise * np.float32(self.noise / np.sqrt(self.d))
+                    x = centres[rng.integers(0, self.clusters, count)] + noise * spread
                 elif self.dist == "gaussian":
                     x = noise
                 else:

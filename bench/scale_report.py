@@ -10,6 +10,8 @@ FULL_SPEED_WINDOW = 9  # ... for the median of the next 9 queries (and of all th
 # key, label, better ("low" or "high"), format
 METRICS = [
     ("ingest_records_per_s", "ingest until queryable (records/s)", "high", "{:,.0f}"),
+    ("ingest_p50_ms", "query p50 just after ingest (ms)", "low", "{:.2f}"),
+    ("ingest_full_speed_s", "queryable to full speed after ingest (s)", "low", "{:.2f}"),
     ("ingest_close_s", "close after ingest (s)", "low", "{:.2f}"),
     ("write10_close_s", "close after a 10-record write (s)", "low", "{:.3f}"),
     ("kill9_open_first_query_s", "kill -9 after add: open + first query (s)", "low", "{:.3f}"),
@@ -34,13 +36,15 @@ def metrics(phases: dict, raw_bytes: int) -> dict:
     steady = opened.get("query_p50_ms")
     out = {
         "ingest_records_per_s": ingest.get("records_per_s"),
+        "ingest_p50_ms": ingest.get("p50_first_50_after_ms"),
+        "ingest_full_speed_s": full_speed_s(ingest.get("trace"), steady, start=0.0),
         "ingest_close_s": ingest.get("close_s"),
         "write10_close_s": write10.get("close_s"),
         "kill9_open_first_query_s": recovered.get("open_first_query_s"),
-        "kill9_full_speed_s": full_speed_s(recovered, steady),
+        "kill9_full_speed_s": full_speed_s(recovered.get("trace"), steady, recovered.get("open_first_query_s")),
         "kill9_found": _found(recovered),
         "open_first_query_s": opened.get("open_first_query_s"),
-        "open_full_speed_s": full_speed_s(opened, steady),
+        "open_full_speed_s": full_speed_s(opened.get("trace"), steady, opened.get("open_first_query_s")),
         "query_p50_ms": steady,
         "recall_at_10": opened.get("recall_at_10"),
         "filter_p50_ms": opened.get("filter_p50_ms"),
@@ -55,24 +59,23 @@ def metrics(phases: dict, raw_bytes: int) -> dict:
     return out
 
 
-def full_speed_s(opened: dict, steady_p50_ms: float | None) -> float | str | None:
-    """Seconds from the start of open until queries run at full speed, read from the latency trace.
+def full_speed_s(trace: list | None, steady_p50_ms: float | None, start: float | None) -> float | str | None:
+    """Seconds until queries run at full speed, read from a latency trace ([time, latency] pairs).
 
     Full speed starts at the first traced query from which both the median of the next
     FULL_SPEED_WINDOW queries and the median of the whole rest of the trace are under
     FULL_SPEED_FACTOR x the steady p50 (two medians, so that one stall of a shared machine neither
-    hides a slow phase nor postpones the answer); if that holds from the first traced query, it is the
-    time of the first answer. A string when the trace never got there (a longer ``--settle-s`` may
-    show when it does); None without a trace.
+    hides a slow phase nor postpones the answer); if that holds from the first traced query, it is
+    ``start`` (the time of the first answer). A string when the trace never got there (a longer
+    ``--settle-s`` may show when it does); None without a trace.
     """
-    trace = opened.get("trace")
     if not trace or steady_p50_ms is None or len(trace) < FULL_SPEED_WINDOW:
         return None
     limit = FULL_SPEED_FACTOR * steady_p50_ms / 1000
     latencies = np.array([lat for _, lat in trace])
     for j in range(len(trace) - FULL_SPEED_WINDOW + 1):
         if np.median(latencies[j : j + FULL_SPEED_WINDOW]) <= limit and np.median(latencies[j:]) <= limit:
-            return opened["open_first_query_s"] if j == 0 else trace[j][0]
+            return start if j == 0 else trace[j][0]
     return f"> {trace[-1][0]:.1f}"
 
 
@@ -94,7 +97,8 @@ def print_run(run: dict) -> None:
     for s in systems:
         for e in run["systems"][s]["metrics"].get("errors", []):
             print(f"  {s} failed: {e[:60]} ... {e[-500:]}")
-    print("  ↑ higher is better, ↓ lower; ours/peer < 1 means ours takes less (time, bytes), > 1 means more (rate, recall)")
+    print("  ↑ higher is better, ↓ lower; ours/peer < 1: ours takes less (time, bytes), > 1: more (rate, recall);")
+    print("  '> t': not back under 1.5x the clean p50 within the trace (--settle-s)")
 
 
 def print_growth(runs: list[dict]) -> None:
@@ -145,7 +149,11 @@ def _ratio(a, b) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(map(str, cells), widths))]
+        return "| " + " | ".join(padded) + " |"
+
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:

@@ -5,7 +5,8 @@
 Roles, in the order ``scale.py`` runs them on one store:
 
 - ``ingest``: add rows ``0:n`` in batches from Python, then (LanceDB) build the index, then query for the
-  last row's vector until it is found: that wall time is "ingest until queryable". Then close (timed).
+  last row's vector until it is found: that wall time is "ingest until queryable". Then a latency trace
+  for ``--settle-s`` (background indexing may still run) and close (timed).
 - ``open``: open the clean store and answer a first query (timed), keep querying for ``--settle-s`` to
   record how latency evolves (the trace), then query p50 / recall@10 and the cold-filter p50 / recall.
 - ``write10``: open, add 10 new rows, time ``close()``.
@@ -75,6 +76,8 @@ def ingest(store, args) -> dict:
     tries = _until_found(store, last, args.n - 1, args.queryable_timeout)
     found_s = time.perf_counter() - t
     total = spent + finish_s + found_s
+    # Latency from the moment it is queryable: slower while background indexing still runs.
+    trace = _trace(store, np.load(args.queries)["queries"], args.settle_s, since=time.perf_counter())
     t = time.perf_counter()
     store.close()
     return {
@@ -85,6 +88,8 @@ def ingest(store, args) -> dict:
         "ingest_until_queryable_s": round(total, 3),
         "records_per_s": round(args.n / total, 1) if tries else None,
         "batch_s_first_last_max": [round(batch_s[0], 3), round(batch_s[-1], 3), round(max(batch_s), 3)],
+        "p50_first_50_after_ms": _p50_ms([lat for _, lat in trace[:50]]) if trace else None,
+        "trace": trace,
         "close_s": round(time.perf_counter() - t, 3),
     }
 
@@ -163,13 +168,7 @@ def _open_and_trace(store, args, first, queries, expect: int | None = None) -> d
     opened = time.perf_counter()
     rows = store.query(first, scale_data.K)
     answered = time.perf_counter()
-    trace = []
-    i = 0
-    while time.perf_counter() - answered < args.settle_s:
-        t = time.perf_counter()
-        store.query(queries[i % len(queries)], scale_data.K)
-        trace.append([round(t - t0, 4), round(time.perf_counter() - t, 6)])
-        i += 1
+    trace = _trace(store, queries, args.settle_s, since=t0)
     out = {
         "open_s": round(opened - t0, 4),
         "first_query_s": round(answered - opened, 4),
@@ -179,6 +178,16 @@ def _open_and_trace(store, args, first, queries, expect: int | None = None) -> d
     if expect is not None:
         out["first_query_found_own_row"] = expect in rows
     return out
+
+
+def _trace(store, queries: np.ndarray, seconds: float, since: float) -> list[list[float]]:
+    """Query for ``seconds``: [seconds since ``since`` when each query started, its latency]."""
+    trace = []
+    stop = time.perf_counter() + seconds
+    while (t := time.perf_counter()) < stop:
+        store.query(queries[len(trace) % len(queries)], scale_data.K)
+        trace.append([round(t - since, 4), round(time.perf_counter() - t, 6)])
+    return trace
 
 
 def _until_found(store, vector: np.ndarray, row: int, timeout: float) -> int:
