@@ -11,17 +11,27 @@ recognises what it already stored:
   (a ``.txt`` list holds one URI per line; blank lines and ``#`` comments are skipped).
 
 A local path becomes an absolute path URI; a remote one keeps its protocol.
+
+A folder or glob listing also gives each item its :class:`~retrieval.jobs.fingerprint.Fingerprint`
+(fsspec's detailed listing: one stat per file, no read); :func:`stat_items` stats the items
+of a list. The other columns of a CSV/Parquet list become the item's ``columns``, stored as
+record metadata (CSV cells that read as numbers become numbers; empty cells are left out).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from retrieval.errors import InvalidArgumentError
+from retrieval.jobs.fingerprint import ID_KEY, RESERVED_PREFIX, Fingerprint
 
-__all__ = ["IMAGE_SUFFIXES", "LIST_SUFFIXES", "SourceItem", "list_source"]
+__all__ = ["IMAGE_SUFFIXES", "LIST_SUFFIXES", "SourceItem", "list_source", "stat_items"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
@@ -31,10 +41,16 @@ URI_COLUMNS = ("uri", "url", "path", "filepath", "image_path", "image")
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One image to process: its record id and the URI the loader reads."""
+    """One image to process: its record id, the URI the loader reads, what the listing knows of it.
+
+    ``fingerprint`` is ``None`` until known (a list's items before :func:`stat_items`, or a
+    file that could not be stat'ed); ``columns`` are a list's extra columns.
+    """
 
     id: str
     uri: str
+    fingerprint: Fingerprint | None = None
+    columns: Mapping[str, Any] = field(default_factory=dict)
 
 
 def list_source(source: str) -> list[SourceItem]:
@@ -59,21 +75,23 @@ def list_source(source: str) -> list[SourceItem]:
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(source)
+    fs.invalidate_cache()  # a watch lists again and again: never answer from a stale listing
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     local = protocol in ("file", "local")
 
     def to_uri(p: str) -> str:
         return os.path.abspath(p) if local else fs.unstrip_protocol(p)
 
+    def listed(found: Mapping[str, Mapping[str, Any]], root: str) -> list[SourceItem]:
+        files = {p: info for p, info in found.items()
+                 if info.get("type") != "directory" and PurePosixPath(p).suffix.lower() in IMAGE_SUFFIXES}
+        return [SourceItem(_relative(p, root), to_uri(p), Fingerprint.from_info(files[p])) for p in sorted(files)]
+
     if fs.isdir(path):
-        files = [p for p in fs.find(path) if PurePosixPath(p).suffix.lower() in IMAGE_SUFFIXES]
-        root = path.rstrip("/")
-        items = [SourceItem(_relative(p, root), to_uri(p)) for p in sorted(files)]
+        items = listed(fs.find(path, detail=True), path.rstrip("/"))
         kind = "folder"
     elif any(ch in path for ch in "*?["):
-        files = [p for p in fs.glob(path) if fs.isfile(p)]
-        root = _glob_root(path)
-        items = [SourceItem(_relative(p, root), to_uri(p)) for p in sorted(files)]
+        items = listed(fs.glob(path, detail=True), _glob_root(path))
         kind = "glob"
     elif fs.isfile(path) and path.lower().endswith(LIST_SUFFIXES):
         items = _read_list(fs, path, local)
@@ -132,9 +150,65 @@ def _read_list(fs, path: str, local: bool) -> list[SourceItem]:  # noqa: ANN001 
             f"list {path!r} has columns {columns}; it needs a URI column named one of {list(URI_COLUMNS)} "
             "(and optionally an 'id' column)"
         )
-    uris = [str(u) for u in table[uri_col]]
+    uris = [str(u) if u is not None else "" for u in table[uri_col]]
     ids = [str(i) for i in table["id"]] if "id" in columns else uris
-    return [SourceItem(i, _list_uri(u, path, local)) for i, u in zip(ids, uris) if u]
+    extra = [c for c in columns if c not in ("id", uri_col)]
+    for name in extra:
+        if name == ID_KEY or name.startswith(RESERVED_PREFIX):
+            raise InvalidArgumentError(
+                f"list {path!r} has a column {name!r}; names '{ID_KEY}' and '{RESERVED_PREFIX}*' are reserved for "
+                "the file's fingerprint (rename the column)"
+            )
+    typed = lower.endswith(".parquet")
+    rows = [{c: _metadata_value(table[c][n], c, path, typed) for c in extra} for n in range(len(uris))]
+    return [SourceItem(i, _list_uri(u, path, local), None, {k: v for k, v in row.items() if v is not None})
+            for i, u, row in zip(ids, uris, rows) if u]
+
+
+_INTEGER = re.compile(r"^-?(0|[1-9]\d{0,17})$")
+_DECIMAL = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?$")
+
+
+def _metadata_value(value: Any, column: str, path: str, typed: bool) -> Any:
+    """A list cell as a metadata value: CSV text that reads as a number becomes one."""
+    if value is None or value == "":
+        return None
+    if not typed:
+        if _INTEGER.match(value):  # "02134" (a zip code) stays text: it would not read back the same
+            return int(value)
+        return float(value) if _DECIMAL.match(value) else value
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise InvalidArgumentError(
+        f"list {path!r}: column {column!r} holds {type(value).__name__} values ({value!r}); metadata "
+        "values are strings, numbers or booleans (cast the column, or drop it from the list)"
+    )
+
+
+def stat_items(items: Sequence[SourceItem], workers: int = 16) -> list[SourceItem]:
+    """Give every item without a fingerprint one from ``fs.info`` (one stat or HEAD each, in parallel).
+
+    An item whose file cannot be stat'ed keeps ``None``; loading it will report why.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+
+    def stat(item: SourceItem) -> SourceItem:
+        if item.fingerprint is not None:
+            return item
+        try:
+            fs, path = fsspec.core.url_to_fs(item.uri)
+            return replace(item, fingerprint=Fingerprint.from_info(fs.info(path)))
+        except Exception:  # noqa: BLE001 - missing, unreachable, no such protocol: the load says which
+            return item
+
+    if all(item.fingerprint is not None for item in items):
+        return list(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="stat") as pool:
+        return list(pool.map(stat, items))
 
 
 def _list_uri(uri: str, list_path: str, local: bool) -> str:
