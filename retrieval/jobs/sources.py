@@ -87,7 +87,10 @@ def list_source(source: str) -> list[SourceItem]:
                  if info.get("type") != "directory" and PurePosixPath(p).suffix.lower() in IMAGE_SUFFIXES}
         return [SourceItem(_relative(p, root), to_uri(p), Fingerprint.from_info(files[p])) for p in sorted(files)]
 
-    if fs.isdir(path):
+    if local and os.path.isdir(path):
+        items = _walk_local(path)
+        kind = "folder"
+    elif fs.isdir(path):
         items = listed(fs.find(path, detail=True), path.rstrip("/"))
         kind = "folder"
     elif any(ch in path for ch in "*?["):
@@ -107,6 +110,43 @@ def list_source(source: str) -> list[SourceItem]:
             f"no images under {kind} {source!r} (image files end in {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return unique
+
+
+def _walk_local(root: str) -> list[SourceItem]:
+    """A local folder's images, each with the fingerprint of the one stat ``os.scandir`` makes.
+
+    The same listing as fsspec's ``find(detail=True)`` (symlinked folders followed once), at a
+    fraction of its per-file cost: a sync of an unchanged library is mostly this loop.
+    """
+    root = os.path.abspath(root)
+    items: list[SourceItem] = []
+    seen: set[str] = set()
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink loop
+            continue
+        seen.add(real)
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):  # removed while we list (a watch)
+            continue
+        for entry in entries:
+            rel = prefix + entry.name
+            try:
+                if entry.is_dir():
+                    stack.append((entry.path, rel + "/"))
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                    continue
+                st = entry.stat()
+                fingerprint: Fingerprint | None = Fingerprint(st.st_size, st.st_mtime)
+            except OSError:  # a broken link, a file gone since scandir: loading it will say why
+                fingerprint = None
+            items.append(SourceItem(rel, entry.path, fingerprint))
+    items.sort(key=lambda item: item.uri)
+    return items
 
 
 def _relative(path: str, root: str) -> str:
