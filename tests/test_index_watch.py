@@ -212,3 +212,22 @@ def test_dirty_set_hands_every_mark_to_exactly_one_take() -> None:
     dirty.mark()
     assert dirty.wait(stop, timeout=1, debounce=0.0) and dirty.take() == (True, set())
     assert not dirty.wait(stop, timeout=0.05, debounce=0.0)
+
+
+def test_a_watch_never_reads_a_vanished_folder_as_an_emptied_one(tmp_path: Path) -> None:
+    src, db = _folder(tmp_path), str(tmp_path / "db")
+    watch = Watch(_watch_cmd(str(src / "*.png"), db, "--prune", "--poll-interval", "0.3"))
+    try:
+        watch.expect("synced", "3 added")
+        src.rename(tmp_path / "unmounted")  # the drive goes away: nothing may be pruned
+        watch.expect("warning: cannot list")
+        (tmp_path / "unmounted").rename(src)
+        (src / "green_star.png").unlink()
+        watch.expect("synced", "1 removed")
+        for p in list(src.iterdir()):  # emptied for real: now everything goes
+            p.unlink()
+        watch.expect("synced", "2 removed")
+        assert watch.stop() == 0
+    finally:
+        watch.kill()
+    assert _stored(db) == {}

@@ -92,7 +92,7 @@ def run_index(args: argparse.Namespace) -> int:
     """``retrieval index``: sync SOURCE (or load ``--from-parquet DIR``) into a collection."""
     from retrieval.errors import RetrievalError
     from retrieval.jobs.index_job import open_target
-    from retrieval.jobs.sources import list_source
+    from retrieval.jobs.sources import NoImagesError, list_source
 
     problem = _check(args)
     if problem is None and (args.source is None) == (args.from_parquet is None):
@@ -110,13 +110,20 @@ def run_index(args: argparse.Namespace) -> int:
         return _index_parquet(args)
     try:
         items = list_source(args.source)
-    except (RetrievalError, ValueError, OSError) as exc:
-        if not args.watch:  # a watched folder may start empty
+    except NoImagesError as exc:
+        if not args.watch:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        items = []
+        items = []  # a watched folder may start empty
+    except (RetrievalError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.dry_run:
-        return _dry_run(args, items)
+        try:
+            return _dry_run(args, items)
+        except (RetrievalError, RuntimeError) as exc:  # e.g. the path is served by `retrieval run`
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         client = open_target(args.path, args.host, args.port)
     except (RetrievalError, RuntimeError) as exc:

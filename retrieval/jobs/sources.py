@@ -31,12 +31,16 @@ from typing import Any
 from retrieval.errors import InvalidArgumentError
 from retrieval.jobs.fingerprint import ID_KEY, RESERVED_PREFIX, Fingerprint
 
-__all__ = ["IMAGE_SUFFIXES", "LIST_SUFFIXES", "SourceItem", "list_source", "stat_items"]
+__all__ = ["IMAGE_SUFFIXES", "LIST_SUFFIXES", "NoImagesError", "SourceItem", "list_source", "stat_items"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 #: Column names a CSV/Parquet list may use for the URI, in order of preference.
 URI_COLUMNS = ("uri", "url", "path", "filepath", "image_path", "image")
+
+
+class NoImagesError(InvalidArgumentError):
+    """The source exists but holds no images (a watch may start on, or empty, such a folder)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ def list_source(source: str) -> list[SourceItem]:
     elif fs.isdir(path):
         items = listed(fs.find(path, detail=True), path.rstrip("/"))
         kind = "folder"
-    elif any(ch in path for ch in "*?["):
+    elif any(ch in path for ch in "*?[") and fs.isdir(_glob_root(path) or "/"):
+        # (A glob under a folder that is not there is an error, not "no images": a watch must not
+        # read an unmounted drive as an emptied one.)
         items = listed(fs.glob(path, detail=True), _glob_root(path))
         kind = "glob"
     elif fs.isfile(path) and path.lower().endswith(LIST_SUFFIXES):
@@ -106,7 +112,7 @@ def list_source(source: str) -> list[SourceItem]:
         )
     unique = list({item.id: item for item in reversed(items)}.values())[::-1]
     if not unique:
-        raise InvalidArgumentError(
+        raise NoImagesError(
             f"no images under {kind} {source!r} (image files end in {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return unique

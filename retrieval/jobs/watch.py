@@ -33,7 +33,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from retrieval.jobs.fingerprint import Fingerprint
-from retrieval.jobs.sources import IMAGE_SUFFIXES, SourceItem, list_source, stat_items
+from retrieval.jobs.sources import IMAGE_SUFFIXES, NoImagesError, SourceItem, list_source, stat_items
 from retrieval.jobs.sync import ReportWriter, SyncResult, apply_sync, plan_sync, stored_records
 
 __all__ = ["DirtySet", "watch_source"]
@@ -216,7 +216,10 @@ def watch_source(
                 continue
             full, ids = dirty.take()
             if full or events is None:
-                items, scope = stat_items(_listing(source)), None
+                listing = _listing(source, echo)
+                if listing is None:
+                    continue
+                items, scope = stat_items(listing), None
             else:
                 items, scope = events.items(ids), ids
             plan = plan_sync(items, stored, scope=scope)
@@ -241,13 +244,19 @@ def watch_source(
     return totals
 
 
-def _listing(source: str) -> list[SourceItem]:
+def _listing(source: str, echo: Callable[[str], Any]) -> list[SourceItem] | None:
+    """The whole source; ``None`` when it cannot be listed (then nothing counts as gone)."""
     from retrieval.errors import InvalidArgumentError
 
     try:
         return list_source(source)
-    except InvalidArgumentError:
-        return []  # a watched folder emptied (or its list file removed): everything in it is gone
+    except NoImagesError:
+        return []  # the folder was emptied: everything in it is gone
+    except (InvalidArgumentError, OSError) as exc:
+        # The folder itself vanished (an unmounted drive, a moved library): pruning everything
+        # would be the wrong answer, so wait for it to come back.
+        echo(f"warning: cannot list {source!r} ({exc}); skipping this cycle")
+        return None
 
 
 def _skip_known_bad(plan: Any, bad: dict[str, Fingerprint | None]) -> None:
