@@ -28,8 +28,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images per forward pass (default 256 on a GPU, 64 on a CPU)")
     parser.add_argument("--workers", type=int, default=None, help="decode threads (default: one per core + 4)")
     parser.add_argument("--report", default=None,
-                        help="where to list skipped files, one JSON line each (default "
-                             "./index-report-<collection>.jsonl, written only when files were skipped)")
+                        help="JSON-lines file listing every change (index) or skipped file (embed) with its reason "
+                             "(default ./index-report-<collection>.jsonl, written only when files were skipped)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -148,18 +148,21 @@ def run_index(args: argparse.Namespace) -> int:
         client.close()
 
 
-def _report_path(args: argparse.Namespace) -> str:
-    return args.report or f"index-report-{args.collection}.jsonl"
+def _report(args: argparse.Namespace) -> Any:
+    from retrieval.jobs.sync import ReportWriter
+
+    # An explicit --report gets every change; the default file appears only when something was skipped.
+    return ReportWriter(args.report or f"index-report-{args.collection}.jsonl", every_change=bool(args.report))
 
 
 def _sync_once(args: argparse.Namespace, items: Any, collection: Any, ef: Any, loader: Any) -> int:
     from retrieval.jobs.sources import stat_items
-    from retrieval.jobs.sync import ReportWriter, apply_sync, plan_sync, stored_records
+    from retrieval.jobs.sync import apply_sync, plan_sync, stored_records
 
     plan = plan_sync(stat_items(items), stored_records(collection))
     result = apply_sync(plan, collection, ef, loader, prune=args.prune, batch_size=args.batch_size,
                         progress=not args.quiet)
-    report = ReportWriter(_report_path(args))
+    report = _report(args)
     report.write(result.changes)
     where = f"{args.host}:{args.port}" if args.host else args.path
     listed = f"; changes listed in {report.path}" if report.lines else ""
@@ -200,7 +203,6 @@ def _watch(args: argparse.Namespace, collection: Any, ef: Any, loader: Any) -> i
     import signal
     import threading
 
-    from retrieval.jobs.sync import ReportWriter
     from retrieval.jobs.watch import watch_source
 
     stop = threading.Event()
@@ -212,7 +214,7 @@ def _watch(args: argparse.Namespace, collection: Any, ef: Any, loader: Any) -> i
     try:
         totals = watch_source(
             args.source, collection, ef, loader, prune=args.prune, batch_size=args.batch_size,
-            progress=not args.quiet, poll_interval=args.poll_interval, report=ReportWriter(_report_path(args)),
+            progress=not args.quiet, poll_interval=args.poll_interval, report=_report(args),
             stop=stop, echo=lambda line: print(line, flush=True),
         )
     finally:

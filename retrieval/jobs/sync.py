@@ -279,14 +279,20 @@ class ReportWriter:
 
     The file is created on the first change of this run (a sync with nothing to report leaves
     none) and appended to after that (a watch reports cycle after cycle).
+
+    Args:
+        path: The file.
+        every_change: Write every batch of changes; ``False``: only batches in which a file was
+            skipped (so a default report appears only when there is a problem to read about).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, every_change: bool = True) -> None:
         self.path = path
+        self.every_change = every_change
         self.lines = 0
 
     def write(self, changes: Sequence[Change]) -> None:
-        if not changes:
+        if not changes or not (self.every_change or any(c.action == "skip" for c in changes)):
             return
         with open(self.path, "a" if self.lines else "w", encoding="utf-8") as f:
             f.writelines(change.to_json() + "\n" for change in changes)
