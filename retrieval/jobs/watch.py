@@ -230,7 +230,7 @@ def watch_source(
                 kept_gone.update(i for i, _ in plan.gone)
             result = apply_sync(plan, collection, embedding_function, loader, prune=prune,
                                 batch_size=batch_size, progress=progress, should_stop=stop.is_set)
-            _remember(result, plan, prune, stored, bad)
+            _remember(result, plan, stored, bad)
             _add_up(totals, result)
             report.write(result.changes)
             if first or result.changes:
@@ -268,8 +268,8 @@ def _skip_known_bad(plan: Any, bad: dict[str, Fingerprint | None]) -> None:
     plan.update = [(it, why) for it, why in plan.update if retry(it)]
 
 
-def _remember(result: SyncResult, plan: Any, prune: bool, stored: dict[str, Any],
-              bad: dict[str, Fingerprint | None]) -> None:
+def _remember(result: SyncResult, plan: Any, stored: dict[str, Any], bad: dict[str, Fingerprint | None]) -> None:
+    """Keep the watch's memory of the collection in step with what the cycle wrote and removed."""
     stored.update(result.written)
     for id_ in result.written:
         bad.pop(id_, None)
@@ -288,6 +288,5 @@ def _add_up(totals: SyncResult, result: SyncResult) -> None:
     totals.updated += result.updated
     totals.removed += result.removed
     totals.gone += result.gone
-    totals.unchanged = result.unchanged
     totals.failed.extend(result.failed)
     totals.seconds += result.seconds
