@@ -419,3 +419,29 @@ def test_sigkill_at_any_point_of_a_sync_then_rerun_converges(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert "removed" in done.stdout
     _assert_matches_folder(db, src)
+
+
+def test_plan_reads_every_page_and_never_calls_a_record_index_did_not_write_gone() -> None:
+    from retrieval.jobs.fingerprint import Fingerprint
+    from retrieval.jobs.sources import SourceItem
+    from retrieval.jobs.sync import plan_sync, stored_records
+
+    col = retrieval.EphemeralClient().create_collection("plan-pages", embedding_function=None)
+    metas = [{"file": f"{i}.png", "file_size": 10 + i, "file_mtime": 1.5, "width": 3} for i in range(5)]
+    col.add(ids=[f"{i}.png" for i in range(5)] + ["mine"], embeddings=[[float(i), 1.0] for i in range(6)],
+            uris=[f"/p/{i}.png" for i in range(5)] + [None], metadatas=[*metas, {"note": "added by hand"}])
+    stored = stored_records(col, page=2)  # three pages
+    assert sorted(stored) == ["0.png", "1.png", "2.png", "3.png", "4.png", "mine"]
+    assert stored["1.png"].metadata == {"file": "1.png", "file_size": 11, "file_mtime": 1.5}  # only what a sync reads
+
+    items = [SourceItem("0.png", "/p/0.png", Fingerprint(10, 1.5)),  # unchanged
+             SourceItem("1.png", "/p/1.png", Fingerprint(11, 2.5)),  # touched
+             SourceItem("2.png", "/elsewhere/2.png", Fingerprint(12, 1.5)),  # moved
+             SourceItem("new.png", "/p/new.png", Fingerprint(1, 1.0))]
+    plan = plan_sync(items, stored)
+    assert [it.id for it in plan.add] == ["new.png"] and plan.unchanged == 1
+    assert [(it.id, why) for it, why in plan.update] == [("1.png", "modification time changed"),
+                                                          ("2.png", "moved from /p/2.png")]
+    assert plan.gone == [("3.png", "/p/3.png"), ("4.png", "/p/4.png")]  # never "mine"
+    scoped = plan_sync([], stored, scope=["4.png", "mine", "never-stored.png"])  # a watch's changed paths
+    assert scoped.gone == [("4.png", "/p/4.png")] and not scoped.add and not scoped.update

@@ -51,10 +51,16 @@ PRUNE_CHUNK = 1000
 
 @dataclass(frozen=True)
 class Stored:
-    """What the collection holds for one id: its URI and its metadata."""
+    """What a sync needs to know of one stored record: its URI and its ``file``/``file_*`` keys."""
 
     uri: str | None
     metadata: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, uri: str | None, metadata: Mapping[str, Any] | None) -> Stored:
+        """Keeps only the keys a sync reads (a million photos' EXIF need not sit in memory)."""
+        meta = metadata or {}
+        return cls(uri, {k: meta[k] for k in (ID_KEY, *FINGERPRINT_KEYS) if meta.get(k) is not None})
 
 
 @dataclass(frozen=True)
@@ -123,14 +129,14 @@ class SyncResult:
 
 
 def stored_records(collection: Any, page: int = 5000) -> dict[str, Stored]:
-    """Every record's URI and metadata, read in pages (no vectors)."""
+    """Every record's URI and fingerprint keys, read in pages (no vectors)."""
     out: dict[str, Stored] = {}
     offset = 0
     while True:
         got = collection.get(include=["metadatas", "uris"], limit=page, offset=offset)
         for id_, uri, meta in zip(got["ids"], got["uris"] or [None] * len(got["ids"]),
                                   got["metadatas"] or [None] * len(got["ids"])):
-            out[id_] = Stored(uri, meta or {})
+            out[id_] = Stored.of(uri, meta)
         if len(got["ids"]) < page:
             return out
         offset += page
@@ -249,7 +255,7 @@ def apply_sync(
                 metadatas = [record_metadata(it, photo) for it, photo in zip(good, photos)]
                 pending = writer.submit(write_chunk, collection, good, vectors, metadatas)
                 for item, meta in zip(good, metadatas):
-                    result.written[item.id] = Stored(item.uri, {k: v for k, v in meta.items() if v is not None})
+                    result.written[item.id] = Stored.of(item.uri, meta)
                     if item.id in reasons:
                         result.updated += 1
                         result.changes.append(Change("update", item.id, item.uri, reasons[item.id]))
