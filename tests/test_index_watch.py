@@ -231,3 +231,45 @@ def test_a_watch_never_reads_a_vanished_folder_as_an_emptied_one(tmp_path: Path)
     finally:
         watch.kill()
     assert _stored(db) == {}
+
+
+def test_a_failed_cycle_is_retried_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from embedders import build_embedding_function
+    from loaders import ImageLoader
+    from retrieval.jobs import sync, watch
+    from retrieval.jobs.sync import ReportWriter
+    from retrieval.jobs.watch import watch_source
+
+    src = _folder(tmp_path)
+    ef = build_embedding_function("open_clip", {"model_name": "tiny-shapes"}, device="cpu")
+    client = retrieval.EphemeralClient()
+    collection = client.create_collection("retry-photos", embedding_function=ef)
+    real_write, failures = sync.write_chunk, []
+
+    def flaky(col, items, vectors, metadatas):  # noqa: ANN001, ANN202 - the server restarts once
+        if any(it.id == "new.png" for it in items) and not failures:
+            failures.append(1)
+            raise ConnectionError("server restarting")
+        real_write(col, items, vectors, metadatas)
+
+    monkeypatch.setattr(sync, "write_chunk", flaky)
+    monkeypatch.setattr(watch, "RETRY_SECONDS", 0.2)
+    stop, lines = threading.Event(), []
+    thread = threading.Thread(target=watch_source, args=(str(src), collection, ef, ImageLoader()), kwargs=dict(
+        prune=False, batch_size=4, progress=False, poll_interval=30.0, report=ReportWriter(str(tmp_path / "r.jsonl")),
+        stop=stop, echo=lines.append, debounce=0.1), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("watching") for line in lines):
+            assert time.monotonic() < deadline and thread.is_alive(), lines
+            time.sleep(0.05)
+        _copy("white_star", src / "new.png")
+        while not collection.get(ids=["new.png"])["ids"]:
+            assert time.monotonic() < deadline and thread.is_alive(), lines
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert failures and any("warning: sync failed (ConnectionError: server restarting)" in line for line in lines)
+    assert collection.count() == 4

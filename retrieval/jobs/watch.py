@@ -40,6 +40,8 @@ __all__ = ["DirtySet", "watch_source"]
 
 #: With events, a full relist this often anyway (lost events heal within this time).
 EVENT_RESCAN_SECONDS = 60.0
+#: After a cycle fails (a server restarting under ``--host``, a disk error), wait this long and retry.
+RETRY_SECONDS = 5.0
 
 
 class DirtySet:
@@ -228,8 +230,18 @@ def watch_source(
                 kept_gone.difference_update(it.id for it in items)
                 plan.gone = [(i, uri) for i, uri in plan.gone if i not in kept_gone]
                 kept_gone.update(i for i, _ in plan.gone)
-            result = apply_sync(plan, collection, embedding_function, loader, prune=prune,
-                                batch_size=batch_size, progress=progress, should_stop=stop.is_set)
+            try:
+                result = apply_sync(plan, collection, embedding_function, loader, prune=prune,
+                                    batch_size=batch_size, progress=progress, should_stop=stop.is_set)
+            except Exception as exc:  # noqa: BLE001 - a long-lived watch outlives a server restart
+                if first:
+                    raise  # a first sync that fails is a setup problem (a bad model, a wrong --host): say so
+                echo(f"warning: sync failed ({type(exc).__name__}: {exc}); retrying in {RETRY_SECONDS:g} s")
+                stored = _reread(collection, stored)
+                kept_gone.clear()
+                dirty.mark()
+                stop.wait(RETRY_SECONDS)
+                continue
             _remember(result, plan, stored, bad)
             _add_up(totals, result)
             report.write(result.changes)
@@ -242,6 +254,14 @@ def watch_source(
         if events is not None:
             events.close()
     return totals
+
+
+def _reread(collection: Any, stored: dict[str, Any]) -> dict[str, Any]:
+    """What the collection holds after a failed cycle (part of it may have been written)."""
+    try:
+        return stored_records(collection)
+    except Exception:  # noqa: BLE001 - still unreachable: the next full cycle's upserts are idempotent anyway
+        return stored
 
 
 def _listing(source: str, echo: Callable[[str], Any]) -> list[SourceItem] | None:
