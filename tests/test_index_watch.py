@@ -74,12 +74,20 @@ def _folder(tmp_path: Path, names: tuple[str, ...] = ("red_circle", "green_star"
 @pytest.mark.parametrize("prune", [False, True], ids=["keep-gone", "prune"])
 def test_watch_applies_changes_as_they_happen(tmp_path: Path, prune: bool) -> None:
     src, db = _folder(tmp_path), str(tmp_path / "db")
+    (src / "tile.bmp").write_bytes(_bmp("green", "circle"))
+    (src / "old.bmp").write_bytes(_bmp("yellow", "triangle"))
+    then = (src / "old.bmp").stat().st_mtime
     watch = Watch(_watch_cmd(str(src), db, *(["--prune"] if prune else [])))
     try:
-        watch.expect("synced", "3 added")
+        watch.expect("synced", "5 added")
         assert "file-system events" in watch.expect("watching")
 
-        shutil.copyfile(GALLERY / "blue_square.png", src / "red_circle.png")  # edit
+        shutil.copyfile(GALLERY / "blue_square.png", src / "red_circle.png")  # edit: new content and size
+        watch.expect("synced", "0 added, 1 updated")
+        (src / "tile.bmp").write_bytes(_bmp("orange", "cross"))  # same size, new mtime
+        watch.expect("synced", "0 added, 1 updated")
+        (src / "old.bmp").write_bytes(_bmp("black", "star"))  # replaced by a file with an older mtime
+        os.utime(src / "old.bmp", (then - 1000, then - 1000))
         watch.expect("synced", "0 added, 1 updated")
         _copy("white_star", src / "new.png")  # add
         watch.expect("synced", "1 added, 0 updated")
@@ -93,7 +101,9 @@ def test_watch_applies_changes_as_they_happen(tmp_path: Path, prune: bool) -> No
     assert "stopped watching" in watch.lines[-1]
     stored = _stored(db)
     kept = {"green_star.png", "yellow_cross.png"} if not prune else set()
-    assert sorted(stored) == sorted({"red_circle.png", "new.png", "cross.png"} | kept)
+    assert sorted(stored) == sorted({"red_circle.png", "new.png", "cross.png", "tile.bmp", "old.bmp"} | kept)
+    for name in ("tile.bmp", "old.bmp"):  # the stored fingerprint is the file's latest, older mtime included
+        assert stored[name][0]["file_mtime"] == (src / name).stat().st_mtime
     with retrieval.PersistentClient(path=db) as client:
         hit = client.get_collection("photos").query(query_texts=["a blue square"], n_results=1)["ids"][0][0]
     assert hit == "red_circle.png"
