@@ -242,7 +242,7 @@ def apply_sync(
     reasons = {it.id: why for it, why in plan.update}
     todo = plan.to_embed()
     skipping = SkippingLoader(loader)
-    with progress_bar(len(todo), progress, "indexing") as bar, \
+    with progress_bar(len(todo), progress and bool(todo), "indexing") as bar, \
             ThreadPoolExecutor(1, thread_name_prefix="index-writer") as writer:
         pending: Future[None] | None = None
         for good, vectors, photos, failures in embed_chunks(
