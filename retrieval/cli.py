@@ -193,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser = functools.partial(sub.add_parser, parents=[debug])
 
-    from retrieval.jobs.commands import add_job_arguments  # argparse only; the job loads on use
+    from retrieval.jobs.commands import add_job_arguments, add_sync_arguments  # argparse only; the job loads on use
 
     index = add_parser(
-        "index", help="embed images (folder, glob, URI list, fsspec URL) into a collection; resumable"
+        "index", help="embed images (folder, glob, URI list, fsspec URL) into a collection; a rerun syncs"
     )
     index.add_argument("source", nargs="?", help="folder, glob, .txt/.csv/.parquet list of URIs, or fsspec URL")
     index.add_argument("--from-parquet", metavar="DIR", help="load embeddings written by `retrieval embed`")
@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--port", type=int, default=8000)
     index.add_argument("--collection", default="images")
     add_job_arguments(index)
+    add_sync_arguments(index)
     index.set_defaults(func=cmd_index)
 
     embed = add_parser("embed", help="embed images into Parquet shards (id, uri, vector, model); resumable")

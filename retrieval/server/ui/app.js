@@ -146,6 +146,7 @@
     state.described = d;
     renderInfo(d);
     fillFilterKeys(d.metadata_keys || []);
+    fillDateRange(d.date_range);
     clearFilter(false);
     explainEmbedding();
     if (seq === state.seq) search(null); // unless a search was started meanwhile: the newest wins
@@ -219,6 +220,35 @@
     $("filter-value").value = "";
     $("filter-clear").hidden = true;
     if (rerun) search(state.query);
+  }
+
+  // ------------------------------------------------------------- date range
+  // Photos indexed by `retrieval index` carry date_taken_ts (seconds since 1970, UTC); the page offers
+  // a day range over it when the collection has any. Days are UTC, as the stored stamps are.
+
+  function fillDateRange(range) {
+    state.dateKey = range ? range.key : null;
+    $("date-range").hidden = !range;
+    for (const id of ["date-from", "date-to"]) {
+      const input = $(id);
+      input.value = "";
+      input.min = range ? new Date(range.min * 1000).toISOString().slice(0, 10) : "";
+      input.max = range ? new Date(range.max * 1000).toISOString().slice(0, 10) : "";
+    }
+  }
+
+  function dateWhere() {
+    if (!state.dateKey) return null;
+    const from = $("date-from").value, to = $("date-to").value;
+    const clauses = [];
+    if (from) clauses.push({ [state.dateKey]: { $gte: Date.parse(from + "T00:00:00Z") / 1000 } });
+    if (to) clauses.push({ [state.dateKey]: { $lt: Date.parse(to + "T00:00:00Z") / 1000 + 86400 } });
+    return clauses;
+  }
+
+  function currentWhere() {
+    const clauses = [...(state.where ? [state.where] : []), ...(dateWhere() || [])];
+    return clauses.length > 1 ? { $and: clauses } : clauses[0] || null;
   }
 
   // ------------------------------------------------------------------ search
@@ -303,7 +333,7 @@
     state.loading = true;
     showLoading(true);
     $("more").disabled = true;
-    const body = { offset: state.offset, limit: PAGE, where: state.where };
+    const body = { offset: state.offset, limit: PAGE, where: currentWhere() };
     if (state.query) for (const k of ["text", "image", "uri", "like_id"]) if (state.query[k]) body[k] = state.query[k];
     try {
       setStatus(describeQuery() + (state.offset ? " · loading more …" : " · searching …"));
@@ -480,6 +510,7 @@
     $("filter-apply").onclick = applyFilter;
     $("filter-value").onkeydown = (ev) => { if (ev.key === "Enter") { ev.preventDefault(); applyFilter(); } };
     $("filter-clear").onclick = () => clearFilter(true);
+    $("date-from").onchange = $("date-to").onchange = () => search(state.query);
     $("more").onclick = loadPage;
 
     // Drop an image anywhere on the page.
