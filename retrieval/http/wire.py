@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from retrieval.config import CollectionConfig, ComponentSpec, HnswConfig, SparseConfig
+from retrieval.loader_metadata import split_loader
 from retrieval.errors import (
     AuthenticationError,
     InternalError,
@@ -302,13 +303,17 @@ def collection_to_wire(record: CollectionRecord) -> dict[str, Any]:
 
 def collection_from_wire(data: Mapping[str, Any]) -> CollectionRecord:
     config = configuration_from_wire(data.get("configuration_json"), None)
+    # Chroma's server keeps the data loader only in the metadata (retrieval.loader_metadata).
+    metadata, stored_loader = split_loader(data.get("metadata"))
+    if config.data_loader is None and stored_loader is not None:
+        config = dataclasses.replace(config, data_loader=stored_loader)
     return CollectionRecord(
         id=str(data["id"]),
         name=data["name"],
         tenant=data.get("tenant", "default_tenant"),
         database=data.get("database", "default_database"),
         configuration_json=config.to_json(),
-        metadata=data.get("metadata"),
+        metadata=metadata,
         dimension=data.get("dimension"),
     )
 
