@@ -55,7 +55,7 @@ def main_bench() -> None:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--model", default="tiny-shapes")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--shard-size", type=int, default=128)
+    parser.add_argument("--shard-size", type=int, default=4096)
     parser.add_argument("--address", default=None)
     parser.add_argument("--gpus-per-worker", type=float, default=None)
     parser.add_argument("--workers", type=int, default=None)
