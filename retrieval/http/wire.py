@@ -44,6 +44,7 @@ from retrieval.errors import (
     RequestTooLargeError,
     RetrievalError,
     UniqueConstraintError,
+    UnsupportedByServerError,
     error_class,
 )
 from retrieval.types import CollectionRecord
@@ -400,7 +401,13 @@ _FROM_STATUS: dict[int, type[RetrievalError]] = {
     404: NotFoundError,
     409: UniqueConstraintError,
     423: PersistPathLockedError,
+    501: UnsupportedByServerError,
 }
+# What a 501 means in practice: Chroma's single-node server serves no Search API.
+_SEARCH_ELSEWHERE = (
+    " (Chroma's single-node server, `chroma run`, does not serve the Search API: use query() against it, "
+    "or search() against `retrieval run`, Chroma's distributed deployment or Chroma Cloud)"
+)
 
 
 def error_to_wire(error: BaseException) -> tuple[int, dict[str, str]]:
@@ -427,6 +434,8 @@ def error_from_wire(status: int, body: Any, text: str = "") -> RetrievalError:
             if cls is not RetrievalError or ours == "RetrievalError":
                 return cls(message)
         cls = _FROM_CHROMA_NAME.get(str(body["error"])) or _FROM_STATUS.get(status, InternalError if status >= 500 else RetrievalError)
+        if cls is UnsupportedByServerError and "search" in message.lower():
+            message += _SEARCH_ELSEWHERE
         return cls(message)
     cls = _FROM_STATUS.get(status, InternalError if status >= 500 else RetrievalError)
     return cls(f"HTTP {status}: {text[:500] or 'no body'}")

@@ -1,6 +1,7 @@
-"""The data loader survives Chroma's server: stored in the collection metadata, read back from either server.
+"""retrieval's HTTP clients on Chroma's server: the data loader survives it, and what it refuses says why.
 
-The encoding tests always run. The server test runs against ``retrieval run``, and against
+The loader is stored in the collection metadata and read back from either server. The encoding
+tests always run. The server test runs against ``retrieval run``, and against
 chromadb 1.5.9's ``chroma run`` too when ``CHROMA_PEER`` names its executable (as in
 tests/test_chromadb_client.py).
 """
@@ -19,7 +20,9 @@ import retrieval
 from embedders import OpenCLIPEmbeddingFunction
 from embedders.assets import gallery_dir
 from loaders import ImageLoader
+from retrieval import K, Knn, Search
 from retrieval.config import CollectionConfig, ComponentSpec
+from retrieval.errors import UnsupportedByServerError
 from retrieval.http import wire
 from retrieval.http.calls import Calls
 from retrieval.loader_metadata import LOADER_KEY, split_loader, with_loader
@@ -54,6 +57,16 @@ def test_the_client_writes_it_and_reads_it_from_a_server_that_dropped_the_config
     assert CollectionConfig.from_json(record.configuration_json).data_loader == LOADER
 
 
+def test_chromas_not_implemented_answer_is_an_error_naming_the_reason() -> None:
+    # chroma run's exact answer to POST .../search (chromadb 1.5.9, single node).
+    body = {"error": "ChromaError",
+            "message": "Error executing plan: Not implemented: Search operation is not implemented for local executor"}
+    error = wire.error_from_wire(501, body)
+    assert isinstance(error, UnsupportedByServerError) and isinstance(error, NotImplementedError)
+    assert "not implemented for local executor" in str(error)
+    assert "does not serve the Search API: use query() against it" in str(error)
+
+
 @pytest.fixture(params=["retrieval"] + (["chroma"] if PEER else []))
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> RunningServer:
     program = [PEER] if request.param == "chroma" else None
@@ -79,6 +92,13 @@ def test_a_multimodal_collection_gets_its_loader_back_from_the_server(server: Ru
     got = again.get(ids=["red_circle"], include=["data", "uris"])
     assert got["data"][0].shape[-1] == 3 and got["uris"] == [str(gallery_dir() / "red_circle.png")]
     assert again.query(query_texts=["a red circle"], n_results=1)["ids"] == [["red_circle"]]
+
+    search = Search().rank(Knn(query="a red circle")).limit(1).select(K.ID)
+    if server.kind == "chroma":
+        with pytest.raises(UnsupportedByServerError, match="does not serve the Search API"):
+            again.search(search)
+    else:
+        assert again.search(search)["ids"] == [["red_circle"]]
 
     # New metadata replaces the old on both servers; the loader is kept.
     again.modify(metadata={"topic": "renamed"})
