@@ -112,3 +112,36 @@ def test_a_multimodal_collection_gets_its_loader_back_from_the_server(server: Ru
             stored = local.get_collection("shapes")
             assert stored.metadata == {"topic": "renamed"}
             assert stored.configuration["data_loader"]["config"] == {"max_pixels": 123456789}
+
+
+def test_records_filters_tenants_and_the_async_client(server: RunningServer) -> None:
+    import asyncio
+
+    client = retrieval.HttpClient(host="127.0.0.1", port=server.port)
+    plain = client.create_collection("plain", embedding_function=None)
+    plain.add(ids=["a", "b", "c"], embeddings=[[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+              documents=["hello world", "goodbye", "hello again"], metadatas=[{"n": 1}, {"n": 2}, {"n": 3}])
+    got = plain.query(query_embeddings=[[1, 0, 0]], n_results=3, where={"n": {"$gte": 2}},
+                      where_document={"$contains": "hello"})
+    assert got["ids"] == [["c"]]
+    assert sorted(plain.get(where={"$or": [{"n": 1}, {"n": 3}]})["ids"]) == ["a", "c"]
+    plain.delete(where={"n": 2})
+    assert plain.count() == 2
+
+    admin = retrieval.AdminClient(retrieval.Settings(chroma_api_impl="chromadb.api.fastapi.FastAPI",
+                                                     chroma_server_host="127.0.0.1",
+                                                     chroma_server_http_port=server.port))
+    admin.create_tenant("acme")
+    admin.create_database("photos", tenant="acme")
+    scoped = retrieval.HttpClient(host="127.0.0.1", port=server.port, tenant="acme", database="photos")
+    scoped.create_collection("inside", embedding_function=None, data_loader=ImageLoader())
+    assert [c.name for c in scoped.list_collections()] == ["inside"]
+    assert "inside" not in [c.name for c in client.list_collections()]
+
+    async def reopen() -> object:
+        aclient = await retrieval.AsyncHttpClient(host="127.0.0.1", port=server.port, tenant="acme",
+                                                  database="photos")
+        collection = await aclient.get_collection("inside")
+        return collection.data_loader
+
+    assert asyncio.run(reopen()) is not None  # the loader comes back through the async client too
