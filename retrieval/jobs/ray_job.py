@@ -93,7 +93,7 @@ class RayJobOptions:
     """How the job uses the cluster.
 
     Args:
-        batch_size: Images per decode batch and per forward pass.
+        batch_size: Images per forward pass (a decode task takes at least :data:`DECODE_BATCH`).
         workers: Most embedding actors (the pool grows from one to this many).
         gpus_per_worker: GPUs each actor holds (0: embed on CPUs).
         device: The actors' torch device when ``gpus_per_worker`` is 0 (``auto``/``cpu``).
@@ -157,17 +157,18 @@ def embed_with_ray(
     spec = {"name": embedding_function.name(), "config": embedding_function.get_config()}
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts images; Ray's counts blocks per operator
+    decode_rows = max(options.batch_size, DECODE_BATCH)
     dataset = (
-        ray.data.from_arrow(_blocks(shards, max(options.batch_size, DECODE_BATCH)))
+        ray.data.from_arrow(_blocks(shards, decode_rows))
         .map_batches(
             decode_batch,
-            batch_size=max(options.batch_size, DECODE_BATCH),
+            batch_size=decode_rows,
             fn_kwargs={"geometry": geometry, "max_pixels": options.max_pixels, "threads": options.decode_threads},
             num_cpus=1,
             # Room for a batch of encoded files, their decoded pixels and the fitted output. Also
             # keeps decoding in tasks of its own: Ray fuses a task stage into the next actor
             # stage (into one process) when the two ask for the same resources.
-            memory=_decode_memory(max(options.batch_size, DECODE_BATCH), geometry.size),
+            memory=_decode_memory(decode_rows, geometry.size),
         )
         .map_batches(
             ImageEmbedder,
