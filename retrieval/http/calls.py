@@ -165,7 +165,7 @@ class Calls:
         body: dict[str, Any] = {
             "ids": batch.ids,
             "embeddings": None if batch.embeddings is None else embeddings_to_base64(batch.embeddings),
-            "metadatas": batch.metadatas,
+            "metadatas": _absent_keys_dropped(batch.metadatas) if mode == "add" else batch.metadatas,
             "documents": batch.documents,
             "uris": batch.uris,
         }
@@ -210,6 +210,14 @@ class Calls:
     def search(self, collection: CollectionRecord, searches: Sequence[Any]) -> Call:
         body = {"searches": [s.to_dict() for s in searches], "read_level": "index_and_wal"}
         return Call.to("search", **_ref(collection), body=body, decode=_search_result)
+
+
+def _absent_keys_dropped(metadatas: list | None) -> list | None:
+    """In ``add``, a None value means the key is absent: leave it out, as chromadb's client does
+    (chroma's server refuses a null there; in update/upsert a null deletes the key)."""
+    if metadatas is None:
+        return None
+    return [None if m is None else ({k: v for k, v in m.items() if v is not None} or None) for m in metadatas]
 
 
 def _database(answer: dict[str, Any]) -> dict[str, Any]:
