@@ -132,6 +132,19 @@ def test_full_run_reports_bad_files_matches_single_process_and_rerun_adds_nothin
     assert sorted(p.name for p in shards.glob("part-*.parquet")) == files
     assert len(report.read_text().splitlines()) == 4
 
+    # index --ray --host: the same shards (all finished: no Ray work) streamed into a server.
+    from tests.http_server import RunningServer
+
+    server = RunningServer(tmp_path / "srv")
+    try:
+        assert main(["index", str(listing), "--ray", "--out", str(shards), "--host", "127.0.0.1", "--port",
+                     str(server.port), "--collection", "remote"] + common) == 0
+        assert "indexed 40 images into collection 'remote' at 127.0.0.1" in capsys.readouterr().out
+        remote = retrieval.HttpClient(host="127.0.0.1", port=server.port).get_collection("remote")
+        assert remote.count() == 40 and remote.get(ids=ids[:1])["ids"] == ids[:1]
+    finally:
+        server.stop()
+
 
 def _shard_count(folder: Path) -> int:
     return len(list(folder.glob("part-*.parquet"))) if folder.exists() else 0
