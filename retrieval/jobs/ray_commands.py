@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any
 
@@ -75,7 +76,14 @@ def _embed(args: argparse.Namespace, out: str) -> tuple[int, bool]:
     from retrieval.errors import RetrievalError
     from retrieval.jobs.index_job import write_report
     from retrieval.jobs.parquet import ShardWriter
-    from retrieval.jobs.ray_job import RayNotInstalledError, embed_with_ray, ray_session, require_ray
+    from retrieval.jobs.ray_job import (
+        LOST,
+        RayNotInstalledError,
+        RayUnreachableError,
+        embed_with_ray,
+        ray_session,
+        require_ray,
+    )
     from retrieval.jobs.sources import list_source
 
     problem = _problem(args)
@@ -83,7 +91,7 @@ def _embed(args: argparse.Namespace, out: str) -> tuple[int, bool]:
         print(f"error: {problem}", file=sys.stderr)
         return 2, False
     try:
-        require_ray()
+        ray_module = require_ray()
         items = list_source(args.source)
     except (RayNotInstalledError, RetrievalError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -94,14 +102,18 @@ def _embed(args: argparse.Namespace, out: str) -> tuple[int, bool]:
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, False
-    writer = ShardWriter(out, ef)
     try:
         with ray_session(args.address) as ray:
             options = _options(args, ray)
+            writer = ShardWriter(out, ef)  # only now: a job that cannot start writes nothing
             stats = embed_with_ray(items, writer, ef, options, progress=not args.quiet)
-    except _ClusterTooSmall as exc:
+    except (_ClusterTooSmall, RayUnreachableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, False
+    except ray_module.exceptions.RayError as exc:  # failed in the cluster, past Ray's retries
+        print(f"error: the Ray job failed: {_root_cause(exc)} (finished shards stay in {out}; rerun to resume)",
+              file=sys.stderr)
+        return 1, False
     report = args.report or os.path.join(out, "embed-report.jsonl")
     if stats.failed:
         write_report(report, stats.failed)
@@ -109,14 +121,24 @@ def _embed(args: argparse.Namespace, out: str) -> tuple[int, bool]:
     print(f"embedded {stats.written} images into {out} on Ray ({len(writer.existing_ids)} total); "
           f"listed {stats.total} = {stats.written} embedded + {stats.already_stored} already stored + {reported}; "
           f"{stats.rate:.1f} images/s over {stats.seconds:.1f} s")
-    from retrieval.jobs.ray_job import LOST
-
     lost = sum(1 for f in stats.failed if f[2] == LOST)
     if lost:
         print(f"error: Ray returned no row for {lost} images (listed in {report}); rerun to retry them",
               file=sys.stderr)
         return 1, bool(writer.existing_ids)
     return 0, bool(writer.existing_ids)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The worker's own error line out of Ray's wrapped report (its last ``SomeError: ...`` line).
+
+    Example:
+        >>> _root_cause(RuntimeError("The actor died ...\\n  File x\\nembedders.errors.ConfigError: bad model"))
+        'embedders.errors.ConfigError: bad model'
+    """
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return causes[-1] if causes else next((line for line in lines if line), type(exc).__name__)
 
 
 class _ClusterTooSmall(Exception):

@@ -37,8 +37,8 @@ import numpy as np
 from retrieval.jobs.index_job import JobStats
 from retrieval.jobs.sources import SourceItem
 
-__all__ = ["INSTALL_HINT", "RayJobOptions", "RayNotInstalledError", "embed_with_ray", "ray_session", "require_ray",
-           "shard_name"]
+__all__ = ["INSTALL_HINT", "RayJobOptions", "RayNotInstalledError", "RayUnreachableError", "embed_with_ray",
+           "ray_session", "require_ray", "shard_name"]
 
 INSTALL_HINT = "pip install 'retrieval[ray]'  (or: pip install 'ray[data]==2.60.0' aiohttp)"
 #: Files per decode task at least: a Ray task costs milliseconds to schedule, so 64-file tasks ran
@@ -50,6 +50,10 @@ LOST = "the Ray job returned no row for it (rerun the job to retry it)"
 
 class RayNotInstalledError(ImportError):
     """``--ray`` was asked for but Ray Data is not installed."""
+
+
+class RayUnreachableError(ConnectionError):
+    """``--address`` names a Ray cluster that does not answer."""
 
 
 def require_ray() -> Any:
@@ -78,7 +82,13 @@ def ray_session(address: str | None) -> Iterator[Any]:
         yield ray
         return
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+            raise RayUnreachableError(
+                f"cannot reach the Ray cluster at {address!r}: {type(exc).__name__}: {exc} (is it running? "
+                "`ray start --head` starts one; leave out --address to run on a local Ray)"
+            ) from exc
     else:
         ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
