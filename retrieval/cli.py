@@ -68,12 +68,20 @@ def _shown(distance: float) -> str:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    if args.ray:
+        from retrieval.jobs.ray_commands import run_ray_index
+
+        return run_ray_index(args)
     from retrieval.jobs.commands import run_index
 
     return run_index(args)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    if args.ray:
+        from retrieval.jobs.ray_commands import run_ray_embed
+
+        return run_ray_embed(args)
     from retrieval.jobs.commands import run_embed
 
     return run_embed(args)
@@ -194,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_parser = functools.partial(sub.add_parser, parents=[debug])
 
     from retrieval.jobs.commands import add_job_arguments, add_sync_arguments  # argparse only; the job loads on use
+    from retrieval.jobs.ray_commands import add_ray_arguments  # argparse only; ray loads with --ray
 
     index = add_parser(
         "index", help="embed images (folder, glob, URI list, fsspec URL) into a collection; a rerun syncs"
@@ -206,12 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--collection", default="images")
     add_job_arguments(index)
     add_sync_arguments(index)
+    add_ray_arguments(index, shards_folder=True)
     index.set_defaults(func=cmd_index)
 
     embed = add_parser("embed", help="embed images into Parquet shards (id, uri, vector, model); resumable")
     embed.add_argument("source", help="folder, glob, .txt/.csv/.parquet list of URIs, or fsspec URL")
     embed.add_argument("--out", required=True, help="folder for the part-NNNNN.parquet shards")
     add_job_arguments(embed)
+    add_ray_arguments(embed)
     embed.set_defaults(func=cmd_embed)
 
     query = add_parser("query", help="search a collection by text (or --image PATH)")

@@ -20,6 +20,7 @@ from retrieval.http.wire import (
     embeddings_to_base64,
     public_configuration,
 )
+from retrieval.loader_metadata import with_loader
 from retrieval.types import CollectionRecord, GetRequest, QueryAnswer, QueryRequest, RecordBatch, Records
 
 
@@ -117,7 +118,7 @@ class Calls:
     ) -> Call:
         body = {
             "name": name,
-            "metadata": metadata,
+            "metadata": with_loader(metadata, config.data_loader),  # Chroma's server drops configuration.data_loader
             "configuration": {**public_configuration(config), "hnsw": config.hnsw.to_dict(include_host=False)},
             "schema": None,
             "get_or_create": get_or_create,
@@ -148,6 +149,8 @@ class Calls:
         update = None
         if config is not None:
             update = configuration_update_to_wire(CollectionConfig.from_json(collection.configuration_json), config)
+        if metadata is not None:  # new metadata replaces the old: keep the loader stored in it
+            metadata = with_loader(metadata, CollectionConfig.from_json(collection.configuration_json).data_loader)
         body = {"new_name": name, "new_metadata": metadata, "new_configuration": update}
         # chromadb's server answers with an empty object: read the collection back by id.
         call = Call.to("modify_collection", **_ref(collection), body=body)
@@ -162,7 +165,7 @@ class Calls:
         body: dict[str, Any] = {
             "ids": batch.ids,
             "embeddings": None if batch.embeddings is None else embeddings_to_base64(batch.embeddings),
-            "metadatas": batch.metadatas,
+            "metadatas": _absent_keys_dropped(batch.metadatas) if mode == "add" else batch.metadatas,
             "documents": batch.documents,
             "uris": batch.uris,
         }
@@ -207,6 +210,14 @@ class Calls:
     def search(self, collection: CollectionRecord, searches: Sequence[Any]) -> Call:
         body = {"searches": [s.to_dict() for s in searches], "read_level": "index_and_wal"}
         return Call.to("search", **_ref(collection), body=body, decode=_search_result)
+
+
+def _absent_keys_dropped(metadatas: list | None) -> list | None:
+    """In ``add``, a None value means the key is absent: leave it out, as chromadb's client does
+    (chroma's server refuses a null there; in update/upsert a null deletes the key)."""
+    if metadatas is None:
+        return None
+    return [None if m is None else ({k: v for k, v in m.items() if v is not None} or None) for m in metadatas]
 
 
 def _database(answer: dict[str, Any]) -> dict[str, Any]:

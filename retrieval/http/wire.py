@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from retrieval.config import CollectionConfig, ComponentSpec, HnswConfig, SparseConfig
+from retrieval.loader_metadata import split_loader
 from retrieval.errors import (
     AuthenticationError,
     InternalError,
@@ -43,6 +44,7 @@ from retrieval.errors import (
     RequestTooLargeError,
     RetrievalError,
     UniqueConstraintError,
+    UnsupportedByServerError,
     error_class,
 )
 from retrieval.types import CollectionRecord
@@ -302,13 +304,17 @@ def collection_to_wire(record: CollectionRecord) -> dict[str, Any]:
 
 def collection_from_wire(data: Mapping[str, Any]) -> CollectionRecord:
     config = configuration_from_wire(data.get("configuration_json"), None)
+    # Chroma's server keeps the data loader only in the metadata (retrieval.loader_metadata).
+    metadata, stored_loader = split_loader(data.get("metadata"))
+    if config.data_loader is None and stored_loader is not None:
+        config = dataclasses.replace(config, data_loader=stored_loader)
     return CollectionRecord(
         id=str(data["id"]),
         name=data["name"],
         tenant=data.get("tenant", "default_tenant"),
         database=data.get("database", "default_database"),
         configuration_json=config.to_json(),
-        metadata=data.get("metadata"),
+        metadata=metadata,
         dimension=data.get("dimension"),
     )
 
@@ -395,7 +401,13 @@ _FROM_STATUS: dict[int, type[RetrievalError]] = {
     404: NotFoundError,
     409: UniqueConstraintError,
     423: PersistPathLockedError,
+    501: UnsupportedByServerError,
 }
+# What a 501 means in practice: Chroma's single-node server serves no Search API.
+_SEARCH_ELSEWHERE = (
+    " (Chroma's single-node server, `chroma run`, does not serve the Search API: use query() against it, "
+    "or search() against `retrieval run`, Chroma's distributed deployment or Chroma Cloud)"
+)
 
 
 def error_to_wire(error: BaseException) -> tuple[int, dict[str, str]]:
@@ -422,6 +434,8 @@ def error_from_wire(status: int, body: Any, text: str = "") -> RetrievalError:
             if cls is not RetrievalError or ours == "RetrievalError":
                 return cls(message)
         cls = _FROM_CHROMA_NAME.get(str(body["error"])) or _FROM_STATUS.get(status, InternalError if status >= 500 else RetrievalError)
+        if cls is UnsupportedByServerError and "search" in message.lower():
+            message += _SEARCH_ELSEWHERE
         return cls(message)
     cls = _FROM_STATUS.get(status, InternalError if status >= 500 else RetrievalError)
     return cls(f"HTTP {status}: {text[:500] or 'no body'}")

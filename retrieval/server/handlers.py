@@ -11,6 +11,7 @@ URI: it stores configurations and URIs and hands them back (DESIGN section 7).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -19,6 +20,7 @@ from retrieval import validation as v
 from retrieval.backend import Backend
 from retrieval.config import modified_metadata, split_legacy_metadata
 from retrieval.errors import InvalidArgumentError, NotFoundError
+from retrieval.loader_metadata import split_loader
 from retrieval.http.wire import (
     collection_to_wire,
     configuration_from_wire,
@@ -219,13 +221,16 @@ def delete_database(state: ServerState, path, query, body) -> Any:
 def create_collection(state: ServerState, path, query, body) -> Any:
     body = _body(body)
     name = v.validate_collection_name(body.get("name"))
-    metadata = body.get("metadata")
+    # Our HTTP clients also store the loader in the metadata, for Chroma's server: held here in the config.
+    metadata, stored_loader = split_loader(body.get("metadata"))
     # chromadb's ``hnsw:*`` metadata keys configure the index and, as on chromadb's server, stay
     # in the metadata as sent (retrieval's own clients strip them before sending).
     _, legacy_hnsw = split_legacy_metadata(metadata)
     if metadata is not None:
         metadata = v.validate_metadata(metadata, 0, allow_none=False) or None
     config = configuration_from_wire(body.get("configuration"), legacy_hnsw)
+    if config.data_loader is None and stored_loader is not None:
+        config = dataclasses.replace(config, data_loader=stored_loader)
     get_or_create = body.get("get_or_create", False)
     if not isinstance(get_or_create, bool):
         raise InvalidArgumentError(f"get_or_create must be true or false; got {get_or_create!r}")
@@ -261,7 +266,7 @@ def modify_collection(state: ServerState, path, query, body) -> Any:
         v.validate_collection_name(name)
     metadata = body.get("new_metadata")
     if metadata is not None:
-        metadata = modified_metadata(metadata)
+        metadata = modified_metadata(split_loader(metadata)[0] or {})  # the loader lives in the config here
     config = None
     if body.get("new_configuration") is not None:
         current = CollectionConfig.from_json(record.configuration_json)
