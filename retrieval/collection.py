@@ -414,24 +414,8 @@ class Collection:
             ['c']
         """
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
-        if ids == []:
-            # chromadb 1.5.9 refuses it too: an empty id list is usually a bug upstream.
-            raise InvalidArgumentError(
-                "delete(ids=[]) names no record to delete; pass at least one id, or leave ids out and use where="
-            )
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
-        if ids is None and where_tree is None and document_tree is None:
-            raise InvalidArgumentError(
-                "delete needs ids, where or where_document; to remove everything use client.delete_collection(name)"
-            )
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise InvalidArgumentError(f"delete limit must be a non-negative integer; got {limit!r}")
-            if where_tree is None and document_tree is None:
-                raise InvalidArgumentError(
-                    "delete(limit=...) needs a where or where_document filter (as in chromadb); with ids alone, "
-                    "pass fewer ids instead"
-                )
+        limit = v.validate_delete(ids, where_tree, document_tree, limit)
         if limit == 0:
             return {"deleted": 0}
         return {"deleted": self._backend.delete(self._record, ids, where_tree, document_tree, limit)}

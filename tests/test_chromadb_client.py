@@ -218,3 +218,61 @@ def test_async_http_client(server):
         await client.delete_collection("wire-async")
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- gaps found in issue 18
+
+
+def test_async_client_heartbeat_asks_the_api_root(server):
+    # chromadb 1.5.9's AsyncHttpClient sends GET /api/v2 (its sync client GET /api/v2/heartbeat).
+    async def main():
+        client = await chromadb.AsyncHttpClient(host="127.0.0.1", port=server.port, settings=_settings())
+        return await client.heartbeat()
+
+    assert asyncio.run(main()) > 0
+    answer = httpx.get(f"{server.url}/api/v2")
+    assert answer.status_code == 200 and answer.json()["nanosecond heartbeat"] > 0
+
+
+def test_collection_id_that_is_not_a_uuid_is_invalid_argument(server, col):
+    base = f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections"
+    for method, path, body in (("GET", "/not-a-uuid/count", None), ("POST", f"/{col.name}/get", {}),
+                               ("GET", "/by-id/12345", None), ("PUT", "/zzz", {"new_name": "x-y-z"})):
+        answer = httpx.request(method, base + path, json=body)
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"] == "InvalidArgumentError"
+        assert "not a valid UUID" in answer.json()["message"]
+    # A UUID that names nothing is still a 404.
+    assert httpx.get(f"{base}/0b6a0c44-0d0a-4f5e-9d4e-7d1c9c3f2a11/count").status_code == 404
+
+
+@pytest.mark.parametrize("raw", [b"null", b"[1, 2]", b'"ids"', b"7"])
+def test_record_route_with_a_non_object_body_is_400(server, col, raw):
+    base = f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections/{col.id}"
+    for verb in ("get", "query", "delete", "add", "upsert", "update", "search"):
+        answer = httpx.post(f"{base}/{verb}", content=raw, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, (verb, raw, answer.text)
+        assert answer.json()["error"] == "InvalidArgumentError"
+        if server_kind_of(server) == "retrieval":
+            assert "must be a JSON object" in answer.json()["message"]
+    assert col.count() == 4
+
+
+def server_kind_of(server) -> str:
+    return "retrieval" if httpx.get(f"{server.url}/api/v2/version").json() == retrieval_version() else "chroma"
+
+
+def test_delete_rules_are_chromadb_client_rules_on_the_server_too(server, col):
+    # chromadb's client refuses these before sending; a raw request must be refused by the server
+    # the same way (and ours refuses them in the handle with the same rule).
+    url = f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections/{col.id}/delete"
+    with pytest.raises(ValueError):
+        col.delete(ids=[])
+    with pytest.raises(ValueError, match="limit"):
+        col.delete(ids=["a"], limit=1)
+    if server_kind_of(server) == "retrieval":  # chroma's server takes them (its client guards them)
+        for body in ({"ids": []}, {"ids": ["a"], "limit": 1}, {"limit": 1}, {"ids": ["a"], "limit": -1}):
+            answer = httpx.post(url, json=body)
+            assert answer.status_code == 400 and answer.json()["error"] == "InvalidArgumentError", (body, answer.text)
+    assert col.count() == 4
+    assert col.delete(ids=["a"], where={"tag": "t1"}, limit=1)["deleted"] == 1

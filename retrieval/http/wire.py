@@ -60,6 +60,7 @@ class Route:
     ``idempotent`` calls may be retried by a client after a transport failure. ``action`` is what
     a credential needs to make the call when the server has auth on (``retrieval.server.auth``):
     ``public`` (no credential), ``authenticated`` (any valid one), ``read``, ``write`` or ``admin``.
+    ``aliases`` are further paths the server answers the same way (clients use ``path``).
     """
 
     verb: str
@@ -67,15 +68,21 @@ class Route:
     path: str
     idempotent: bool
     action: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,) + self.aliases
 
 
-def _routes(*rows: tuple[str, str, str, bool, str]) -> dict[str, Route]:
+def _routes(*rows: tuple) -> dict[str, Route]:
     return {row[0]: Route(*row) for row in rows}
 
 
 # Order matters to the server's router: ``by-id`` before ``{collection}``.
 ROUTES: dict[str, Route] = _routes(
-    ("heartbeat", "GET", "/heartbeat", True, "public"),
+    # chromadb's AsyncHttpClient asks the API root for its heartbeat, its HttpClient /heartbeat.
+    ("heartbeat", "GET", "/heartbeat", True, "public", ("",)),
     ("get_version", "GET", "/version", True, "public"),
     ("pre_flight_checks", "GET", "/pre-flight-checks", True, "authenticated"),
     ("reset", "POST", "/reset", False, "admin"),

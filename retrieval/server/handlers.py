@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any, Callable, Mapping
 
 from retrieval import validation as v
@@ -60,7 +61,8 @@ class ServerState:
         self._lock = threading.Lock()
 
     def collection(self, path: Mapping[str, str]) -> CollectionRecord:
-        tenant, database, collection_id = path["tenant"], path["database"], path["collection"]
+        tenant, database = path["tenant"], path["database"]
+        collection_id = collection_uuid(path["collection"])
         record = self._records.get(collection_id)
         deleted = self._deleted.get(collection_id)
         if record is None and deleted is not None and deleted[:2] == (tenant, database):
@@ -105,15 +107,27 @@ class ServerState:
         return min(limits) if limits else None
 
 
+def collection_uuid(text: str) -> str:
+    """A collection id from a path, as the engine spells it; anything but a UUID is a 400, as on
+    chromadb's server ("Collection ID is not a valid UUIDv4")."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InvalidArgumentError(
+            f"collection id {text!r} is not a valid UUID (Collection ID is not a valid UUIDv4); this route takes "
+            "the collection's id, not its name: read it from get_collection(name).id"
+        ) from None
+
+
 def _missing(collection_id: str, tenant: str, database: str) -> NotFoundError:
     return NotFoundError(f"collection {collection_id!r} does not exist in tenant {tenant!r} / database {database!r}")
 
 
 def _body(body: Any) -> Mapping[str, Any]:
-    if body is None:
-        return {}
     if not isinstance(body, Mapping):
-        raise InvalidArgumentError(f"request body must be a JSON object; got {type(body).__name__}")
+        # A null body is not "no arguments": ``POST .../get`` with null must not return everything.
+        got = "no body" if body is None else f"JSON {type(body).__name__} {body!r:.80}"
+        raise InvalidArgumentError(f"request body must be a JSON object; got {got}")
     return body
 
 
@@ -341,14 +355,8 @@ def delete(state: ServerState, path, query, body) -> Any:
     ids = body.get("ids")
     ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
     where, where_document = _filters(body)
-    limit = body.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidArgumentError(f"delete limit must be a non-negative integer; got {limit!r}")
-    if ids is None and where is None and where_document is None:
-        raise InvalidArgumentError("delete needs ids, where or where_document")
-    if limit is not None:
-        limit = min(limit, v.SQLITE_MAX_INT)
-    if ids == [] or limit == 0:
+    limit = v.validate_delete(ids, where, where_document, body.get("limit"))
+    if limit == 0:
         return {"deleted": 0}
     return {"deleted": state.backend.delete(record, ids, where, where_document, limit)}
 

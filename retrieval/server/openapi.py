@@ -97,7 +97,11 @@ def openapi_document(version: str, *, auth: bool) -> dict[str, Any]:
             operation["requestBody"] = {"required": verb != "reset", "content": {"application/json": {"schema": BODIES[verb]}}}
         if auth and route.action != "public":
             operation["security"] = [{"bearer": []}, {"chromaToken": []}, {"basic": []}]
-        paths.setdefault(API_PREFIX + route.path, {})[route.method.lower()] = operation
+        for path in route.paths:
+            alias = path != route.path
+            paths.setdefault(API_PREFIX + path, {})[route.method.lower()] = (
+                {**operation, "operationId": f"{verb}_at_{path.strip('/') or 'root'}"} if alias else operation
+            )
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "retrieval (Chroma v2 API)", "version": version},
