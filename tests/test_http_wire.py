@@ -12,7 +12,8 @@ import pytest
 from retrieval import errors
 from retrieval.config import CollectionConfig, ComponentSpec, HnswConfig, SparseConfig
 from retrieval.http import wire
-from retrieval.http.calls import Calls, query_answer_from_wire, records_from_wire
+from retrieval.http.calls import Calls
+from retrieval.http.verbs import query_answer_from_wire, records_from_wire
 from retrieval.query.filters import parse_where, parse_where_document
 from retrieval.server import handlers
 from retrieval.types import CollectionRecord, GetRequest, QueryRequest, RecordBatch

@@ -1,0 +1,506 @@
+"""Each verb of Chroma's v2 REST API defined once: its request body and its answer, both ways.
+
+A :class:`Verb` is the whole wire contract of one route of :data:`retrieval.http.wire.ROUTES`:
+
+- ``body``: the request body's fields, each a JSON schema (:class:`Body`). The server checks every
+  body against it (``Verb.parse``), the OpenAPI document publishes it, and the agreement test
+  (``tests/test_wire_agreement.py``) generates requests from it;
+- ``encode(...)`` (client): the typed Backend arguments as that JSON body;
+- ``decode(body)`` (server): the checked body as the typed Backend arguments, validated with the
+  rules the client handles run (``retrieval.validation``, the filter parsers), so a request one half
+  refuses the other refuses with the same error class;
+- ``answer(value, body)`` (server): the Backend's typed answer as chromadb's JSON;
+- ``read(json)`` (client): that JSON back as the typed answer.
+
+The client half (``retrieval.http.calls``) and the server half (``retrieval.server.handlers``) are
+thin: they say which verb and which collection; everything about the JSON lives here. A wire change
+is one edit in this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from retrieval import validation as v
+from retrieval.config import CollectionConfig, split_legacy_metadata
+from retrieval.errors import InvalidArgumentError
+from retrieval.http.wire import (
+    collection_from_wire,
+    collection_to_wire,
+    configuration_from_wire,
+    embeddings_from_answer,
+    embeddings_from_wire,
+    embeddings_to_base64,
+    public_configuration,
+)
+from retrieval.query.filters import parse_where, parse_where_document
+from retrieval.types import (
+    DEFAULT_INCLUDE_GET,
+    DEFAULT_INCLUDE_QUERY,
+    INCLUDE_GET,
+    INCLUDE_QUERY,
+    GetRequest,
+    QueryAnswer,
+    QueryRequest,
+    RecordBatch,
+    Records,
+)
+
+# ------------------------------------------------------------------------------ body schemas
+
+_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda x: isinstance(x, Mapping),
+    "array": lambda x: isinstance(x, list),
+    "string": lambda x: isinstance(x, str),
+    "integer": lambda x: isinstance(x, int) and not isinstance(x, bool),
+    "number": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+    "boolean": lambda x: isinstance(x, bool),
+    "null": lambda x: x is None,
+}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    return {**schema, "type": types + ["null"]}
+
+
+STRING = {"type": "string"}
+STRINGS = {"type": "array", "items": STRING}
+OBJECT = {"type": "object"}
+BOOLEAN = {"type": "boolean"}
+COUNT = {"type": "integer", "minimum": 0}
+FILTER = nullable(OBJECT)  # chromadb's clients send {} or null for "no filter"
+EMBEDDINGS = {  # lists of floats, or base64 of little-endian float32 (chromadb's client)
+    "type": "array",
+    "items": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string", "format": "byte"}]},
+}
+INCLUDE = nullable({"type": "array", "items": {"type": "string", "enum": list(INCLUDE_QUERY)}})
+COLUMN_OF_STRINGS = nullable({"type": "array", "items": nullable(STRING)})
+COLUMN_OF_OBJECTS = nullable({"type": "array", "items": nullable(OBJECT)})
+
+
+def _describe(schema: dict[str, Any]) -> str:
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    return " or ".join("a list" if t == "array" else "an object" if t == "object" else
+                       "an integer" if t == "integer" else t for t in types)
+
+
+@dataclass(frozen=True)
+class Body:
+    """A request body: a JSON object with these fields (name -> JSON schema), ``required`` among them.
+
+    ``check`` enforces the body's shape and each field's JSON type (and an integer's ``minimum``);
+    what a value means (ids unique, metadata values scalar, filters well formed) is the verb's
+    ``decode``, with the same validators the client handles use. Unknown fields are ignored, as
+    chromadb's server ignores them.
+    """
+
+    fields: Mapping[str, dict[str, Any]]
+    required: tuple[str, ...] = ()
+    why: str = ""  # said when a required field is missing
+
+
+    def check(self, verb: str, body: Any) -> Mapping[str, Any]:
+        if not isinstance(body, Mapping):
+            # A null body is not "no arguments": POST .../get with null must not return everything.
+            got = "no body" if body is None else f"JSON {type(body).__name__} {body!r:.80}"
+            raise InvalidArgumentError(f"{verb}: request body must be a JSON object; got {got}")
+        for name in self.required:
+            if body.get(name) is None:
+                raise InvalidArgumentError(
+                    f"{verb}: request body needs {name!r} ({_describe(self.fields[name])}){self.why}"
+                )
+        for name, schema in self.fields.items():
+            value = body.get(name)
+            if name not in body:
+                continue
+            types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+            if not any(_JSON_TYPES[t](value) for t in types):
+                raise InvalidArgumentError(f"{verb}: {name!r} must be {_describe(schema)}; got {value!r:.80}")
+            if isinstance(value, int) and value < schema.get("minimum", value):
+                raise InvalidArgumentError(f"{verb}: {name!r} must be at least {schema['minimum']}; got {value!r}")
+        return body
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "object", "properties": dict(self.fields)}
+        if self.required:
+            out["required"] = list(self.required)
+        return out
+
+
+def _identity(value: Any, *_: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One REST verb's wire contract (see the module docstring)."""
+
+    body: Body | None = None
+    encode: Callable[..., Any] | None = None
+    decode: Callable[[Mapping[str, Any]], Any] | None = None
+    answer: Callable[..., Any] = _identity
+    read: Callable[[Any], Any] = _identity
+
+    def parse(self, name: str, body: Any) -> Any:
+        """The server half: a request body as the typed value its handler passes to the backend."""
+        assert self.body is not None and self.decode is not None, f"{name} takes no body"
+        return self.decode(self.body.check(name, body))
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _tree(value: Any) -> Any:
+    return None if value is None else value.to_dict()
+
+
+def _filters(body: Mapping[str, Any]) -> tuple[Any, Any]:
+    # chromadb's clients send {} for "no filter" in places; it means the same as null.
+    return parse_where(body.get("where") or None), parse_where_document(body.get("where_document") or None)
+
+
+def _include(body: Mapping[str, Any], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    include = body.get("include")
+    if include is None:
+        return ("documents", "metadatas")
+    if not all(isinstance(i, str) for i in include):
+        raise InvalidArgumentError(f"include must be a list of strings; got {include!r}")
+    bad = [i for i in include if i not in allowed]
+    if bad:
+        raise InvalidArgumentError(f"include {bad} not understood; choose from {list(allowed)}")
+    return tuple(c for c in ("embeddings", "documents", "uris", "metadatas") if c in include)
+
+
+def _optional_ids(body: Mapping[str, Any], *, allow_empty: bool = False) -> list[str] | None:
+    ids = body.get("ids")
+    return None if ids is None else v.validate_ids(ids, allow_empty=allow_empty)
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    return body["name"]
+
+
+def database_from_wire(answer: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": answer.get("id"), "name": answer["name"], "tenant": answer["tenant"]}
+
+
+# ------------------------------------------------------------------------------ collections
+
+
+@dataclass(frozen=True)
+class NewCollection:
+    """A parsed ``create_collection``."""
+
+    name: str
+    config: CollectionConfig
+    metadata: dict | None
+    get_or_create: bool
+
+
+def _encode_create(name: str, config: CollectionConfig, metadata: dict | None, get_or_create: bool) -> dict:
+    return {
+        "name": name,
+        "metadata": metadata,
+        "configuration": {**public_configuration(config), "hnsw": config.hnsw.to_dict(include_host=False)},
+        "schema": None,
+        "get_or_create": get_or_create,
+    }
+
+
+def _decode_create(body: Mapping[str, Any]) -> NewCollection:
+    name = v.validate_collection_name(body["name"])
+    metadata = body.get("metadata")
+    # chromadb's ``hnsw:*`` metadata keys configure the index and, as on chromadb's server, stay
+    # in the metadata as sent (retrieval's own clients strip them before sending).
+    _, legacy_hnsw = split_legacy_metadata(metadata)
+    if metadata is not None:
+        metadata = v.validate_metadata(metadata, 0, allow_none=False) or None
+    config = configuration_from_wire(body.get("configuration"), legacy_hnsw)
+    return NewCollection(name, config, metadata, bool(body.get("get_or_create", False)))
+
+
+@dataclass(frozen=True)
+class CollectionChange:
+    """A parsed ``modify_collection``: ``configuration`` is chromadb's ``new_configuration`` (applied
+    to the stored configuration by ``wire.configuration_update_from_wire``)."""
+
+    name: str | None
+    metadata: dict | None
+    configuration: Mapping[str, Any] | None
+
+
+def _decode_modify(body: Mapping[str, Any]) -> CollectionChange:
+    from retrieval.config import modified_metadata
+
+    name = body.get("new_name")
+    if name is not None:
+        v.validate_collection_name(name)
+    metadata = body.get("new_metadata")
+    return CollectionChange(name, None if metadata is None else modified_metadata(metadata), body.get("new_configuration"))
+
+
+# ---------------------------------------------------------------------------------- records
+
+
+def _encode_batch(batch: RecordBatch) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ids": batch.ids,
+        "embeddings": None if batch.embeddings is None else embeddings_to_base64(batch.embeddings),
+        "metadatas": batch.metadatas,
+        "documents": batch.documents,
+        "uris": batch.uris,
+    }
+    if batch.sparse:  # retrieval's extension: sparse vectors computed by the client
+        body["sparse"] = batch.sparse
+    return body
+
+
+def _decode_batch(body: Mapping[str, Any]) -> RecordBatch:
+    ids = v.validate_ids(body["ids"])
+    n = len(ids)
+    embeddings = body.get("embeddings")
+    vectors = None if embeddings is None else v.validate_embeddings(embeddings_from_wire(embeddings), n)
+    batch = RecordBatch(
+        ids=ids,
+        embeddings=vectors,
+        metadatas=v.validate_metadatas(body.get("metadatas"), n, allow_none=True),
+        documents=v.validate_strings(body.get("documents"), n, "documents"),
+        uris=v.validate_strings(body.get("uris"), n, "uris"),
+    )
+    sparse = body.get("sparse")
+    if sparse:
+        batch.sparse = _sparse_columns(sparse, n)
+    return batch
+
+
+def _sparse_columns(sparse: Mapping[str, Any], n: int) -> dict[str, list[Any]]:
+    from embedders.sparse import SparseVector
+
+    out = {}
+    for key, column in sparse.items():
+        if not isinstance(column, list) or len(column) != n:
+            raise InvalidArgumentError(f"sparse[{key!r}] must hold {n} entries, one per id")
+        out[key] = [None if item is None else SparseVector.from_dict(item) for item in column]
+    return out
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A parsed ``delete`` (chromadb 1.5.9's rules: ``validation.validate_delete``)."""
+
+    ids: list[str] | None
+    where: Any
+    where_document: Any
+    limit: int | None
+
+
+def _encode_delete(ids: list[str] | None, where: Any, where_document: Any, limit: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"ids": ids, "where": _tree(where), "where_document": _tree(where_document)}
+    if limit is not None:
+        body["limit"] = limit
+    return body
+
+
+def _decode_delete(body: Mapping[str, Any]) -> Deletion:
+    ids = _optional_ids(body, allow_empty=True)
+    where, where_document = _filters(body)
+    return Deletion(ids, where, where_document, v.validate_delete(ids, where, where_document, body.get("limit")))
+
+
+def _encode_get(request: GetRequest) -> dict[str, Any]:
+    return {
+        "ids": request.ids,
+        "where": _tree(request.where),
+        "where_document": _tree(request.where_document),
+        "limit": request.limit,
+        "offset": request.offset or None,
+        "include": list(request.include),
+    }
+
+
+def _decode_get(body: Mapping[str, Any]) -> GetRequest:
+    where, where_document = _filters(body)
+    limit, offset = v.validate_limit_offset(body.get("limit"), body.get("offset"))
+    return GetRequest(ids=_optional_ids(body), where=where, where_document=where_document, limit=limit,
+                      offset=offset, include=_include(body, INCLUDE_GET))
+
+
+def records_to_wire(records: Records, body: Mapping[str, Any]) -> dict[str, Any]:
+    include = _include(body, INCLUDE_GET)
+    out: dict[str, Any] = {"ids": records.ids, "include": list(body.get("include") or DEFAULT_INCLUDE_GET)}
+    for column in ("embeddings", "documents", "uris", "metadatas"):
+        out[column] = getattr(records, column) if column in include else None
+    return out
+
+
+def records_from_wire(answer: Mapping[str, Any]) -> Records:
+    return Records(
+        ids=answer["ids"],
+        embeddings=embeddings_from_answer(answer.get("embeddings")),
+        documents=answer.get("documents"),
+        uris=answer.get("uris"),
+        metadatas=answer.get("metadatas"),
+    )
+
+
+def _encode_query(request: QueryRequest) -> dict[str, Any]:
+    return {
+        "ids": request.ids,
+        # chromadb's server takes query vectors as lists only.
+        "query_embeddings": np.asarray(request.embeddings, dtype=np.float32),
+        "n_results": request.n_results,
+        "where": _tree(request.where),
+        "where_document": _tree(request.where_document),
+        "include": list(request.include) + ["distances"],
+    }
+
+
+def _decode_query(body: Mapping[str, Any]) -> QueryRequest:
+    vectors = v.validate_embeddings(embeddings_from_wire(body["query_embeddings"], "query_embeddings"),
+                                    what="query_embeddings")
+    where, where_document = _filters(body)
+    return QueryRequest(
+        embeddings=vectors,
+        n_results=v.validate_n_results(body.get("n_results", 10)),
+        ids=_optional_ids(body, allow_empty=True),
+        where=where,
+        where_document=where_document,
+        include=_include(body, INCLUDE_QUERY),
+    )
+
+
+def query_answer_to_wire(answer: QueryAnswer, body: Mapping[str, Any]) -> dict[str, Any]:
+    include = _include(body, INCLUDE_QUERY)
+    wanted = body.get("include")
+    wanted = list(DEFAULT_INCLUDE_QUERY) if wanted is None else list(wanted)
+    out: dict[str, Any] = {"ids": [r.ids for r in answer.records], "include": wanted}
+    for column in ("embeddings", "documents", "uris", "metadatas"):
+        out[column] = [getattr(r, column) for r in answer.records] if column in include else None
+    out["distances"] = answer.distances if "distances" in wanted else None
+    return out
+
+
+def query_answer_from_wire(answer: Mapping[str, Any]) -> QueryAnswer:
+    n = len(answer["ids"])
+
+    def column(name: str) -> list:
+        values = answer.get(name)
+        return values if values is not None else [None] * n
+
+    records = [
+        Records(ids=ids, embeddings=embeddings_from_answer(embeddings), documents=documents, uris=uris,
+                metadatas=metadatas)
+        for ids, embeddings, documents, uris, metadatas in zip(
+            answer["ids"], column("embeddings"), column("documents"), column("uris"), column("metadatas")
+        )
+    ]
+    distances = [np.asarray(d if d is not None else [], dtype=np.float32) for d in column("distances")]
+    return QueryAnswer(records=records, distances=distances)
+
+
+def _encode_search(searches: Sequence[Any]) -> dict[str, Any]:
+    return {"searches": [s.to_dict() for s in searches], "read_level": "index_and_wal"}
+
+
+def _decode_search(body: Mapping[str, Any]) -> list[Any]:
+    from retrieval.search.plan import Search
+
+    searches = body["searches"]
+    if not searches:
+        raise InvalidArgumentError("'searches' must be a non-empty list of search objects; got []")
+    parsed = []
+    for position, search in enumerate(searches):
+        try:
+            parsed.append(Search.from_dict(search))
+        except (TypeError, KeyError, AttributeError) as e:  # a malformed dict is the client's error
+            raise InvalidArgumentError(f"searches[{position}] is not a valid search: {e}") from e
+    return parsed
+
+
+def _search_result(answer: Any) -> Any:
+    from retrieval.search.result import SearchResult
+
+    return SearchResult(answer)
+
+
+# ------------------------------------------------------------------------------- the table
+
+_RECORD_FIELDS = dict(ids=STRINGS, embeddings=nullable(EMBEDDINGS), metadatas=COLUMN_OF_OBJECTS,
+                      documents=COLUMN_OF_STRINGS, uris=COLUMN_OF_STRINGS, sparse=nullable(OBJECT))
+_NONE = lambda answer, *_: None  # noqa: E731 - answers with no value ({} on the wire)
+
+
+_SERVER_DOES_NOT_EMBED = (
+    ": the server does not embed (embed documents, images, uris or query texts in the client with the "
+    "collection's embedding function)"
+)
+
+
+def _write(*required: str) -> Verb:
+    return Verb(Body(_RECORD_FIELDS, required, _SERVER_DOES_NOT_EMBED), _encode_batch, _decode_batch,
+                answer=lambda value, *_: {}, read=_NONE)
+
+
+NAMED = Body({"name": STRING}, ("name",))
+
+VERBS: dict[str, Verb] = {
+    "heartbeat": Verb(answer=lambda ns, *_: {"nanosecond heartbeat": ns},
+                      read=lambda a: int(a["nanosecond heartbeat"])),
+    "get_version": Verb(read=str),
+    "pre_flight_checks": Verb(),
+    "reset": Verb(read=bool),
+    "get_user_identity": Verb(),
+    "create_tenant": Verb(NAMED, lambda name: {"name": name}, _name, answer=lambda *_: {}, read=_NONE),
+    "get_tenant": Verb(answer=lambda name, *_: {"name": name, "resource_name": None}, read=lambda a: a["name"]),
+    "list_databases": Verb(read=lambda answer: [database_from_wire(d) for d in answer]),
+    "create_database": Verb(NAMED, lambda name: {"name": name}, _name, answer=lambda *_: {}, read=_NONE),
+    "get_database": Verb(read=database_from_wire),
+    "delete_database": Verb(answer=lambda *_: {}, read=_NONE),
+    "count_collections": Verb(read=int),
+    "list_collections": Verb(answer=lambda records, *_: [collection_to_wire(r) for r in records],
+                             read=lambda answer: [collection_from_wire(c) for c in answer]),
+    "create_collection": Verb(
+        Body({"name": STRING, "metadata": nullable(OBJECT), "configuration": nullable(OBJECT),
+              "schema": nullable(OBJECT), "get_or_create": BOOLEAN}, ("name",)),
+        _encode_create, _decode_create, answer=lambda record, *_: collection_to_wire(record), read=collection_from_wire,
+    ),
+    "get_collection_by_id": Verb(answer=lambda record, *_: collection_to_wire(record), read=collection_from_wire),
+    "get_collection": Verb(answer=lambda record, *_: collection_to_wire(record), read=collection_from_wire),
+    "modify_collection": Verb(
+        Body({"new_name": nullable(STRING), "new_metadata": nullable(OBJECT), "new_configuration": nullable(OBJECT)}),
+        lambda name, metadata, update: {"new_name": name, "new_metadata": metadata, "new_configuration": update},
+        _decode_modify, answer=lambda *_: {},
+    ),
+    "delete_collection": Verb(answer=lambda *_: {}, read=_NONE),
+    "add": _write("ids", "embeddings"),
+    "update": _write("ids"),
+    "upsert": _write("ids", "embeddings"),
+    "delete": Verb(
+        Body({"ids": nullable(STRINGS), "where": FILTER, "where_document": FILTER, "limit": nullable(COUNT)}),
+        _encode_delete, _decode_delete, answer=lambda n, *_: {"deleted": n},
+        read=lambda answer: int((answer or {}).get("deleted", 0)),
+    ),
+    "count": Verb(read=int),
+    "get": Verb(
+        Body({"ids": nullable(STRINGS), "where": FILTER, "where_document": FILTER, "limit": nullable(COUNT),
+              "offset": nullable(COUNT), "include": INCLUDE}),
+        _encode_get, _decode_get, answer=records_to_wire, read=records_from_wire,
+    ),
+    "query": Verb(
+        Body({"query_embeddings": EMBEDDINGS, "n_results": {"type": "integer", "minimum": 1},
+              "ids": nullable(STRINGS), "where": FILTER, "where_document": FILTER, "include": INCLUDE},
+             ("query_embeddings",), _SERVER_DOES_NOT_EMBED),
+        _encode_query, _decode_query, answer=query_answer_to_wire, read=query_answer_from_wire,
+    ),
+    "search": Verb(
+        Body({"searches": {"type": "array", "items": OBJECT}, "read_level": STRING}, ("searches",)),
+        _encode_search, _decode_search, answer=lambda result, *_: dict(result), read=_search_result,
+    ),
+}
+
+# Query-string parameters of the verbs that page (``limit`` and ``offset``).
+PAGED = ("list_databases", "list_collections")
