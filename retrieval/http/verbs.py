@@ -19,6 +19,7 @@ is one edit in this file.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -92,43 +93,70 @@ def _describe(schema: dict[str, Any]) -> str:
 class Body:
     """A request body: a JSON object with these fields (name -> JSON schema), ``required`` among them.
 
-    ``check`` enforces the body's shape and each field's JSON type (and an integer's ``minimum``);
+    The server enforces the body's shape and each field's JSON type (and an integer's ``minimum``);
     what a value means (ids unique, metadata values scalar, filters well formed) is the verb's
-    ``decode``, with the same validators the client handles use. Unknown fields are ignored, as
-    chromadb's server ignores them.
+    ``decode``, with the validators the client handles use. A field is checked when ``decode``
+    first reads it (:class:`CheckedBody`), so problems are found in the handle's order and both
+    halves name the same first one; fields it never reads are checked after it. Unknown fields
+    are ignored, as chromadb's server ignores them.
     """
 
     fields: Mapping[str, dict[str, Any]]
     required: tuple[str, ...] = ()
     why: str = ""  # said when a required field is missing
 
-
-    def check(self, verb: str, body: Any) -> Mapping[str, Any]:
-        if not isinstance(body, Mapping):
-            # A null body is not "no arguments": POST .../get with null must not return everything.
-            got = "no body" if body is None else f"JSON {type(body).__name__} {body!r:.80}"
-            raise InvalidArgumentError(f"{verb}: request body must be a JSON object; got {got}")
-        for name in self.required:
-            if body.get(name) is None:
-                raise InvalidArgumentError(
-                    f"{verb}: request body needs {name!r} ({_describe(self.fields[name])}){self.why}"
-                )
-        for name, schema in self.fields.items():
-            value = body.get(name)
+    def check_field(self, verb: str, body: Mapping[str, Any], name: str) -> None:
+        schema = self.fields[name]
+        if name not in body or body[name] is None:
+            if name in self.required:
+                raise InvalidArgumentError(f"{verb}: request body needs {name!r} ({_describe(schema)}){self.why}")
             if name not in body:
-                continue
-            types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-            if not any(_JSON_TYPES[t](value) for t in types):
-                raise InvalidArgumentError(f"{verb}: {name!r} must be {_describe(schema)}; got {value!r:.80}")
-            if isinstance(value, int) and value < schema.get("minimum", value):
-                raise InvalidArgumentError(f"{verb}: {name!r} must be at least {schema['minimum']}; got {value!r}")
-        return body
+                return
+        value = body[name]
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_JSON_TYPES[t](value) for t in types):
+            raise InvalidArgumentError(f"{verb}: {name!r} must be {_describe(schema)}; got {value!r:.80}")
+        if isinstance(value, int) and value < schema.get("minimum", value):
+            raise InvalidArgumentError(f"{verb}: {name!r} must be at least {schema['minimum']}; got {value!r}")
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "object", "properties": dict(self.fields)}
         if self.required:
             out["required"] = list(self.required)
         return out
+
+
+class CheckedBody(Mapping):
+    """A request body whose declared fields are type-checked as they are read."""
+
+    def __init__(self, verb: str, spec: Body, body: Any):
+        if not isinstance(body, Mapping):
+            # A null body is not "no arguments": POST .../get with null must not return everything.
+            got = "no body" if body is None else f"JSON {type(body).__name__} {body!r:.80}"
+            raise InvalidArgumentError(f"{verb}: request body must be a JSON object; got {got}")
+        self._verb, self._spec, self._body, self._checked = verb, spec, body, set()
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._spec.fields and name not in self._checked:
+            self._spec.check_field(self._verb, self._body, name)
+            self._checked.add(name)
+        return self._body[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in self._spec.fields and name not in self._checked:
+            self._spec.check_field(self._verb, self._body, name)
+            self._checked.add(name)
+        return self._body.get(name, default)
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def __len__(self) -> int:
+        return len(self._body)
+
+    def check_rest(self) -> None:
+        for name in self._spec.fields:
+            self.get(name)
 
 
 def _identity(value: Any, *_: Any) -> Any:
@@ -148,10 +176,19 @@ class Verb:
     def parse(self, name: str, body: Any) -> Any:
         """The server half: a request body as the typed value its handler passes to the backend."""
         assert self.body is not None and self.decode is not None, f"{name} takes no body"
-        return self.decode(self.body.check(name, body))
+        checked = CheckedBody(name, self.body, body)
+        value = self.decode(checked)
+        checked.check_rest()
+        return value
 
 
 # --------------------------------------------------------------------------------- helpers
+
+_SERVER_DOES_NOT_EMBED = (
+    ": the server does not embed (embed documents, images, uris or query texts in the client with the "
+    "collection's embedding function)"
+)
+
 
 
 def _tree(value: Any) -> Any:
@@ -259,18 +296,18 @@ def _encode_batch(batch: RecordBatch) -> dict[str, Any]:
     return body
 
 
-def _decode_batch(body: Mapping[str, Any]) -> RecordBatch:
+def _decode_batch(mode: str, body: Mapping[str, Any]) -> RecordBatch:
+    # In the handle's order (``retrieval.inputs``), so both halves name the same first problem.
     ids = v.validate_ids(body["ids"])
     n = len(ids)
+    metadatas = v.validate_metadatas(body.get("metadatas"), n, allow_none=True)
+    documents = v.validate_strings(body.get("documents"), n, "documents")
+    uris = v.validate_strings(body.get("uris"), n, "uris")
     embeddings = body.get("embeddings")
+    if embeddings is None and mode != "update":
+        raise InvalidArgumentError(f"{mode} needs embeddings{_SERVER_DOES_NOT_EMBED}")
     vectors = None if embeddings is None else v.validate_embeddings(embeddings_from_wire(embeddings), n)
-    batch = RecordBatch(
-        ids=ids,
-        embeddings=vectors,
-        metadatas=v.validate_metadatas(body.get("metadatas"), n, allow_none=True),
-        documents=v.validate_strings(body.get("documents"), n, "documents"),
-        uris=v.validate_strings(body.get("uris"), n, "uris"),
-    )
+    batch = RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris)
     sparse = body.get("sparse")
     if sparse:
         batch.sparse = _sparse_columns(sparse, n)
@@ -323,10 +360,12 @@ def _encode_get(request: GetRequest) -> dict[str, Any]:
 
 
 def _decode_get(body: Mapping[str, Any]) -> GetRequest:
-    where, where_document = _filters(body)
+    # In the handle's order (``Collection.get``), so both halves name the same first problem.
+    ids = _optional_ids(body)
+    include = _include(body, INCLUDE_GET)
     limit, offset = v.validate_limit_offset(body.get("limit"), body.get("offset"))
-    return GetRequest(ids=_optional_ids(body), where=where, where_document=where_document, limit=limit,
-                      offset=offset, include=_include(body, INCLUDE_GET))
+    where, where_document = _filters(body)
+    return GetRequest(ids=ids, where=where, where_document=where_document, limit=limit, offset=offset, include=include)
 
 
 def records_to_wire(records: Records, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -360,17 +399,15 @@ def _encode_query(request: QueryRequest) -> dict[str, Any]:
 
 
 def _decode_query(body: Mapping[str, Any]) -> QueryRequest:
+    # In the handle's order (``Collection.query``), so both halves name the same first problem.
+    n_results = v.validate_n_results(body.get("n_results", 10))
+    include = _include(body, INCLUDE_QUERY)
+    ids = _optional_ids(body, allow_empty=True)
+    where, where_document = _filters(body)
     vectors = v.validate_embeddings(embeddings_from_wire(body["query_embeddings"], "query_embeddings"),
                                     what="query_embeddings")
-    where, where_document = _filters(body)
-    return QueryRequest(
-        embeddings=vectors,
-        n_results=v.validate_n_results(body.get("n_results", 10)),
-        ids=_optional_ids(body, allow_empty=True),
-        where=where,
-        where_document=where_document,
-        include=_include(body, INCLUDE_QUERY),
-    )
+    return QueryRequest(embeddings=vectors, n_results=n_results, ids=ids, where=where, where_document=where_document,
+                        include=include)
 
 
 def query_answer_to_wire(answer: QueryAnswer, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -434,14 +471,9 @@ _RECORD_FIELDS = dict(ids=STRINGS, embeddings=nullable(EMBEDDINGS), metadatas=CO
 _NONE = lambda answer, *_: None  # noqa: E731 - answers with no value ({} on the wire)
 
 
-_SERVER_DOES_NOT_EMBED = (
-    ": the server does not embed (embed documents, images, uris or query texts in the client with the "
-    "collection's embedding function)"
-)
-
-
-def _write(*required: str) -> Verb:
-    return Verb(Body(_RECORD_FIELDS, required, _SERVER_DOES_NOT_EMBED), _encode_batch, _decode_batch,
+def _write(mode: str) -> Verb:
+    # ``embeddings`` is required by add and upsert, checked after the ids as the handle does.
+    return Verb(Body(_RECORD_FIELDS, ("ids",)), _encode_batch, functools.partial(_decode_batch, mode),
                 answer=lambda value, *_: {}, read=_NONE)
 
 
@@ -476,9 +508,9 @@ VERBS: dict[str, Verb] = {
         _decode_modify, answer=lambda *_: {},
     ),
     "delete_collection": Verb(answer=lambda *_: {}, read=_NONE),
-    "add": _write("ids", "embeddings"),
-    "update": _write("ids"),
-    "upsert": _write("ids", "embeddings"),
+    "add": _write("add"),
+    "update": _write("update"),
+    "upsert": _write("upsert"),
     "delete": Verb(
         Body({"ids": nullable(STRINGS), "where": FILTER, "where_document": FILTER, "limit": nullable(COUNT)}),
         _encode_delete, _decode_delete, answer=lambda n, *_: {"deleted": n},
