@@ -5,8 +5,11 @@ the wire cannot drift between them:
 
 - the sync and the async HTTP transports (``retrieval.http.transport``) turn a Backend verb into a
   :class:`Call` with :mod:`retrieval.http.calls` and its answer back into a typed value;
-- the server (``retrieval.server``) routes the table below and decodes/encodes with the same
-  helpers (:mod:`retrieval.server.handlers`).
+- the server (``retrieval.server``) routes the table below (:mod:`retrieval.server.handlers`).
+
+Both halves encode and decode each verb's body and answer with its one entry in
+:mod:`retrieval.http.verbs`; this module holds the routes and the shapes the verbs share
+(collections, configurations, embeddings, errors).
 
 The shapes are those chromadb 1.5.9's own server speaks (its Rust frontend, ``rust/frontend/src/
 server.rs``), so chromadb's ``HttpClient`` / ``AsyncHttpClient`` / ``AdminClient`` work unchanged:
