@@ -129,6 +129,14 @@ class Collection:
         return self._embedding_function
 
     @property
+    def schema(self) -> Any:
+        """chromadb's ``collection.schema``: a :class:`retrieval.schema.Schema` of this collection's
+        indexes (vector space, HNSW settings and embedding function; its sparse index, if any)."""
+        from retrieval.schema import Schema
+
+        return Schema.from_configuration(self.configuration, self._embedding_function, self._part("sparse"))
+
+    @property
     def data_loader(self) -> Any:
         return self._data_loader
 
