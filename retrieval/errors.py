@@ -16,6 +16,7 @@ against chromadb, and carries an HTTP status so the server can map it without a 
     ├── RequestTooLargeError (ValueError)        413  a request body over the server's limit
     ├── RequestTimeoutError (TimeoutError)       408  a request body that arrived too slowly
     ├── ServerUnavailableError (ConnectionError) 503  an HTTP client cannot reach its server
+    ├── NotSupportedError (NotImplementedError)  501  a chromadb Cloud feature (forks, attached functions)
     └── InternalError (RuntimeError)             500
 
 Errors of ``embedders`` and ``loaders`` (which import nothing from retrieval) are re-raised at the
@@ -88,6 +89,12 @@ class ServerUnavailableError(RetrievalError, ConnectionError):
     """An HTTP client could not reach its server, or the request timed out."""
 
     http_status = 503
+
+
+class NotSupportedError(RetrievalError, NotImplementedError):
+    """A chromadb feature a single-node server does not have (as chroma's answers 501)."""
+
+    http_status = 501
 
 
 class InternalError(RetrievalError, RuntimeError):

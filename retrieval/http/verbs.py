@@ -44,6 +44,7 @@ from retrieval.http.body import (
     nullable,
 )
 from retrieval.http.wire import (
+    CHROMADB_ONLY,
     collection_from_wire,
     collection_to_wire,
     configuration_from_wire,
@@ -434,6 +435,7 @@ VERBS: dict[str, Verb] = {
              ("query_embeddings",), _SERVER_DOES_NOT_EMBED),
         _encode_query, _decode_query, answer=query_answer_to_wire, read=query_answer_from_wire,
     ),
+    **{verb: Verb() for verb in CHROMADB_ONLY},  # answered "not supported" before any body is read
     "search": Verb(
         Body({"searches": {"type": "array", "items": OBJECT}, "read_level": STRING}, ("searches",)),
         _encode_search, _decode_search, answer=lambda result, *_: dict(result), read=_search_result,

@@ -111,7 +111,19 @@ ROUTES: dict[str, Route] = _routes(
     ("get", "POST", _ONE + "/get", True, "read"),
     ("query", "POST", _ONE + "/query", True, "read"),
     ("search", "POST", _ONE + "/search", True, "read"),
+    # chromadb Cloud's features, which chroma's single-node server refuses (501) and so do we: its
+    # clients call them, and should hear "not supported" rather than "no such route".
+    ("fork_collection", "POST", _ONE + "/fork", False, "write"),
+    ("fork_count", "GET", _ONE + "/fork_count", True, "read"),
+    ("get_indexing_status", "GET", _ONE + "/indexing_status", True, "read"),
+    ("attach_function", "POST", _ONE + "/functions/attach", False, "write"),
+    ("get_attached_function", "GET", _ONE + "/functions/{function}", True, "read"),
+    ("detach_function", "POST", _ONE + "/attached_functions/{function}/detach", False, "write"),
 )
+
+#: Routes only chromadb's clients call (retrieval's clients have no such verb).
+CHROMADB_ONLY = ("fork_collection", "fork_count", "get_indexing_status", "attach_function", "get_attached_function",
+                 "detach_function")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 from retrieval import validation as v
 from retrieval.backend import Backend
 from retrieval.config import CollectionConfig
-from retrieval.errors import InvalidArgumentError, NotFoundError
+from retrieval.errors import InvalidArgumentError, NotFoundError, NotSupportedError
 from retrieval.http.verbs import VERBS
 from retrieval.http.wire import configuration_update_from_wire
 from retrieval.server.limits import Limits
@@ -299,6 +299,33 @@ def search(state: ServerState, path, query, body) -> Any:
     return _answer("search", state.backend.search(record, _parse("search", body)))
 
 
+# ---------------------------------------------------------------- chromadb Cloud's features
+
+
+def _not_supported(what: str) -> Handler:
+    def refuse(state: ServerState, path, query, body) -> Any:
+        state.collection(path)  # a missing collection is still a 404, as on chroma's server
+        raise NotSupportedError(
+            f"{what} is a distributed-Chroma feature; a single-node server (retrieval's, or chroma run) does not "
+            "support it"
+        )
+
+    return refuse
+
+
+def get_indexing_status(state: ServerState, path, query, body) -> Any:
+    state.collection(path)
+    raise NotSupportedError(
+        "indexing status is a distributed-Chroma feature; here every acknowledged write is queryable at once "
+        "(what the graph does not hold yet is scanned exactly), so there is nothing to wait for"
+    )
+
+
+def get_attached_function(state: ServerState, path, query, body) -> Any:
+    state.collection(path)
+    raise NotFoundError(f"attached function {path['function']!r} not found (a single-node server has none)")
+
+
 HANDLERS: dict[str, Handler] = {
     "heartbeat": heartbeat,
     "get_version": get_version,
@@ -326,4 +353,10 @@ HANDLERS: dict[str, Handler] = {
     "get": get,
     "query": query,
     "search": search,
+    "fork_collection": _not_supported("collection forking"),
+    "fork_count": _not_supported("counting forks"),
+    "get_indexing_status": get_indexing_status,
+    "attach_function": _not_supported("attaching functions"),
+    "get_attached_function": get_attached_function,
+    "detach_function": _not_supported("detaching functions"),
 }

@@ -30,7 +30,7 @@ def openapi_document(version: str, *, auth: bool) -> dict[str, Any]:
     for verb, route in ROUTES.items():
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-            for name in ("tenant", "database", "collection")
+            for name in ("tenant", "database", "collection", "function")
             if "{" + name + "}" in route.path
         ]
         if verb in PAGED:
