@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 
 import httpx
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import retrieval
+from retrieval import async_codegen
 from retrieval.async_client import AsyncClient, AsyncCollection, LoopBridge, public_methods
 from retrieval.http.transport import AsyncHttpBackend
 from retrieval.server.app import create_app
@@ -23,10 +25,23 @@ def test_async_signatures_equal_sync(sync_cls, async_cls):
     names = public_methods(sync_cls)
     assert len(names) > 8
     for name in names:
-        method = getattr(async_cls, name)
+        method, sync = getattr(async_cls, name), getattr(sync_cls, name)
         assert inspect.iscoroutinefunction(method), name
-        assert inspect.signature(method) == inspect.signature(getattr(sync_cls, name)), name
-        assert method.__doc__ == getattr(sync_cls, name).__doc__
+        ours, theirs = inspect.signature(method), inspect.signature(sync)
+        assert ours.parameters == theirs.parameters, name
+        assert ours.return_annotation == re.sub(r"\bCollection\b", "AsyncCollection", theirs.return_annotation), name
+        assert method.__doc__ == sync.__doc__
+        assert method.__qualname__ == f"{async_cls.__name__}.{name}"  # written out, visible to IDEs and help()
+    for name in ("name", "id", "metadata", "configuration"):
+        assert isinstance(inspect.getattr_static(AsyncCollection, name), property)
+
+
+def test_generated_async_handles_are_current():
+    """``retrieval/async_handles.py`` is what ``python -m retrieval.async_codegen`` writes now: a
+    handle method added, removed or changed without regenerating fails here."""
+    assert async_codegen.TARGET.read_text() == async_codegen.render(), (
+        "retrieval/async_handles.py is stale: run `python -m retrieval.async_codegen`"
+    )
 
 
 async def _client(app) -> AsyncClient:
