@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from retrieval import validation as v
 from retrieval.component_errors import component_errors, maps_component_errors
-from retrieval.config import CollectionConfig, modified_config, modified_metadata
+from retrieval.config import modified_config, modified_metadata
 from retrieval.errors import InvalidArgumentError
 from retrieval.inputs import InputEmbedder
 from retrieval.query.filters import parse_where, parse_where_document
@@ -118,7 +118,7 @@ class Collection:
 
     @property
     def configuration(self) -> dict:
-        return CollectionConfig.from_json(self._record.configuration_json).to_public_dict()
+        return self._record.config.to_public_dict()
 
     @property
     def configuration_json(self) -> dict:
@@ -437,7 +437,7 @@ class Collection:
             metadata = modified_metadata(metadata)
         config = None
         if configuration is not None:
-            config = modified_config(CollectionConfig.from_json(self._record.configuration_json), configuration)
+            config = modified_config(self._record.config, configuration)
         self._record = self._backend.modify_collection(self._record, name, metadata, config)
 
     @maps_component_errors

@@ -62,16 +62,17 @@ class InputEmbedder:
                 documents = [None] * n
             if sources[0] != "uris":
                 uris = [None] * n
-        batch = RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris)
+        sparse: dict[str, list[Any]] = {}
         if self._part("sparse") is not None and documents is not None:
             key, sparse_ef = self._part("sparse")
             texts = [(p, d) for p, d in enumerate(documents) if d is not None]
-            vectors = list(sparse_ef([d for _, d in texts])) if texts else []
+            computed = list(sparse_ef([d for _, d in texts])) if texts else []
             column: list[Any] = [None] * n
-            for (p, _), vector in zip(texts, vectors):
+            for (p, _), vector in zip(texts, computed):
                 column[p] = vector
-            batch.sparse = {key: column}
-        return batch
+            sparse = {key: column}
+        return RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris,
+                           sparse=sparse)
 
     def _embed_records(self, source: str, values: list) -> np.ndarray:
         ef = self._require_embedding_function(source)

@@ -92,7 +92,7 @@ class Calls:
     ) -> Call:
         update = None
         if config is not None:
-            update = configuration_update_to_wire(CollectionConfig.from_json(collection.configuration_json), config)
+            update = configuration_update_to_wire(collection.config, config)
         call = _call("modify_collection", name, metadata, update, **_ref(collection))
         # chromadb's server answers with an empty object: read the collection back by id.
         call.then = lambda answer: self.get_collection_by_id(collection.tenant, collection.database, collection.id)

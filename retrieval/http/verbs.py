@@ -214,11 +214,9 @@ def _decode_batch(mode: str, body: Mapping[str, Any]) -> RecordBatch:
     if embeddings is None and mode != "update":
         raise InvalidArgumentError(f"{mode} needs embeddings{_SERVER_DOES_NOT_EMBED}")
     vectors = None if embeddings is None else v.validate_embeddings(embeddings_from_wire(embeddings), n)
-    batch = RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris)
     sparse = body.get("sparse")
-    if sparse:
-        batch.sparse = _sparse_columns(sparse, n)
-    return batch
+    return RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris,
+                       sparse=_sparse_columns(sparse, n) if sparse else {})
 
 
 def _sparse_columns(sparse: Mapping[str, Any], n: int) -> dict[str, list[Any]]:

@@ -307,7 +307,7 @@ def schema_to_wire(config: CollectionConfig) -> dict[str, Any]:
 
 
 def collection_to_wire(record: CollectionRecord) -> dict[str, Any]:
-    config = CollectionConfig.from_json(record.configuration_json)
+    config = record.config
     return {
         "id": record.id,
         "name": record.name,

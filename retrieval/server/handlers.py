@@ -18,7 +18,6 @@ from typing import Any, Callable, Mapping
 
 from retrieval import validation as v
 from retrieval.backend import Backend
-from retrieval.config import CollectionConfig
 from retrieval.errors import InvalidArgumentError, NotFoundError, NotSupportedError
 from retrieval.http.verbs import VERBS
 from retrieval.http.wire import configuration_update_from_wire
@@ -232,7 +231,7 @@ def modify_collection(state: ServerState, path, query, body) -> Any:
     change = _parse("modify_collection", body)
     config = None
     if change.configuration is not None:
-        config = configuration_update_from_wire(CollectionConfig.from_json(record.configuration_json), change.configuration)
+        config = configuration_update_from_wire(record.config, change.configuration)
     try:
         state.backend.modify_collection(record, change.name, change.metadata, config)
     finally:
