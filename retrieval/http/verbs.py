@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from retrieval import validation as v
-from retrieval.config import CollectionConfig, split_legacy_metadata
+from retrieval.config import CollectionConfig, modified_metadata, split_legacy_metadata
 from retrieval.errors import InvalidArgumentError
 from retrieval.http.body import (
     BOOLEAN,
@@ -66,6 +66,7 @@ from retrieval.types import (
     Records,
 )
 
+
 def _identity(value: Any, *_: Any) -> Any:
     return value
 
@@ -95,7 +96,6 @@ _SERVER_DOES_NOT_EMBED = (
     ": the server does not embed (embed documents, images, uris or query texts in the client with the "
     "collection's embedding function)"
 )
-
 
 
 def _tree(value: Any) -> Any:
@@ -178,8 +178,6 @@ class CollectionChange:
 
 
 def _decode_modify(body: Mapping[str, Any]) -> CollectionChange:
-    from retrieval.config import modified_metadata
-
     name = body.get("new_name")
     if name is not None:
         v.validate_collection_name(name)
@@ -433,11 +431,11 @@ VERBS: dict[str, Verb] = {
              ("query_embeddings",), _SERVER_DOES_NOT_EMBED),
         _encode_query, _decode_query, answer=query_answer_to_wire, read=query_answer_from_wire,
     ),
-    **{verb: Verb() for verb in CHROMADB_ONLY},  # answered "not supported" before any body is read
     "search": Verb(
         Body({"searches": {"type": "array", "items": OBJECT}, "read_level": STRING}, ("searches",)),
         _encode_search, _decode_search, answer=lambda result, *_: dict(result), read=_search_result,
     ),
+    **{verb: Verb() for verb in CHROMADB_ONLY},  # answered "not supported"; their bodies are not parsed
 }
 
 # Query-string parameters of the verbs that page (``limit`` and ``offset``).
