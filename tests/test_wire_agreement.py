@@ -306,3 +306,38 @@ def test_every_body_verb_is_generated_and_every_route_has_a_verb():
 def test_nan_cannot_cross_json():
     # The generator draws no NaN: JSON has none (orjson writes null), so the halves differ by design.
     assert loads(dumps([math.nan])) == [None]
+
+
+def test_every_answer_matches_the_schema_its_verb_publishes():
+    """The server's answers, one real request per route, against the answer schemas in the verb table
+    (the same ones the OpenAPI document publishes), so the published shapes cannot drift either."""
+    import json
+
+    from jsonschema import Draft202012Validator
+    from starlette.testclient import TestClient
+
+    from retrieval.server.openapi import openapi_document
+    from tests.server_fixtures import ADMIN, bearer, make_world, permitted
+    from tests.server_fixtures import requests_for as route_requests
+
+    world = make_world()
+    client = TestClient(world.app)
+    document = openapi_document("test", auth=True)
+    requests = route_requests("tenant-a", "db-a", "alpha", world.ids["alpha"])
+    last = ("delete_collection", "delete_database", "reset")
+    checked = 0
+    for verb in [v for v in requests if v not in last] + list(last):
+        method, path, body = requests[verb]
+        response = client.request(method, path, headers=bearer(ADMIN), content=None if body is None else json.dumps(body))
+        assert permitted(verb, response.status_code), (verb, response.text)
+        route = ROUTES[verb]
+        responses = document["paths"]["/api/v2" + route.path][route.method.lower()]["responses"]
+        if response.status_code >= 400:
+            schema = responses["default"]["content"]["application/json"]["schema"]
+        else:
+            schema = responses[str(response.status_code)]["content"]["application/json"]["schema"]
+            assert schema == VERBS[verb].returns
+            checked += 1
+        errors = [e.message for e in Draft202012Validator(schema).iter_errors(response.json())]
+        assert not errors, (verb, errors, response.text[:300])
+    assert checked == len(VERBS) - 6  # every verb but the six "not supported" ones answered

@@ -10,7 +10,8 @@ A :class:`Verb` is the whole wire contract of one route of :data:`retrieval.http
   rules the client handles run (``retrieval.validation``, the filter parsers), so a request one half
   refuses the other refuses with the same error class;
 - ``answer(value, body)`` (server): the Backend's typed answer as chromadb's JSON;
-- ``read(json)`` (client): that JSON back as the typed answer.
+- ``read(json)`` (client): that JSON back as the typed answer;
+- ``returns``: the answer's JSON schema, published in the OpenAPI document and checked in the tests.
 
 The client half (``retrieval.http.calls``) and the server half (``retrieval.server.handlers``) are
 thin: they say which verb and which collection; everything about the JSON lives here. A wire change
@@ -28,6 +29,7 @@ import numpy as np
 from retrieval import validation as v
 from retrieval.config import CollectionConfig, modified_metadata, split_legacy_metadata
 from retrieval.errors import InvalidArgumentError
+from retrieval.http import answers
 from retrieval.http.body import (
     BOOLEAN,
     COLUMN_OF_OBJECTS,
@@ -80,6 +82,7 @@ class Verb:
     decode: Callable[[Mapping[str, Any]], Any] | None = None
     answer: Callable[..., Any] = _identity
     read: Callable[[Any], Any] = _identity
+    returns: dict[str, Any] | None = None  # the answer's JSON schema (retrieval.http.answers)
 
     def parse(self, name: str, body: Any) -> Any:
         """The server half: a request body as the typed value its handler passes to the backend."""
@@ -377,63 +380,72 @@ _NONE = lambda answer, *_: None  # noqa: E731 - answers with no value ({} on the
 def _write(mode: str) -> Verb:
     # ``embeddings`` is required by add and upsert, checked after the ids as the handle does.
     return Verb(Body(_RECORD_FIELDS, ("ids",)), _encode_batch, functools.partial(_decode_batch, mode),
-                answer=lambda value, *_: {}, read=_NONE)
+                answer=lambda value, *_: {}, read=_NONE, returns=answers.EMPTY)
 
 
 NAMED = Body({"name": STRING}, ("name",))
 
 VERBS: dict[str, Verb] = {
     "heartbeat": Verb(answer=lambda ns, *_: {"nanosecond heartbeat": ns},
-                      read=lambda a: int(a["nanosecond heartbeat"])),
-    "get_version": Verb(read=str),
-    "pre_flight_checks": Verb(),
-    "reset": Verb(read=bool),
-    "get_user_identity": Verb(),
-    "create_tenant": Verb(NAMED, lambda name: {"name": name}, _name, answer=lambda *_: {}, read=_NONE),
-    "get_tenant": Verb(answer=lambda name, *_: {"name": name, "resource_name": None}, read=lambda a: a["name"]),
-    "list_databases": Verb(read=lambda answer: [database_from_wire(d) for d in answer]),
-    "create_database": Verb(NAMED, lambda name: {"name": name}, _name, answer=lambda *_: {}, read=_NONE),
-    "get_database": Verb(read=database_from_wire),
-    "delete_database": Verb(answer=lambda *_: {}, read=_NONE),
-    "count_collections": Verb(read=int),
+                      read=lambda a: int(a["nanosecond heartbeat"]), returns=answers.HEARTBEAT),
+    "get_version": Verb(read=str, returns=STRING),
+    "pre_flight_checks": Verb(returns=answers.PRE_FLIGHT),
+    "reset": Verb(read=bool, returns={"type": "boolean"}),
+    "get_user_identity": Verb(returns=answers.IDENTITY),
+    "create_tenant": Verb(NAMED, lambda name: {"name": name}, _name, answer=lambda *_: {}, read=_NONE, returns=answers.EMPTY),
+    "get_tenant": Verb(answer=lambda name, *_: {"name": name, "resource_name": None}, read=lambda r: r["name"],
+                       returns=answers.TENANT),
+    "list_databases": Verb(read=lambda answer: [database_from_wire(d) for d in answer],
+                           returns={"type": "array", "items": answers.DATABASE}),
+    "create_database": Verb(NAMED, lambda name: {"name": name}, _name, answer=lambda *_: {}, read=_NONE,
+                            returns=answers.EMPTY),
+    "get_database": Verb(read=database_from_wire, returns=answers.DATABASE),
+    "delete_database": Verb(answer=lambda *_: {}, read=_NONE, returns=answers.EMPTY),
+    "count_collections": Verb(read=int, returns=answers.INTEGER),
     "list_collections": Verb(answer=lambda records, *_: [collection_to_wire(r) for r in records],
-                             read=lambda answer: [collection_from_wire(c) for c in answer]),
+                             read=lambda answer: [collection_from_wire(c) for c in answer],
+                             returns={"type": "array", "items": answers.COLLECTION}),
     "create_collection": Verb(
         Body({"name": STRING, "metadata": nullable(OBJECT), "configuration": nullable(OBJECT),
               "schema": nullable(OBJECT), "get_or_create": BOOLEAN}, ("name",)),
         _encode_create, _decode_create, answer=lambda record, *_: collection_to_wire(record), read=collection_from_wire,
+        returns=answers.COLLECTION,
     ),
-    "get_collection_by_id": Verb(answer=lambda record, *_: collection_to_wire(record), read=collection_from_wire),
-    "get_collection": Verb(answer=lambda record, *_: collection_to_wire(record), read=collection_from_wire),
+    "get_collection_by_id": Verb(answer=lambda record, *_: collection_to_wire(record), read=collection_from_wire,
+                                 returns=answers.COLLECTION),
+    "get_collection": Verb(answer=lambda record, *_: collection_to_wire(record), read=collection_from_wire,
+                           returns=answers.COLLECTION),
     "modify_collection": Verb(
         Body({"new_name": nullable(STRING), "new_metadata": nullable(OBJECT), "new_configuration": nullable(OBJECT)}),
         lambda name, metadata, update: {"new_name": name, "new_metadata": metadata, "new_configuration": update},
-        _decode_modify, answer=lambda *_: {},
+        _decode_modify, answer=lambda *_: {}, returns=answers.EMPTY,
     ),
-    "delete_collection": Verb(answer=lambda *_: {}, read=_NONE),
+    "delete_collection": Verb(answer=lambda *_: {}, read=_NONE, returns=answers.EMPTY),
     "add": _write("add"),
     "update": _write("update"),
     "upsert": _write("upsert"),
     "delete": Verb(
         Body({"ids": nullable(STRINGS), "where": FILTER, "where_document": FILTER, "limit": nullable(COUNT)}),
         _encode_delete, _decode_delete, answer=lambda n, *_: {"deleted": n},
-        read=lambda answer: int((answer or {}).get("deleted", 0)),
+        read=lambda answer: int((answer or {}).get("deleted", 0)), returns=answers.DELETED,
     ),
-    "count": Verb(read=int),
+    "count": Verb(read=int, returns=answers.INTEGER),
     "get": Verb(
         Body({"ids": nullable(STRINGS), "where": FILTER, "where_document": FILTER, "limit": nullable(COUNT),
               "offset": nullable(COUNT), "include": INCLUDE}),
-        _encode_get, _decode_get, answer=records_to_wire, read=records_from_wire,
+        _encode_get, _decode_get, answer=records_to_wire, read=records_from_wire, returns=answers.RECORDS,
     ),
     "query": Verb(
         Body({"query_embeddings": EMBEDDINGS, "n_results": {"type": "integer", "minimum": 1},
               "ids": nullable(STRINGS), "where": FILTER, "where_document": FILTER, "include": INCLUDE},
              ("query_embeddings",), _SERVER_DOES_NOT_EMBED),
         _encode_query, _decode_query, answer=query_answer_to_wire, read=query_answer_from_wire,
+        returns=answers.QUERY_ANSWER,
     ),
     "search": Verb(
         Body({"searches": {"type": "array", "items": OBJECT}, "read_level": STRING}, ("searches",)),
         _encode_search, _decode_search, answer=lambda result, *_: dict(result), read=_search_result,
+        returns=answers.SEARCH_ANSWER,
     ),
     **{verb: Verb() for verb in CHROMADB_ONLY},  # answered "not supported"; their bodies are not parsed
 }

@@ -1,7 +1,8 @@
 """The server's OpenAPI 3 document, generated from the route table (``GET /openapi.json``).
 
 One entry per route of ``retrieval.http.wire.ROUTES``; each request body is the schema the server
-checks bodies against (``retrieval.http.verbs.VERBS``), so the document is honest documentation and
+checks bodies against and each answer the schema its answers are tested against (both from
+``retrieval.http.verbs.VERBS``), so the document is honest documentation and
 a fair target for schema-driven fuzzing (schemathesis runs against it in the tests). What values
 mean (unique ids, well-formed filters) the verbs' parsers check beyond it.
 """
@@ -41,8 +42,13 @@ def openapi_document(version: str, *, auth: bool) -> dict[str, Any]:
             "summary": verb.replace("_", " "),
             "parameters": parameters,
             "responses": {
-                "200": {"description": "the answer, in chromadb's JSON shape", "content": {"application/json": {}}},
-                "default": {"description": "an error: {error, message}", "content": {"application/json": {}}},
+                "201" if verb == "add" else "200": {
+                    "description": "the answer, in chromadb's JSON shape",
+                    "content": {"application/json": {"schema": VERBS[verb].returns} if VERBS[verb].returns else {}},
+                },
+                "default": {"description": "an error: {error, message}", "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                               "required": ["error", "message"]}}}},
             },
         }
         body = VERBS[verb].body
