@@ -1,44 +1,30 @@
-"""What the async handles stand on: the bridge to the event loop and the shells' own behaviour.
+"""What the async handles stand on: one trip to a worker thread per call.
 
-``AsyncClient`` / ``AsyncCollection`` (``retrieval.async_handles``, generated) run each sync method in
-a worker thread (``asyncio.to_thread``), so validation and embedding never block the event loop; the
-sync handle's backend is a :class:`LoopBridge` that sends each request back to the event loop through
-the async transport (httpx's ``AsyncClient``), so I/O happens on the loop as chromadb's
-``AsyncHttpClient`` does it.
+``AsyncClient`` / ``AsyncCollection`` (``retrieval.async_handles``, generated) run each sync method
+whole (validation, embedding, the HTTP request, shaping the result) in one worker thread of the
+client's executor, and await it: an async call crosses threads once, and the event loop never
+blocks. The client's executor holds up to 64 threads, so 64 requests can be in flight from one
+client (the sync transport's connection pool is shared and thread-safe).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
-import threading
-from typing import Any
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Callable
+
+MAX_IN_FLIGHT = 64
 
 
-class LoopBridge:
-    """A blocking Backend made of an async one: each verb is scheduled on ``loop`` and awaited
-    from the calling (worker) thread. It must never be called on the loop's own thread."""
-
-    def __init__(self, backend: Any, loop: asyncio.AbstractEventLoop):
-        self._backend = backend
-        self._loop = loop
-        self._loop_thread = threading.get_ident()
-
-    def __getattr__(self, verb: str) -> Any:
-        method = getattr(self._backend, verb)
-        if not inspect.iscoroutinefunction(method):
-            return method
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() == self._loop_thread:
-                raise RuntimeError(f"{verb}() was called on the event loop thread; await the async client instead")
-            return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop).result()
-
-        return call
+def client_executor() -> ThreadPoolExecutor:
+    """The worker threads of one async client (started as calls need them)."""
+    return ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="retrieval-async")
 
 
 def public_methods(cls: type) -> list[str]:
-    """The public methods of a handle class (what its async shell must mirror)."""
+    """The public methods of a handle class (what its async twin must mirror)."""
     return sorted(
         name for name, value in inspect.getmembers(cls)
         if not name.startswith("_") and inspect.isfunction(value)
@@ -50,11 +36,20 @@ def public_properties(cls: type) -> list[str]:
     return sorted(name for name, value in inspect.getmembers(cls) if not name.startswith("_") and isinstance(value, property))
 
 
-class CollectionShell:
-    """An async collection's state: the sync handle it runs."""
+class Shell:
+    """A sync handle and the executor its calls run in."""
 
-    def __init__(self, collection: Any):
-        self._sync = collection
+    def __init__(self, sync: Any, executor: Executor | None = None):
+        self._sync = sync
+        self._executor = executor
+
+    async def _run(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+
+
+class CollectionShell(Shell):
+    """An async collection's own behaviour (the rest is generated)."""
 
     def __repr__(self) -> str:
         return f"Async{self._sync!r}"
@@ -66,11 +61,11 @@ class CollectionShell:
         return hash(self._sync)
 
 
-class ClientShell:
-    """An async client's state: the sync client it runs; ``async with`` closes it."""
+class ClientShell(Shell):
+    """An async client's own behaviour: ``async with`` closes it and its threads."""
 
-    def __init__(self, client: Any):
-        self._sync = client
+    def __init__(self, client: Any, executor: Executor | None = None):
+        super().__init__(client, executor if executor is not None else client_executor())
 
     @property
     def tenant(self) -> str:
@@ -84,7 +79,5 @@ class ClientShell:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._sync_close()
-
-    async def _sync_close(self) -> None:
-        await asyncio.to_thread(self._sync.close)
+        await self._run(self._sync.close)
+        self._executor.shutdown(wait=False)

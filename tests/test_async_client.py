@@ -8,14 +8,13 @@ import inspect
 import re
 import threading
 
-import httpx
 import numpy as np
 import pytest
 
 import retrieval
 from retrieval import async_codegen
-from retrieval.async_client import AsyncClient, AsyncCollection, LoopBridge, public_methods
-from retrieval.http.transport import AsyncHttpBackend
+from retrieval.async_client import AsyncClient, AsyncCollection, public_methods
+from retrieval.http.transport import HttpBackend
 from retrieval.server.app import create_app
 from retrieval.store.backend import open_embedded_backend
 
@@ -44,10 +43,11 @@ def test_generated_async_handles_are_current():
     )
 
 
-async def _client(app) -> AsyncClient:
-    backend = AsyncHttpBackend("testserver", 80, transport=httpx.ASGITransport(app=app))
-    bridge = LoopBridge(backend, asyncio.get_running_loop())
-    return AsyncClient(await asyncio.to_thread(retrieval.Client, None, backend=bridge))
+async def _client(app, http=None) -> AsyncClient:
+    from starlette.testclient import TestClient
+
+    backend = HttpBackend("testserver", 80, http_client=http or TestClient(app))
+    return AsyncClient(await asyncio.to_thread(retrieval.Client, None, backend=backend))
 
 
 class Embedder:
@@ -87,12 +87,38 @@ def test_async_client_round_trip_over_the_async_transport():
         backend.close()
 
 
-def test_bridge_refuses_the_loop_thread():
-    async def main():
-        backend = AsyncHttpBackend("testserver", 80, transport=httpx.ASGITransport(app=create_app(open_embedded_backend(None))))
-        bridge = LoopBridge(backend, asyncio.get_running_loop())
-        with pytest.raises(RuntimeError, match="event loop thread"):
-            bridge.heartbeat()
-        await backend.close()
+def test_an_async_call_crosses_threads_once():
+    """Validation, embedding and the request of one call run in the same worker thread: one trip
+    from the event loop and back, never on the loop itself."""
+    backend = open_embedded_backend(None)
+    app = create_app(backend)
+    threads: dict[str, set] = {"embed": set(), "request": set()}
 
-    asyncio.run(main())
+    class Recording(Embedder):
+        def __call__(self, input):
+            threads["embed"].add(threading.get_ident())
+            return super().__call__(input)
+
+    from starlette.testclient import TestClient
+
+    class RecordingHttp(TestClient):
+        def request(self, *args, **kwargs):
+            threads["request"].add(threading.get_ident())
+            return super().request(*args, **kwargs)
+
+    async def main():
+        loop_thread = threading.get_ident()
+        client = await _client(app, RecordingHttp(app))
+        col = await client.create_collection("one-trip", embedding_function=Recording())
+        threads["embed"].clear()
+        threads["request"].clear()
+        await col.add(ids=["a"], documents=["x"])
+        assert threads["embed"] == threads["request"] and loop_thread not in threads["embed"]
+        # 64 calls can be in flight from one client.
+        assert await asyncio.gather(*(col.count() for _ in range(64))) == [1] * 64
+        await client.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        backend.close()

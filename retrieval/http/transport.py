@@ -1,9 +1,9 @@
-"""``HttpBackend`` and ``AsyncHttpBackend``: the Backend seam over Chroma's v2 REST API (httpx).
+"""``HttpBackend``: the Backend seam over Chroma's v2 REST API.
 
-Both are generated from one table: every verb of :class:`retrieval.http.calls.Calls` becomes a
-method that builds the :class:`~retrieval.http.wire.Call` and sends it. The two classes differ only
-in ``_send`` (a blocking or an awaited request); what a request carries, how an answer decodes,
-which error it raises, what is retried and for how long are shared code.
+Generated from one table: every verb of :class:`retrieval.http.calls.Calls` becomes a method that
+builds the :class:`~retrieval.http.wire.Call` and sends it; what a request carries and how its
+answer decodes is the verb's entry in :mod:`retrieval.http.verbs`. The async client runs this same
+backend in its worker threads (``retrieval.async_shell``): one trip to a thread per call.
 
 Timeouts are per request (``timeout=``, seconds; chromadb's client has no such knob: its issue
 #5805). Idempotent calls (reads, ``update``/``upsert``, ``modify``) are retried after a transport
@@ -13,7 +13,6 @@ made at all, since nothing was sent.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 import urllib.parse
@@ -111,7 +110,7 @@ class _CoreSession:
 
 
 class _HttpBase:
-    """What both transports share: where the server is, the request builder, and pre-flight checks."""
+    """Where the server is, how to reach it, and the request builder."""
 
     def __init__(
         self,
@@ -136,7 +135,7 @@ class _HttpBase:
             "timeout": httpx.Timeout(timeout),
             "verify": verify if verify is not None else True,
         }
-        if transport is not None:  # an httpx transport, e.g. httpx.ASGITransport(app) for AsyncHttpBackend
+        if transport is not None:  # an httpx transport, e.g. httpx.MockTransport in tests
             self._options["transport"] = transport
         # A ready httpx client to send with instead, e.g. starlette's TestClient(app) for an
         # in-process server (requests then go to its base URL).
@@ -160,16 +159,6 @@ def _sync_verb(verb: str):
     @functools.wraps(build)
     def method(self: HttpBackend, *args: Any, **kwargs: Any) -> Any:
         return self._send(build(self.calls, *args, **kwargs))
-
-    return method
-
-
-def _async_verb(verb: str):
-    build = getattr(Calls, verb)
-
-    @functools.wraps(build)
-    async def method(self: AsyncHttpBackend, *args: Any, **kwargs: Any) -> Any:
-        return await self._send(build(self.calls, *args, **kwargs))
 
     return method
 
@@ -210,35 +199,6 @@ class HttpBackend(_HttpBase):
         self._http.close()
 
 
-class AsyncHttpBackend(_HttpBase):
-    """The same verbs as :class:`HttpBackend`, each a coroutine (httpx's ``AsyncClient``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._http = self._given_client or httpx.AsyncClient(**self._options)
-
-    async def _send(self, call: Call) -> Any:
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.request(**self._request(call))
-                break
-            except httpx.TransportError as error:
-                await asyncio.sleep(_retry_delay(call, error, attempt, self.retries, self.url))
-                attempt += 1
-        answer = _answer(response)
-        return await self._send(call.then(answer)) if call.then is not None else call.decode(answer)
-
-    async def get_max_batch_size(self) -> int:
-        if self._pre_flight is None:
-            self._pre_flight = await self.pre_flight_checks()
-        return int(self._pre_flight.get("max_batch_size", -1))
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-
 for _verb in VERBS:
     setattr(HttpBackend, _verb, _sync_verb(_verb))
-    setattr(AsyncHttpBackend, _verb, _async_verb(_verb))
 del _verb
