@@ -22,7 +22,7 @@ from embedders.assets import gallery_dir
 from loaders import ImageLoader
 from retrieval import K, Knn, Search
 from retrieval.config import CollectionConfig, ComponentSpec
-from retrieval.errors import UnsupportedByServerError
+from retrieval.errors import NotSupportedError
 from retrieval.http import wire
 from retrieval.http.calls import Calls
 from retrieval.loader_metadata import LOADER_KEY, split_loader, with_loader
@@ -62,9 +62,19 @@ def test_chromas_not_implemented_answer_is_an_error_naming_the_reason() -> None:
     body = {"error": "ChromaError",
             "message": "Error executing plan: Not implemented: Search operation is not implemented for local executor"}
     error = wire.error_from_wire(501, body)
-    assert isinstance(error, UnsupportedByServerError) and isinstance(error, NotImplementedError)
+    assert isinstance(error, NotSupportedError) and isinstance(error, NotImplementedError)
     assert "not implemented for local executor" in str(error)
     assert "does not serve the Search API: use query() against it" in str(error)
+
+
+def test_one_501_class_for_both_servers_and_only_search_names_the_search_api() -> None:
+    # retrieval run's refusal of a distributed-Chroma feature comes back as the same class.
+    status, body = wire.error_to_wire(NotSupportedError("collection forks are a distributed-Chroma feature"))
+    error = wire.error_from_wire(status, body)
+    assert status == 501 and type(error) is NotSupportedError and "Search API" not in str(error)
+    # chroma run's 501 for a route other than search says only what it said.
+    error = wire.error_from_wire(501, {"error": "ChromaError", "message": "Fork is not implemented"})
+    assert type(error) is NotSupportedError and str(error) == "Fork is not implemented"
 
 
 @pytest.fixture(params=["retrieval"] + (["chroma"] if PEER else []))
@@ -95,7 +105,7 @@ def test_a_multimodal_collection_gets_its_loader_back_from_the_server(server: Ru
 
     search = Search().rank(Knn(query="a red circle")).limit(1).select(K.ID)
     if server.kind == "chroma":
-        with pytest.raises(UnsupportedByServerError, match="does not serve the Search API"):
+        with pytest.raises(NotSupportedError, match="does not serve the Search API"):
             again.search(search)
     else:
         assert again.search(search)["ids"] == [["red_circle"]]
