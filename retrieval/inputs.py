@@ -35,9 +35,7 @@ class InputEmbedder:
         """Validate one write's columns and embed what needs embedding into a ``RecordBatch``."""
         ids = v.validate_ids(ids)
         n = len(ids)
-        # None values: chromadb accepts them everywhere; in add they mean "no such key", in
-        # update/upsert they delete the key.
-        metadatas = v.validate_metadatas(metadatas, n, allow_none=True)
+        metadatas = v.validate_write_metadatas(metadatas, n, mode)
         documents = v.validate_strings(documents, n, "documents")
         uris = v.validate_strings(uris, n, "uris")
         images = validate_images(images, n)
@@ -62,16 +60,17 @@ class InputEmbedder:
                 documents = [None] * n
             if sources[0] != "uris":
                 uris = [None] * n
-        batch = RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris)
+        sparse: dict[str, list[Any]] = {}
         if self._part("sparse") is not None and documents is not None:
             key, sparse_ef = self._part("sparse")
             texts = [(p, d) for p, d in enumerate(documents) if d is not None]
-            vectors = list(sparse_ef([d for _, d in texts])) if texts else []
+            computed = list(sparse_ef([d for _, d in texts])) if texts else []
             column: list[Any] = [None] * n
-            for (p, _), vector in zip(texts, vectors):
+            for (p, _), vector in zip(texts, computed):
                 column[p] = vector
-            batch.sparse = {key: column}
-        return batch
+            sparse = {key: column}
+        return RecordBatch(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents, uris=uris,
+                           sparse=sparse)
 
     def _embed_records(self, source: str, values: list) -> np.ndarray:
         ef = self._require_embedding_function(source)

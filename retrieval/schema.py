@@ -209,10 +209,9 @@ class Schema:
                 "filters rely on it); drop this delete_index call"
             )
         if isinstance(config, _INVERTED) or config is None:
-            raise InvalidArgumentError(
-                f"metadata filtering on {key!r} cannot be turned off in retrieval (every metadata key is "
-                "filterable); drop this delete_index call"
-            )
+            what = f"metadata filtering on {key!r} cannot be turned off" if key is not None else (
+                "metadata filtering cannot be turned off globally")
+            raise InvalidArgumentError(f"{what} in retrieval (every metadata key is filterable); drop this delete_index call")
         raise InvalidArgumentError(f"deleting a {type(config).__name__} is not supported (chromadb refuses it too)")
 
     def set_cmek(self, cmek: Any) -> Schema:
@@ -264,6 +263,137 @@ class Schema:
 
     def __repr__(self) -> str:
         return f"Schema(vector_index={self.vector_index!r}, sparse_indexes={self.sparse_indexes!r})"
+
+    # ----------------------------------------------------------------------- JSON, as chromadb
+    def serialize_to_json(self) -> dict[str, Any]:
+        """chromadb's JSON of this schema (``{"defaults": ..., "keys": ...}``, as its client sends it).
+
+        Example:
+            >>> doc = Schema().serialize_to_json()
+            >>> doc["keys"]["#embedding"]["float_list"]["vector_index"]["config"]["space"]
+            'l2'
+        """
+        vector = self.vector_index or VectorIndexConfig()
+        config: dict[str, Any] = {}
+        if vector.space is not None:
+            config["space"] = vector.space
+        if vector.hnsw is not None:
+            config["hnsw"] = vector.hnsw.set_fields()
+        ef = vector.embedding_function
+        config["embedding_function"] = _function_json(ef)
+        if "space" not in config and config["embedding_function"].get("type") == "known":
+            config["space"] = "l2" if ef is _DEFAULT_EF else ef.default_space()
+        keys: dict[str, Any] = {
+            DOCUMENT_KEY: {"string": {"fts_index": _index(True), "string_inverted_index": _index(False)}},
+            EMBEDDING_KEY: {"float_list": {"vector_index": _index(True, {**config, "source_key": DOCUMENT_KEY})}},
+        }
+        for key, sparse in self.sparse_indexes.items():
+            fields = {k: v for k, v in sparse.set_fields().items() if k != "embedding_function"}
+            fields["embedding_function"] = _function_json(sparse.embedding_function)
+            keys[key] = {"sparse_vector": {"sparse_vector_index": _index(True, fields)}}
+        return {"defaults": _defaults(config), "keys": keys}
+
+    @classmethod
+    def deserialize_from_json(cls, json_data: dict[str, Any]) -> Schema:
+        """A schema from chromadb's JSON (its client's or its server's), as chromadb reads it:
+        stored embedding functions are rebuilt by registry name (``{"type": "legacy"}`` -> None; one
+        that cannot be rebuilt -> None with a warning); the indexes retrieval always keeps are implied.
+
+        Example:
+            >>> Schema.deserialize_from_json(Schema().create_index(VectorIndexConfig(
+            ...     space="ip", embedding_function=None)).serialize_to_json()).vector_index.space
+            'ip'
+        """
+        if not isinstance(json_data, dict):
+            raise InvalidArgumentError(f"a serialized Schema is a dict like {{'defaults': ..., 'keys': ...}}; got {json_data!r}")
+        schema = cls()
+        keys = json_data.get("keys") or {}
+        vector = (keys.get(EMBEDDING_KEY) or json_data.get("defaults") or {}).get("float_list", {}).get("vector_index")
+        if vector is not None:
+            config = dict(vector.get("config") or {})
+            hnsw = config.get("hnsw")
+            schema.vector_index = VectorIndexConfig(
+                space=config.get("space"),
+                embedding_function=_function_from_json(config.get("embedding_function", {"type": "legacy"})),
+                hnsw=HnswIndexConfig(**{k: v for k, v in hnsw.items() if k in HnswIndexConfig.FIELDS}) if hnsw else None,
+            )
+        for key, value_types in keys.items():
+            index = (value_types or {}).get("sparse_vector", {}).get("sparse_vector_index")
+            if key.startswith("#") or not index or not index.get("enabled"):
+                continue
+            config = dict(index.get("config") or {})
+            function = _function_from_json(config.get("embedding_function", {"type": "unknown"}))
+            if function is not None:
+                schema._add_sparse(SparseVectorIndexConfig(
+                    embedding_function=function, source_key=config.get("source_key"), bm25=config.get("bm25"),
+                ), key)
+        return schema
+
+    @classmethod
+    def from_configuration(
+        cls, configuration_json: dict[str, Any], embedding_function: Any = None, sparse: tuple[str, Any] | None = None
+    ) -> Schema:
+        """The schema of a collection with this (public) configuration, embedding function and
+        sparse index (``(key, sparse embedding function)``): what ``collection.schema`` returns.
+
+        Example:
+            >>> Schema.from_configuration({"hnsw": {"space": "ip", "ef_search": 20}}).vector_index.hnsw
+            HnswIndexConfig(ef_search=20)
+        """
+        hnsw = dict(configuration_json.get("hnsw") or {})
+        space = hnsw.pop("space", None)
+        schema = cls()
+        schema.vector_index = VectorIndexConfig(space=space, embedding_function=embedding_function,
+                                                hnsw=HnswIndexConfig(**{k: v for k, v in hnsw.items()
+                                                                        if k in HnswIndexConfig.FIELDS}))
+        if sparse is not None:
+            schema._add_sparse(SparseVectorIndexConfig(embedding_function=sparse[1]), sparse[0])
+        return schema
+
+
+def _index(enabled: bool, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"enabled": enabled, "config": config or {}}
+
+
+def _defaults(vector_config: dict[str, Any]) -> dict[str, Any]:
+    """chromadb's per-type defaults: metadata filtering on every type, no full-text on metadata."""
+    return {
+        "string": {"fts_index": _index(False), "string_inverted_index": _index(True)},
+        "float_list": {"vector_index": _index(False, dict(vector_config))},
+        "sparse_vector": {"sparse_vector_index": _index(False, {"embedding_function": {"type": "unknown"}})},
+        "int": {"int_inverted_index": _index(True)},
+        "float": {"float_inverted_index": _index(True)},
+        "bool": {"bool_inverted_index": _index(True)},
+    }
+
+
+def _function_json(function: Any) -> dict[str, Any]:
+    """An embedding function as chromadb serializes it in a schema (``legacy`` when it cannot be)."""
+    if function is _DEFAULT_EF:
+        return {"name": "default", "type": "known", "config": {}}
+    try:
+        name = function.name() if function is not None else NotImplemented
+        config = function.get_config() if isinstance(name, str) else NotImplemented
+    except Exception:  # noqa: BLE001 - chromadb: a function that cannot describe itself is legacy
+        return {"type": "legacy"}
+    if not isinstance(name, str) or not isinstance(config, dict):
+        return {"type": "legacy"}
+    return {"name": name, "type": "known", "config": config}
+
+
+def _function_from_json(spec: Any) -> Any:
+    if not isinstance(spec, dict) or spec.get("type") != "known" or not isinstance(spec.get("name"), str):
+        return None
+    import warnings
+
+    import embedders
+
+    try:
+        return embedders.build_embedding_function(spec["name"], dict(spec.get("config") or {}))
+    except Exception as e:  # noqa: BLE001 - as chromadb: warn, and leave the function unset
+        warnings.warn(f"Could not reconstruct embedding function {spec['name']}: {e}. Setting to None.",
+                      UserWarning, stacklevel=3)
+        return None
 
 
 def apply_schema(schema: Any, configuration: Any, embedding_function: Any) -> tuple[dict[str, Any], Any]:

@@ -46,7 +46,37 @@ CHROMADB_SETTINGS = frozenset({
     "chroma_query_request_timeout_seconds", "chroma_db_impl",
     "chroma_collection_assignment_policy_impl",
 })
+# chromadb refuses the pre-0.4 settings (``chroma_db_impl="duckdb+parquet"`` and friends, still in old
+# tutorials) with its migration message; accepting them would silently persist nothing.
+_LEGACY_VALUES = frozenset({
+    "duckdb", "duckdb+parquet", "clickhouse", "local", "rest", "chromadb.db.duckdb.DuckDB",
+    "chromadb.db.duckdb.PersistentDuckDB", "chromadb.db.clickhouse.Clickhouse", "chromadb.api.local.LocalAPI",
+})
+LEGACY_ERROR = """You are using a deprecated configuration of Chroma.
+
+If you do not have data you wish to migrate, you only need to change how you construct
+your Chroma client. Please see the "New Clients" section of https://docs.trychroma.com/deployment/migration.
+________________________________________________________________________________________________
+
+If you do have data you wish to migrate, we have a migration tool you can use in order to
+migrate your data to the new Chroma architecture.
+Please `pip install chroma-migrate` and run `chroma-migrate` to migrate your data and then
+change how you construct your Chroma client.
+
+See https://docs.trychroma.com/deployment/migration for more information or join our discord at https://discord.gg/MMeYNTmh3x for help!"""
 _OWN_SETTINGS = ("is_persistent", "persist_directory", "allow_reset", "anonymized_telemetry", "sqlite_synchronous")
+
+
+def _check_legacy(extra: dict[str, Any], persist_directory: str) -> None:
+    legacy = {k: v for k, v in extra.items() if (k == "chroma_db_impl" and v is not None)
+              or (isinstance(v, str) and v in _LEGACY_VALUES)}
+    if legacy:
+        setting = ", ".join(f"{k}={v!r}" for k, v in legacy.items())
+        raise InvalidArgumentError(
+            f"{LEGACY_ERROR}\n\n(retrieval: {setting} is chromadb's pre-0.4 configuration. For a persistent "
+            f"store write retrieval.PersistentClient(path={persist_directory!r}); for a server, "
+            "retrieval.HttpClient(host=..., port=...).)"
+        )
 
 
 def _check_extra(extra: dict[str, Any]) -> None:
@@ -102,6 +132,7 @@ class Settings:
         **extra: Any,
     ):
         _check_extra(extra)
+        _check_legacy(extra, str(persist_directory))
         if str(sqlite_synchronous).upper() not in _SYNCHRONOUS:
             raise InvalidArgumentError(
                 f"sqlite_synchronous {sqlite_synchronous!r} is not one of {list(_SYNCHRONOUS)}"

@@ -6,10 +6,14 @@ user arguments.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, TypedDict
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, TypedDict
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from retrieval.config import CollectionConfig
 
 Metadata = Dict[str, Any]
 
@@ -19,9 +23,9 @@ DEFAULT_INCLUDE_GET = ("documents", "metadatas")
 DEFAULT_INCLUDE_QUERY = ("documents", "metadatas", "distances")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RecordBatch:
-    """Validated records for one write call.
+    """Validated records for one write call (frozen: what was validated is what is written).
 
     ``embeddings`` is an (n, d) float32 array or None (update that keeps vectors). For the other
     columns, ``None`` as the whole column means "not given" (kept on update); a ``None`` entry
@@ -42,7 +46,11 @@ class RecordBatch:
 
 @dataclass(frozen=True)
 class CollectionRecord:
-    """What the engine knows about a collection."""
+    """What the engine knows about a collection.
+
+    ``config`` is ``configuration_json`` parsed, once per record: code across the Backend seam
+    reads the typed configuration, never the JSON string.
+    """
 
     id: str
     name: str
@@ -51,6 +59,12 @@ class CollectionRecord:
     configuration_json: str
     metadata: Metadata | None
     dimension: int | None
+
+    @functools.cached_property
+    def config(self) -> CollectionConfig:
+        from retrieval.config import CollectionConfig
+
+        return CollectionConfig.from_json(self.configuration_json)
 
 
 class GetResult(TypedDict):

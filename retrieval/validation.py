@@ -207,6 +207,19 @@ def validate_metadatas(metadatas: Any, count: int, *, allow_none: bool) -> list[
     return [validate_metadata(m, i, allow_none=allow_none) for i, m in enumerate(items)]
 
 
+def validate_write_metadatas(metadatas: Any, count: int, mode: str) -> list[dict | None] | None:
+    """A write's metadatas, as every backend and both halves of the wire take them.
+
+    None values are accepted, as chromadb accepts them: in update/upsert a None deletes the key; in
+    ``add`` it means the key is absent, so it is left out here (as chromadb's client leaves it out:
+    chroma's server refuses a null in add), and a metadata left empty is None.
+    """
+    metadatas = validate_metadatas(metadatas, count, allow_none=True)
+    if mode != "add" or metadatas is None:
+        return metadatas
+    return [None if m is None else ({k: x for k, x in m.items() if x is not None} or None) for m in metadatas]
+
+
 def validate_strings(values: Any, count: int, what: str) -> list[str | None] | None:
     items = one_or_many(values, what)
     if items is None:
@@ -243,6 +256,34 @@ def validate_n_results(n_results: Any) -> int:
 
 
 SQLITE_MAX_INT = 2**63 - 1
+
+
+def validate_delete(ids: list[str] | None, where: Any, where_document: Any, limit: Any) -> int | None:
+    """chromadb 1.5.9's rules for one ``delete`` (its ``_validate_and_prepare_delete_request``).
+
+    The handle and the server both run this, so a delete one refuses the other refuses too.
+    ``ids`` is validated already; ``where``/``where_document`` are parsed filters (or None).
+    Returns the limit, clamped to what SQLite can count.
+    """
+    if ids == []:
+        # chromadb refuses it too: an empty id list is usually a bug upstream.
+        raise InvalidArgumentError(
+            "delete(ids=[]) names no record to delete; pass at least one id, or leave ids out and use where="
+        )
+    if ids is None and where is None and where_document is None:
+        raise InvalidArgumentError(
+            "delete needs ids, where or where_document; to remove everything use client.delete_collection(name)"
+        )
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
+        raise InvalidArgumentError(f"delete limit must be a non-negative integer; got {limit!r}")
+    if where is None and where_document is None:
+        raise InvalidArgumentError(
+            "delete(limit=...) needs a where or where_document filter (as in chromadb); with ids alone, "
+            "pass fewer ids instead"
+        )
+    return min(int(limit), SQLITE_MAX_INT)
 
 
 def validate_limit_offset(limit: Any, offset: Any) -> tuple[int | None, int]:

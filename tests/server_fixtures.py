@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from retrieval.http.wire import API_PREFIX, ROUTES
+from retrieval.http.wire import API_PREFIX, CHROMADB_ONLY, ROUTES
 from retrieval.server.app import create_app
 from retrieval.server.config import ServerConfig
 from retrieval.store.backend import open_embedded_backend
@@ -90,9 +90,19 @@ def requests_for(tenant: str, database: str, name: str, collection_id: str) -> d
     out = {}
     for verb, route in ROUTES.items():
         collection = name if verb in by_name else collection_id
-        path = route.path.format(tenant=tenant, database=database, collection=collection)
+        path = route.path.format(tenant=tenant, database=database, collection=collection, function="counter")
         out[verb] = (route.method, API_PREFIX + path, bodies.get(verb))
     return out
+
+
+# What a permitted request gets on the routes of chromadb Cloud's features: "not supported" (501),
+# as from chroma's own single-node server, and "no such attached function" (404).
+PERMITTED_STATUS = {**{verb: 501 for verb in CHROMADB_ONLY}, "get_attached_function": 404}
+
+
+def permitted(verb: str, status: int) -> bool:
+    """Whether ``status`` is what a permitted request for ``verb`` gets."""
+    return status == PERMITTED_STATUS[verb] if verb in PERMITTED_STATUS else status in (200, 201)
 
 
 def random_id() -> str:

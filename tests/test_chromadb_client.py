@@ -218,3 +218,66 @@ def test_async_http_client(server):
         await client.delete_collection("wire-async")
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- gaps found in issue 18
+
+
+def test_async_client_heartbeat_asks_the_api_root(server):
+    # chromadb 1.5.9's AsyncHttpClient sends GET /api/v2 (its sync client GET /api/v2/heartbeat).
+    async def main():
+        client = await chromadb.AsyncHttpClient(host="127.0.0.1", port=server.port, settings=_settings())
+        return await client.heartbeat()
+
+    assert asyncio.run(main()) > 0
+    answer = httpx.get(f"{server.url}/api/v2")
+    assert answer.status_code == 200 and answer.json()["nanosecond heartbeat"] > 0
+
+
+def test_collection_id_that_is_not_a_uuid_is_invalid_argument(server, col):
+    base = f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections"
+    for method, path, body in (("GET", "/not-a-uuid/count", None), ("POST", f"/{col.name}/get", {}),
+                               ("GET", "/by-id/12345", None), ("PUT", "/zzz", {"new_name": "x-y-z"})):
+        answer = httpx.request(method, base + path, json=body)
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"] == "InvalidArgumentError"
+        assert "UUID" in answer.json()["message"]
+    # A UUID that names nothing is still a 404.
+    assert httpx.get(f"{base}/0b6a0c44-0d0a-4f5e-9d4e-7d1c9c3f2a11/count").status_code == 404
+
+
+@pytest.mark.parametrize("raw", [b"null", b"[1, 2]", b'"ids"', b"7"])
+def test_record_route_with_a_non_object_body_is_400(server, col, raw):
+    base = f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections/{col.id}"
+    ours = server_kind_of(server) == "retrieval"
+    for verb in ("get", "query", "delete", "add", "upsert", "update", "search"):
+        answer = httpx.post(f"{base}/{verb}", content=raw, headers={"Content-Type": "application/json"})
+        if ours:
+            assert answer.status_code == 400, (verb, raw, answer.text)
+            assert answer.json()["error"] == "InvalidArgumentError"
+            assert "must be a JSON object" in answer.json()["message"]
+        else:  # chroma's server: 422 ChromaError ("Failed to deserialize the JSON body")
+            assert 400 <= answer.status_code < 500, (verb, raw, answer.text)
+    assert col.count() == 4
+
+
+def server_kind_of(server) -> str:
+    return "retrieval" if httpx.get(f"{server.url}/api/v2/version").json() == retrieval_version() else "chroma"
+
+
+def test_delete_rules_are_chromadb_client_rules_on_the_server_too(server, col):
+    # chromadb's client refuses these before sending; a raw request is refused by the server the
+    # same way (400 InvalidArgumentError on chroma's server too), and ours by the handle as well.
+    url = f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections/{col.id}/delete"
+    with pytest.raises(ValueError):
+        col.delete(ids=[])
+    with pytest.raises(ValueError, match="limit"):
+        col.delete(ids=["a"], limit=1)
+    for body in ({"ids": []}, {"ids": ["a"], "limit": 1}, {"limit": 1}):
+        answer = httpx.post(url, json=body)
+        assert answer.status_code == 400 and answer.json()["error"] == "InvalidArgumentError", (body, answer.text)
+    answer = httpx.post(url, json={"ids": ["a"], "where": {"tag": "t1"}, "limit": -1})
+    # Ours: 400 InvalidArgumentError; chroma's: 422 ChromaError ("expected u32").
+    assert answer.status_code == (400 if server_kind_of(server) == "retrieval" else 422), answer.text
+    assert col.count() == 4
+    assert col.delete(ids=["a"], where={"tag": "t1"}, limit=1)["deleted"] == 1

@@ -52,14 +52,22 @@ HOST_OPTIONS = {"device", "batch_size", "max_workers", "cache_dir", "num_threads
 def built() -> dict[str, Any]:
     """One instance per registered name, built through the registry like a stored config.
 
-    Module-scoped so each model loads once (the tiny CLIP and MiniLM take seconds).
+    Module-scoped so each model loads once (the tiny CLIP and MiniLM take seconds). ``openai``
+    embeds through a fake endpoint on 127.0.0.1 (tests/openai_fake.py).
     """
+    from tests.openai_fake import KEY, FakeOpenAI
+
     cache: dict[str, Any] = {}
-    for name in embedding_functions.names():
-        cls = embedding_functions.get(name)
-        runtime = {"device": "cpu"} if "device" in getattr(cls, "RUNTIME_OPTIONS", ()) else {}
-        cache[name] = embedders.build_embedding_function(name, cls().get_config(), **runtime)
-    return cache
+    with FakeOpenAI() as fake, pytest.MonkeyPatch.context() as env:
+        env.setenv("RETRIEVAL_TEST_OPENAI_KEY", KEY)
+        for name in embedding_functions.names():
+            cls = embedding_functions.get(name)
+            runtime = {"device": "cpu"} if "device" in getattr(cls, "RUNTIME_OPTIONS", ()) else {}
+            config = cls().get_config()
+            if name == "openai":
+                config = {**config, "api_base": fake.url, "api_key_env_var": "RETRIEVAL_TEST_OPENAI_KEY"}
+            cache[name] = embedders.build_embedding_function(name, config, **runtime)
+        yield cache
 
 
 @pytest.fixture(scope="module")

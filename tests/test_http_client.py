@@ -97,3 +97,40 @@ def test_settings_disagreeing_with_arguments_are_refused():
     settings = retrieval.Settings(chroma_server_host="example.org")
     with pytest.raises(retrieval.InvalidArgumentError, match="example.org"):
         retrieval.HttpClient(host="127.0.0.1", settings=settings)
+
+
+def test_the_direct_transport_times_out_and_retries_idempotent_calls(monkeypatch):
+    """Without an httpx client or transport given, requests go over httpcore's pool (_CoreSession):
+    the same timeouts and retry rules apply."""
+    import socket
+    import threading
+
+    monkeypatch.setattr("retrieval.http.transport._BACKOFF", 0.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    try:
+        backend = HttpBackend("127.0.0.1", listener.getsockname()[1], timeout=0.3, retries=1)
+        with pytest.raises(retrieval.ServerUnavailableError, match="timed out"):
+            backend.count(_record())
+        assert len(accepted) == 2  # a read is retried once
+        backend.close()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        listener.close()

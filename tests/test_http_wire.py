@@ -4,6 +4,7 @@ and what the server answers, the client decodes back; chromadb's own shapes are 
 from __future__ import annotations
 
 import base64
+import json
 import struct
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 from retrieval import errors
 from retrieval.config import CollectionConfig, ComponentSpec, HnswConfig, SparseConfig
 from retrieval.http import wire
-from retrieval.http.calls import Calls, query_answer_from_wire, records_from_wire
+from retrieval.http.calls import Calls
+from retrieval.http.verbs import query_answer_from_wire, records_from_wire
+from retrieval.loader_metadata import LOADER_KEY
 from retrieval.query.filters import parse_where, parse_where_document
 from retrieval.server import handlers
 from retrieval.types import CollectionRecord, GetRequest, QueryRequest, RecordBatch
@@ -71,8 +74,8 @@ def _serve(call: wire.Call, backend: FakeBackend):
 def test_every_route_has_a_handler_and_a_client_call():
     assert set(wire.ROUTES) == set(handlers.HANDLERS)
     client_verbs = {name for name in vars(Calls) if not name.startswith("_")}
-    # The client sends every route; write() covers add/update/upsert.
-    assert set(wire.ROUTES) - client_verbs == {"add", "update", "upsert"}
+    # The client sends every route but chromadb Cloud's; write() covers add/update/upsert.
+    assert set(wire.ROUTES) - client_verbs == {"add", "update", "upsert", *wire.CHROMADB_ONLY}
     assert client_verbs - set(wire.ROUTES) == {"write"}
 
 
@@ -189,7 +192,8 @@ def test_modify_sends_only_changed_settings_and_reads_back():
 
     new = dataclasses.replace(old, hnsw=old.hnsw.modified({"ef_search": 77}))
     call = Calls().modify_collection(RECORD, "renamed", {"a": 1}, new)
-    assert call.body == {"new_name": "renamed", "new_metadata": {"a": 1},
+    stored_loader = {LOADER_KEY: json.dumps(old.data_loader.to_dict(), sort_keys=True)}  # kept through a modify
+    assert call.body == {"new_name": "renamed", "new_metadata": {"a": 1, **stored_loader},
                          "new_configuration": {"hnsw": {"ef_search": 77}, "spann": None, "embedding_function": None}}
     assert call.then is not None and call.then({}).route.verb == "get_collection_by_id"
     assert wire.configuration_update_from_wire(old, call.body["new_configuration"]) == new

@@ -69,8 +69,11 @@ def test_bad_files_are_skipped_and_reported(tmp_path: Path, capsys: pytest.Captu
             "--batch-size", "8", "--report", report]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "indexed 40 images" in out and "(40 total)" in out and "4 skipped as unreadable" in out
+    assert "indexed 40 images" in out and "(40 total)" in out and "4 skipped-bad" in out
     lines = [json.loads(line) for line in Path(report).read_text().splitlines()]
+    assert sorted(line["id"] for line in lines if line["action"] == "add") == sorted(
+        str(p.relative_to(src)) for p in src.rglob("*.png") if p.name in {g.name for g in GALLERY})
+    lines = [line for line in lines if line["action"] == "skip"]
     assert sorted(line["id"] for line in lines) == sorted(bad)
     reasons = {line["id"]: line["reason"] for line in lines}
     assert "decompression-bomb" in reasons["sub/huge.png"]
@@ -86,7 +89,7 @@ def test_bad_files_are_skipped_and_reported(tmp_path: Path, capsys: pytest.Captu
     # A rerun skips what is stored and tries the bad files again.
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "indexed 0 images" in out and "40 already stored" in out and "4 skipped" in out
+    assert "indexed 0 images" in out and "40 unchanged" in out and "4 skipped-bad" in out
 
 
 def _index_cmd(src: Path, db: str) -> list[str]:
@@ -270,7 +273,7 @@ def test_index_into_a_server_with_host(tmp_path: Path, capsys: pytest.CaptureFix
         assert main(args) == 0
         assert "indexed 40 images" in capsys.readouterr().out
         assert main(args) == 0
-        assert "40 already stored" in capsys.readouterr().out
+        assert "40 unchanged" in capsys.readouterr().out
         hit = retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("remote").get(ids=["red_circle.png"])
         assert hit["ids"] == ["red_circle.png"]
     finally:

@@ -59,6 +59,9 @@ def _index_gallery(path: Path) -> None:
             uris=[str(f) for f in files],
             metadatas=[dict(zip(("color", "shape"), f.stem.split("_"))) for f in files],
         )
+        few = client.create_collection("few-shapes", embedding_function=col.embedding_function,
+                                       data_loader=ImageLoader(), configuration={"hnsw": {"space": "cosine"}})
+        few.add(ids=[f.name for f in files[:3]], uris=[str(f) for f in files[:3]])
     finally:
         client.close()  # the server must own the persist path
 
@@ -160,6 +163,80 @@ def _drop_file(page, path: Path) -> None:
     )
 
 
+class HeldSearches:
+    """Holds back the answers to chosen searches, as a slow server would, until released.
+
+    Playwright's route handler runs whenever the test waits on the page; a held route is answered
+    (or found aborted by the page) on :meth:`release`.
+    """
+
+    def __init__(self, page, needle: str):
+        self.page, self.needle, self.held, self.settled = page, needle, [], []
+        page.route("**/search*", self._route)
+        page.on("requestfinished", self._settle)
+        page.on("requestfailed", self._settle)
+
+    def _route(self, route):
+        if self.needle in route.request.url or self.needle in (route.request.post_data or ""):
+            self.held.append(route)
+        else:
+            route.continue_()
+
+    def _settle(self, request):
+        if any(request == route.request for route in self.held):
+            self.settled.append(request)
+
+    def wait_until_held(self) -> None:
+        deadline = time.monotonic() + 30
+        while not self.held:
+            assert time.monotonic() < deadline, f"no search for {self.needle!r} was sent"
+            self.page.wait_for_timeout(50)
+
+    def release(self) -> None:
+        """Let the held requests through, and wait until the page has had their answers (or aborted them)."""
+        self.page.unroute("**/search*", self._route)
+        for route in self.held:
+            try:
+                route.continue_()
+            except Exception:  # the page aborted it (a newer search superseded it): nothing to deliver
+                pass
+        deadline = time.monotonic() + 30
+        while len(self.settled) < len(self.held):
+            assert time.monotonic() < deadline, "a held search never finished"
+            self.page.wait_for_timeout(50)
+        # Give the page's code the turn it would take to render a late answer (it must not).
+        self.page.evaluate("() => new Promise(r => setTimeout(r, 300))")
+
+
+def _newest_search_wins(page) -> None:
+    """A search sent while an older one is still loading wins, even when the older answer comes last."""
+    slow = HeldSearches(page, "a yellow circle")
+    page.fill("[data-testid=text-query]", "a yellow circle")
+    page.press("[data-testid=text-query]", "Enter")
+    slow.wait_until_held()
+    page.wait_for_selector("#status.loading")  # a visible loading state while the answer is out
+    assert page.get_attribute("#grid", "aria-busy") == "true"
+    page.fill("[data-testid=text-query]", "a blue star")
+    page.press("[data-testid=text-query]", "Enter")
+    _wait_for_results(page, "a blue star")
+    slow.release()
+    assert "a blue star" in page.text_content("[data-testid=status]")
+    assert _ids(page)[0] == "blue_star.png" and len(_ids(page)) == 24
+    assert page.get_attribute("#status", "aria-busy") == "false"
+
+
+def _newest_pick_wins(page) -> None:
+    """Re-picking the collection while the first pick's page loads: the newest pick fills the grid."""
+    slow = HeldSearches(page, "/collections/few-shapes/")
+    page.select_option("[data-testid=collection]", "few-shapes")
+    slow.wait_until_held()
+    page.select_option("[data-testid=collection]", "gallery")
+    _wait_for_results(page, "Browsing gallery")
+    slow.release()
+    assert "Browsing gallery" in page.text_content("[data-testid=status]")
+    assert len(_ids(page)) == 24 and "records 40" in page.text_content("[data-testid=collection-info]")
+
+
 def test_search_the_gallery_in_a_browser(server, shots):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -173,13 +250,15 @@ def test_search_the_gallery_in_a_browser(server, shots):
 
             # The server wants a token: the page says so, and works once it is entered under Connection.
             page.wait_for_selector("#notice.error", timeout=30_000)
-            assert "token" in page.text_content("#notice")
+            assert "This server needs an access token" in page.text_content("#notice")
+            assert page.is_disabled("[data-testid=text-query]") and page.is_disabled("#go")  # nothing dead-ends
             page.screenshot(path=str(shots / "token-needed-laptop.png"))
             sent.clear()
             _connect(page, TOKEN)
 
             # The collection, its count, dimension and embedding function; a first page of records.
             _wait_for_results(page, "Browsing")
+            assert page.is_enabled("[data-testid=text-query]")
             info = page.locator("[data-testid=collection-info]").text_content()
             assert "records 40" in info and "dimension 64" in info and "open_clip" in info and "tiny-shapes" in info
             assert len(_ids(page)) == 24
@@ -196,8 +275,12 @@ def test_search_the_gallery_in_a_browser(server, shots):
             _wait_for_results(page, "a red circle")
             assert _ids(page)[0] == "red_circle.png"
             assert float(page.locator("[data-testid=distance]").first.text_content()) < 0.2
+            assert "lower distance = closer" in page.text_content("[data-testid=distance-hint]")
             _wait_for_thumbnails(page)
             page.screenshot(path=str(shots / "text-laptop.png"))
+
+            _newest_search_wins(page)
+            _newest_pick_wins(page)
 
             # An uploaded image.
             page.click("[role=tab][data-mode=image]")
@@ -248,6 +331,14 @@ def test_search_the_gallery_in_a_browser(server, shots):
             _wait_for_thumbnails(phone)
             width = phone.evaluate("document.documentElement.scrollWidth")
             assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px wide)"
+            # The metadata key picker shows its longest option whole (plus padding and its arrow).
+            room, text = phone.evaluate("""() => {
+                const s = document.querySelector('[data-testid=filter-key]');
+                const ctx = document.createElement('canvas').getContext('2d');
+                ctx.font = getComputedStyle(s).font;
+                return [s.clientWidth, Math.max(...[...s.options].map(o => ctx.measureText(o.text).width))];
+            }""")
+            assert room >= text + 30, f"the key picker is {room}px wide for {text:.0f}px of text"
             phone.screenshot(path=str(shots / "text-phone.png"))
         finally:
             browser.close()

@@ -7,6 +7,7 @@ only the backend differs. httpx is imported on first use, so ``import retrieval`
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from retrieval.http.connect import check_settings, http_backend
 from retrieval.settings import Settings
@@ -63,22 +64,22 @@ async def AsyncHttpClient(
 ):
     """``await retrieval.AsyncHttpClient(...)``: the async twin of :func:`HttpClient`.
 
-    Requests go out on this event loop (httpx's ``AsyncClient``); validation and embedding run in a
-    worker thread, so a large ``add`` of documents never blocks the loop.
+    Each call runs whole (validation, embedding, the request) in one trip to one of the client's
+    worker threads, so a large ``add`` of documents never blocks the event loop, and up to 64
+    requests are in flight at once.
 
     Example:
         >>> client = await retrieval.AsyncHttpClient(port=8000)  # doctest: +SKIP
         >>> col = await client.get_or_create_collection("docs")  # doctest: +SKIP
     """
-    from retrieval.async_client import AsyncClient, LoopBridge
+    from retrieval.async_client import AsyncClient, client_executor
     from retrieval.client import Client
 
     settings = settings or Settings()
     host, port = str(host), int(port)
     check_settings(settings, host, port)
-    backend = http_backend(
-        host, port, bool(ssl), headers, settings, asynchronous=True, timeout=timeout, retries=retries
-    )
-    bridge = LoopBridge(backend, asyncio.get_running_loop())
-    client = await asyncio.to_thread(Client, settings, str(tenant), str(database), backend=bridge)
-    return AsyncClient(client)
+    backend = http_backend(host, port, bool(ssl), headers, settings, timeout=timeout, retries=retries)
+    executor = client_executor()
+    build = functools.partial(Client, settings, str(tenant), str(database), backend=backend)
+    client = await asyncio.get_running_loop().run_in_executor(executor, build)
+    return AsyncClient(client, executor)

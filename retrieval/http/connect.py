@@ -69,17 +69,14 @@ def http_backend(
     ssl: bool,
     headers: Mapping[str, str] | None,
     settings: Settings,
-    *,
-    asynchronous: bool = False,
     **options: Any,
 ):
-    """A sync or async HTTP backend; TLS verification follows ``chroma_server_ssl_verify``."""
-    from retrieval.http.transport import AsyncHttpBackend, HttpBackend
+    """An HTTP backend; TLS verification follows ``chroma_server_ssl_verify``."""
+    from retrieval.http.transport import HttpBackend
 
     headers = {**auth_headers(settings), **(settings.extra.get("chroma_server_headers") or {}), **dict(headers or {})}
     verify = settings.extra.get("chroma_server_ssl_verify")
-    cls = AsyncHttpBackend if asynchronous else HttpBackend
-    return cls(host, port, ssl, headers, verify=verify, **options)
+    return HttpBackend(host, port, ssl, headers, verify=verify, **options)
 
 
 def backend_from_settings(settings: Settings):

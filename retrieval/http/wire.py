@@ -5,8 +5,11 @@ the wire cannot drift between them:
 
 - the sync and the async HTTP transports (``retrieval.http.transport``) turn a Backend verb into a
   :class:`Call` with :mod:`retrieval.http.calls` and its answer back into a typed value;
-- the server (``retrieval.server``) routes the table below and decodes/encodes with the same
-  helpers (:mod:`retrieval.server.handlers`).
+- the server (``retrieval.server``) routes the table below (:mod:`retrieval.server.handlers`).
+
+Both halves encode and decode each verb's body and answer with its one entry in
+:mod:`retrieval.http.verbs`; this module holds the routes and the shapes the verbs share
+(collections, configurations, embeddings, errors).
 
 The shapes are those chromadb 1.5.9's own server speaks (its Rust frontend, ``rust/frontend/src/
 server.rs``), so chromadb's ``HttpClient`` / ``AsyncHttpClient`` / ``AdminClient`` work unchanged:
@@ -32,12 +35,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from retrieval.config import CollectionConfig, ComponentSpec, HnswConfig, SparseConfig
+from retrieval.loader_metadata import split_loader
 from retrieval.errors import (
     AuthenticationError,
     InternalError,
     InvalidArgumentError,
     NotAllowedError,
     NotFoundError,
+    NotSupportedError,
     PersistPathLockedError,
     RequestTimeoutError,
     RequestTooLargeError,
@@ -60,6 +65,7 @@ class Route:
     ``idempotent`` calls may be retried by a client after a transport failure. ``action`` is what
     a credential needs to make the call when the server has auth on (``retrieval.server.auth``):
     ``public`` (no credential), ``authenticated`` (any valid one), ``read``, ``write`` or ``admin``.
+    ``aliases`` are further paths the server answers the same way (clients use ``path``).
     """
 
     verb: str
@@ -67,15 +73,21 @@ class Route:
     path: str
     idempotent: bool
     action: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,) + self.aliases
 
 
-def _routes(*rows: tuple[str, str, str, bool, str]) -> dict[str, Route]:
+def _routes(*rows: tuple) -> dict[str, Route]:
     return {row[0]: Route(*row) for row in rows}
 
 
 # Order matters to the server's router: ``by-id`` before ``{collection}``.
 ROUTES: dict[str, Route] = _routes(
-    ("heartbeat", "GET", "/heartbeat", True, "public"),
+    # chromadb's AsyncHttpClient asks the API root for its heartbeat, its HttpClient /heartbeat.
+    ("heartbeat", "GET", "/heartbeat", True, "public", ("",)),
     ("get_version", "GET", "/version", True, "public"),
     ("pre_flight_checks", "GET", "/pre-flight-checks", True, "authenticated"),
     ("reset", "POST", "/reset", False, "admin"),
@@ -101,7 +113,19 @@ ROUTES: dict[str, Route] = _routes(
     ("get", "POST", _ONE + "/get", True, "read"),
     ("query", "POST", _ONE + "/query", True, "read"),
     ("search", "POST", _ONE + "/search", True, "read"),
+    # chromadb Cloud's features, which chroma's single-node server refuses (501) and so do we: its
+    # clients call them, and should hear "not supported" rather than "no such route".
+    ("fork_collection", "POST", _ONE + "/fork", False, "write"),
+    ("fork_count", "GET", _ONE + "/fork_count", True, "read"),
+    ("get_indexing_status", "GET", _ONE + "/indexing_status", True, "read"),
+    ("attach_function", "POST", _ONE + "/functions/attach", False, "write"),
+    ("get_attached_function", "GET", _ONE + "/functions/{function}", True, "read"),
+    ("detach_function", "POST", _ONE + "/attached_functions/{function}/detach", False, "write"),
 )
+
+#: Routes only chromadb's clients call (retrieval's clients have no such verb).
+CHROMADB_ONLY = ("fork_collection", "fork_count", "get_indexing_status", "attach_function", "get_attached_function",
+                 "detach_function")
 
 
 @dataclass
@@ -285,7 +309,7 @@ def schema_to_wire(config: CollectionConfig) -> dict[str, Any]:
 
 
 def collection_to_wire(record: CollectionRecord) -> dict[str, Any]:
-    config = CollectionConfig.from_json(record.configuration_json)
+    config = record.config
     return {
         "id": record.id,
         "name": record.name,
@@ -302,13 +326,17 @@ def collection_to_wire(record: CollectionRecord) -> dict[str, Any]:
 
 def collection_from_wire(data: Mapping[str, Any]) -> CollectionRecord:
     config = configuration_from_wire(data.get("configuration_json"), None)
+    # Chroma's server keeps the data loader only in the metadata (retrieval.loader_metadata).
+    metadata, stored_loader = split_loader(data.get("metadata"))
+    if config.data_loader is None and stored_loader is not None:
+        config = dataclasses.replace(config, data_loader=stored_loader)
     return CollectionRecord(
         id=str(data["id"]),
         name=data["name"],
         tenant=data.get("tenant", "default_tenant"),
         database=data.get("database", "default_database"),
         configuration_json=config.to_json(),
-        metadata=data.get("metadata"),
+        metadata=metadata,
         dimension=data.get("dimension"),
     )
 
@@ -395,7 +423,13 @@ _FROM_STATUS: dict[int, type[RetrievalError]] = {
     404: NotFoundError,
     409: UniqueConstraintError,
     423: PersistPathLockedError,
+    501: NotSupportedError,
 }
+# What a 501 means in practice: Chroma's single-node server serves no Search API.
+_SEARCH_ELSEWHERE = (
+    " (Chroma's single-node server, `chroma run`, does not serve the Search API: use query() against it, "
+    "or search() against `retrieval run`, Chroma's distributed deployment or Chroma Cloud)"
+)
 
 
 def error_to_wire(error: BaseException) -> tuple[int, dict[str, str]]:
@@ -422,6 +456,8 @@ def error_from_wire(status: int, body: Any, text: str = "") -> RetrievalError:
             if cls is not RetrievalError or ours == "RetrievalError":
                 return cls(message)
         cls = _FROM_CHROMA_NAME.get(str(body["error"])) or _FROM_STATUS.get(status, InternalError if status >= 500 else RetrievalError)
+        if cls is NotSupportedError and "search" in message.lower():
+            message += _SEARCH_ELSEWHERE
         return cls(message)
     cls = _FROM_STATUS.get(status, InternalError if status >= 500 else RetrievalError)
     return cls(f"HTTP {status}: {text[:500] or 'no body'}")

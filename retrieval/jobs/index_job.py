@@ -1,13 +1,16 @@
 """``retrieval index`` / ``retrieval embed``: embed a photo archive, resumably, skipping bad files.
 
-The job is crash-safe by construction rather than by bookkeeping:
+This module holds the embedding pipeline both commands share; ``index`` writes through
+:mod:`retrieval.jobs.sync` (a rerun is a sync: new files added, changed ones re-embedded,
+gone ones reported or pruned). The jobs are crash-safe by construction rather than by
+bookkeeping:
 
-* every chunk of records is written with one ``collection.add`` (one SQLite transaction: all
-  or nothing), so a killed job loses at most the chunks in flight (the one being embedded
-  and the one being written);
-* a rerun asks the collection which ids it already holds and embeds only the rest; ids are
-  stable (see :mod:`retrieval.jobs.sources`), so nothing is embedded twice and nothing is
-  missed;
+* every chunk of records is written with one call (one SQLite transaction: all or nothing),
+  so a killed job loses at most the chunks in flight (the one being embedded and the one
+  being written);
+* a rerun compares what is stored with what is listed and embeds only the difference; ids
+  are stable (see :mod:`retrieval.jobs.sources`), so nothing is embedded twice and nothing
+  is missed;
 * a file that cannot be read or decoded (missing, corrupt, truncated, not an image, over
   the pixel limit) is embedded as a blank placeholder inside its batch, so the batch keeps
   its speed, and its vector is dropped before the write: no partial record is ever stored.
@@ -26,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,7 @@ import numpy as np
 
 from retrieval.jobs.sources import SourceItem
 
-__all__ = ["JobStats", "SkippingLoader", "embed_items", "index_items", "open_target", "write_report"]
+__all__ = ["JobStats", "SkippingLoader", "embed_chunks", "embed_items", "open_target", "progress_bar", "stored_ids", "write_report"]
 
 #: Batches per write: big enough that per-transaction costs vanish, small enough that a
 #: crash loses little.
@@ -65,6 +67,9 @@ class SkippingLoader:
     the batch it is in still goes through the fast path in one piece; the caller drops
     the vectors of :attr:`failed` URIs before writing.
 
+    It also keeps each image's :func:`loaders.photo_metadata.photo_metadata` (size, format,
+    EXIF) in :attr:`photos`, read from the image the loader opened anyway: no second read.
+
     Args:
         inner: A ``loaders.ImageLoader`` (or any loader with the same ``load``/``fetch``/``decode``).
     """
@@ -72,18 +77,31 @@ class SkippingLoader:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.failed: dict[str, str] = {}
+        self.photos: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def _fail(self, uri: str, exc: Exception) -> None:
         with self._lock:
             self.failed.setdefault(uri, str(exc))
 
+    def _opened(self, uri: str, image: Any) -> None:
+        from loaders.photo_metadata import photo_metadata
+
+        meta = photo_metadata(image)
+        with self._lock:
+            self.photos[uri] = meta
+
+    def take_photos(self, uris: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Remove and return the photo metadata of ``uris`` (``{}`` for one never opened)."""
+        with self._lock:  # the loader may already be opening the next chunk's images
+            return {uri: self.photos.pop(uri, {}) for uri in uris}
+
     def load(self, uris: Sequence[str], *, fit: Any = None) -> list[np.ndarray]:
         def placeholder(uri: str, exc: Exception) -> np.ndarray:
             self._fail(uri, exc)
             return _blank(fit)
 
-        return self.inner.load(uris, fit=fit, on_error=placeholder)
+        return self.inner.load(uris, fit=fit, on_error=placeholder, on_open=self._opened)
 
     def fetch(self, uris: Sequence[str]) -> list[Any]:
         from loaders.image import EncodedImage, ImageHeader
@@ -92,7 +110,7 @@ class SkippingLoader:
             self._fail(uri, exc)
             return EncodedImage(uri, b"", ImageHeader(None, 1, 1, "RGB", 1))  # routed to decode()
 
-        return self.inner.fetch(uris, on_error=placeholder)
+        return self.inner.fetch(uris, on_error=placeholder, on_open=self._opened)
 
     def decode(self, data: bytes, *, uri: str = "<bytes>", fit: Any = None) -> np.ndarray:
         from embedders.errors import LoadError
@@ -100,7 +118,7 @@ class SkippingLoader:
         if uri in self.failed:
             return _blank(fit)
         try:
-            return self.inner.decode(data, uri=uri, fit=fit)
+            return self.inner.decode(data, uri=uri, fit=fit, on_open=self._opened)
         except LoadError as exc:
             self._fail(uri, exc)
             return _blank(fit)
@@ -123,8 +141,12 @@ def embed_chunks(
     *,
     batch_size: int,
     on_progress: Callable[[int], Any],
-) -> Iterator[tuple[list[SourceItem], np.ndarray, list[tuple[str, str, str]]]]:
-    """Embed ``items`` chunk by chunk; yield ``(good items, their vectors, failures)`` per chunk."""
+) -> Iterator[tuple[list[SourceItem], np.ndarray, list[dict[str, Any]], list[tuple[str, str, str]]]]:
+    """Embed ``items`` chunk by chunk.
+
+    Yields, per chunk: the items that loaded, their vectors, their photo metadata (see
+    :class:`SkippingLoader`) and the failures ``(id, uri, reason)``.
+    """
     import embedders
 
     chunk = batch_size * BATCHES_PER_CHUNK
@@ -135,63 +157,9 @@ def embed_chunks(
         )
         good = [(it, v) for it, v in zip(part, vectors) if it.uri not in loader.failed]
         failures = [(it.id, it.uri, loader.failed[it.uri]) for it in part if it.uri in loader.failed]
-        yield [it for it, _ in good], np.array([v for _, v in good], dtype=np.float32), failures
-
-
-def index_items(
-    items: Sequence[SourceItem],
-    collection: Any,
-    embedding_function: Any,
-    loader: Any,
-    *,
-    batch_size: int,
-    progress: bool = True,
-) -> JobStats:
-    """Embed ``items`` not yet in ``collection`` and add them, one transaction per chunk.
-
-    Writing chunk *i* overlaps embedding chunk *i + 1* (one write in flight at most).
-
-    Args:
-        items: What to index (from :func:`retrieval.jobs.sources.list_source`).
-        collection: The target collection (embedded or over HTTP).
-        embedding_function: The collection's embedding function.
-        loader: An ``ImageLoader``; wrapped in :class:`SkippingLoader`.
-        batch_size: Images per forward pass.
-        progress: Show a tqdm bar (images/s and ETA) on stderr.
-
-    Returns:
-        The job's statistics.
-    """
-    started = time.perf_counter()
-    stats = JobStats(total=len(items))
-    stored = stored_ids(collection, [it.id for it in items])
-    todo = [it for it in items if it.id not in stored]
-    stats.already_stored = len(items) - len(todo)
-    skipping = SkippingLoader(loader)
-    with _bar(len(todo), progress, "indexing") as bar, ThreadPoolExecutor(1, thread_name_prefix="index-writer") as writer:
-        pending: Future[None] | None = None
-        for good, vectors, failures in embed_chunks(
-            todo, embedding_function, skipping, batch_size=batch_size, on_progress=bar.update
-        ):
-            stats.failed.extend(failures)
-            if pending is not None:
-                pending.result()  # at most one write in flight; a failed write stops the job here
-            if good:
-                pending = writer.submit(_write, collection, good, vectors)
-                stats.written += len(good)
-        if pending is not None:
-            pending.result()
-    stats.seconds = time.perf_counter() - started
-    return stats
-
-
-def _write(collection: Any, items: list[SourceItem], vectors: np.ndarray) -> None:
-    collection.add(
-        ids=[it.id for it in items],
-        embeddings=vectors,
-        uris=[it.uri for it in items],
-        metadatas=[{"file": it.id} for it in items],
-    )
+        photos = loader.take_photos([it.uri for it in part])
+        yield ([it for it, _ in good], np.array([v for _, v in good], dtype=np.float32),
+               [photos[it.uri] for it, _ in good], failures)
 
 
 def embed_items(
@@ -209,8 +177,8 @@ def embed_items(
     todo = [it for it in items if it.id not in writer.existing_ids]
     stats.already_stored = len(items) - len(todo)
     skipping = SkippingLoader(loader)
-    with _bar(len(todo), progress, "embedding") as bar:
-        for good, vectors, failures in embed_chunks(
+    with progress_bar(len(todo), progress, "embedding") as bar:
+        for good, vectors, _photos, failures in embed_chunks(
             todo, embedding_function, skipping, batch_size=batch_size, on_progress=bar.update
         ):
             stats.failed.extend(failures)
@@ -255,7 +223,7 @@ def open_target(path: str | None, host: str | None, port: int) -> Any:
     return http_client(host=host, port=port)
 
 
-def _bar(total: int, enabled: bool, desc: str) -> Any:
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
     from tqdm import tqdm
 
     # unit_scale keeps the rate readable at thousands of images/s; ETA comes with total.

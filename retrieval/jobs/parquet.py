@@ -84,8 +84,13 @@ class ShardWriter:
             self.existing_ids.update(pq.read_table(path, columns=["id"]).column("id").to_pylist())
         self._next = max(numbers) + 1
 
-    def write(self, ids: Sequence[str], uris: Sequence[str], vectors: np.ndarray) -> Path:
-        """Write one shard; returns its path."""
+    def write(self, ids: Sequence[str], uris: Sequence[str], vectors: np.ndarray, *, name: str | None = None) -> Path:
+        """Write one shard; returns its path.
+
+        Args:
+            name: The shard's file name; default: the next ``part-NNNNN.parquet``. A job whose
+                shards finish out of order (``embed --ray``) names each by its content.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -96,13 +101,14 @@ class ShardWriter:
             {"id": pa.array(list(ids), pa.string()), "uri": pa.array(list(uris), pa.string()),
              "vector": column, "model": pa.array([self.model] * len(ids), pa.string())}
         ).replace_schema_metadata({_EF_KEY: self.ef_spec.encode()})
-        path = self.folder / f"part-{self._next:05d}.parquet"
+        path = self.folder / (name or f"part-{self._next:05d}.parquet")
         tmp = self.folder / f".{path.name}.tmp"
         pq.write_table(table, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        self._next += 1
+        if name is None:
+            self._next += 1
         self.existing_ids.update(ids)
         return path
 

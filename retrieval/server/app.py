@@ -69,9 +69,10 @@ def create_app(backend: Backend, config: ServerConfig | None = None, *, on_shutd
     guard = Guard(Authenticator.from_config(config.sections.get("auth")))
     runtime = Runtime(guard, config.limits, Metrics())
     routes = [
-        Route(API_PREFIX + route.path, api_endpoint(route, HANDLERS[verb], state, runtime, Created),
-              methods=[route.method], name=verb)
+        Route(API_PREFIX + path, api_endpoint(route, HANDLERS[verb], state, runtime, Created),
+              methods=[route.method], name=verb if path == route.path else None)
         for verb, route in ROUTES.items()
+        for path in route.paths
     ]
     document = openapi_document(backend.get_version(), auth=guard.enabled)
     routes += [

@@ -1,8 +1,8 @@
 """The server half of the wire: one handler per route of ``retrieval.http.wire.ROUTES``.
 
-Each handler parses a request into the typed values of the Backend seam (validating it with the
-same rules as the client handles: ``retrieval.validation`` and the filter parsers), calls the
-backend once and returns the JSON answer. Handlers are plain functions; the app runs them in a
+Each handler finds the collection its path names, parses the body with the verb's entry in
+:data:`retrieval.http.verbs.VERBS` (the table the clients encode with, validating with the same
+rules as the client handles), calls the backend once and encodes the answer with the same entry. Handlers are plain functions; the app runs them in a
 thread pool so engine work never blocks the event loop.
 
 The server never embeds, never builds an embedding function named by a request and never reads a
@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any, Callable, Mapping
 
 from retrieval import validation as v
 from retrieval.backend import Backend
-from retrieval.config import modified_metadata, split_legacy_metadata
-from retrieval.errors import InvalidArgumentError, NotFoundError
-from retrieval.http.wire import (
-    collection_to_wire,
-    configuration_from_wire,
-    configuration_update_from_wire,
-    embeddings_from_wire,
-)
-from retrieval.query.filters import parse_where, parse_where_document
+from retrieval.errors import InvalidArgumentError, NotFoundError, NotSupportedError
+from retrieval.http.verbs import VERBS
+from retrieval.http.wire import configuration_update_from_wire
 from retrieval.server.limits import Limits
 from retrieval.telemetry import span
-from retrieval.types import INCLUDE_GET, CollectionRecord, GetRequest, QueryRequest, RecordBatch
+from retrieval.types import CollectionRecord
 
 Handler = Callable[["ServerState", Mapping[str, str], Mapping[str, str], Any], Any]
 
@@ -60,7 +55,8 @@ class ServerState:
         self._lock = threading.Lock()
 
     def collection(self, path: Mapping[str, str]) -> CollectionRecord:
-        tenant, database, collection_id = path["tenant"], path["database"], path["collection"]
+        tenant, database = path["tenant"], path["database"]
+        collection_id = collection_uuid(path["collection"])
         record = self._records.get(collection_id)
         deleted = self._deleted.get(collection_id)
         if record is None and deleted is not None and deleted[:2] == (tenant, database):
@@ -105,16 +101,20 @@ class ServerState:
         return min(limits) if limits else None
 
 
+def collection_uuid(text: str) -> str:
+    """A collection id from a path, as the engine spells it; anything but a UUID is a 400, as on
+    chromadb's server ("Collection ID is not a valid UUIDv4")."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InvalidArgumentError(
+            f"collection id {text!r} is not a valid UUID (Collection ID is not a valid UUIDv4); this route takes "
+            "the collection's id, not its name: read it from get_collection(name).id"
+        ) from None
+
+
 def _missing(collection_id: str, tenant: str, database: str) -> NotFoundError:
     return NotFoundError(f"collection {collection_id!r} does not exist in tenant {tenant!r} / database {database!r}")
-
-
-def _body(body: Any) -> Mapping[str, Any]:
-    if body is None:
-        return {}
-    if not isinstance(body, Mapping):
-        raise InvalidArgumentError(f"request body must be a JSON object; got {type(body).__name__}")
-    return body
 
 
 def _int_param(query: Mapping[str, str], name: str) -> int | None:
@@ -127,35 +127,23 @@ def _int_param(query: Mapping[str, str], name: str) -> int | None:
         raise InvalidArgumentError(f"query parameter {name} must be an integer; got {raw!r}") from None
 
 
-def _filters(body: Mapping[str, Any]) -> tuple[Any, Any]:
-    # chromadb's clients send {} for "no filter" in places; it means the same as null.
-    return parse_where(body.get("where") or None), parse_where_document(body.get("where_document") or None)
+def _page(query: Mapping[str, str]) -> tuple[int | None, int]:
+    return v.validate_limit_offset(_int_param(query, "limit"), _int_param(query, "offset"))
 
 
-def _include(body: Mapping[str, Any], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    include = body.get("include")
-    if include is None:
-        return ("documents", "metadatas")
-    if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
-        raise InvalidArgumentError(f"include must be a list of strings; got {include!r}")
-    bad = [i for i in include if i not in allowed]
-    if bad:
-        raise InvalidArgumentError(f"include {bad} not understood; choose from {list(allowed)}")
-    return tuple(c for c in ("embeddings", "documents", "uris", "metadatas") if c in include)
+def _parse(verb: str, body: Any) -> Any:
+    return VERBS[verb].parse(verb, body)
 
 
-def _name(body: Mapping[str, Any]) -> str:
-    name = body.get("name")
-    if not isinstance(name, str):
-        raise InvalidArgumentError(f"'name' must be a string; got {name!r}")
-    return name
+def _answer(verb: str, value: Any, body: Any = None) -> Any:
+    return VERBS[verb].answer(value, body)
 
 
 # ------------------------------------------------------------------------------- system
 
 
 def heartbeat(state: ServerState, path, query, body) -> Any:
-    return {"nanosecond heartbeat": time.time_ns()}
+    return _answer("heartbeat", time.time_ns())
 
 
 def get_version(state: ServerState, path, query, body) -> Any:
@@ -183,17 +171,15 @@ def get_user_identity(state: ServerState, path, query, body) -> Any:
 
 
 def create_tenant(state: ServerState, path, query, body) -> Any:
-    state.backend.create_tenant(_name(_body(body)))
-    return {}
+    return _answer("create_tenant", state.backend.create_tenant(_parse("create_tenant", body)))
 
 
 def get_tenant(state: ServerState, path, query, body) -> Any:
-    return {"name": state.backend.get_tenant(path["tenant"]), "resource_name": None}
+    return _answer("get_tenant", state.backend.get_tenant(path["tenant"]))
 
 
 def create_database(state: ServerState, path, query, body) -> Any:
-    state.backend.create_database(_name(_body(body)), path["tenant"])
-    return {}
+    return _answer("create_database", state.backend.create_database(_parse("create_database", body), path["tenant"]))
 
 
 def get_database(state: ServerState, path, query, body) -> Any:
@@ -201,8 +187,7 @@ def get_database(state: ServerState, path, query, body) -> Any:
 
 
 def list_databases(state: ServerState, path, query, body) -> Any:
-    limit, offset = v.validate_limit_offset(_int_param(query, "limit"), _int_param(query, "offset"))
-    return state.backend.list_databases(path["tenant"], limit, offset)
+    return state.backend.list_databases(path["tenant"], *_page(query))
 
 
 def delete_database(state: ServerState, path, query, body) -> Any:
@@ -210,41 +195,31 @@ def delete_database(state: ServerState, path, query, body) -> Any:
         state.backend.delete_database(path["database"], path["tenant"])
     finally:
         state.forget()
-    return {}
+    return _answer("delete_database", None)
 
 
 # ---------------------------------------------------------------------------- collections
 
 
 def create_collection(state: ServerState, path, query, body) -> Any:
-    body = _body(body)
-    name = v.validate_collection_name(body.get("name"))
-    metadata = body.get("metadata")
-    # chromadb's ``hnsw:*`` metadata keys configure the index and, as on chromadb's server, stay
-    # in the metadata as sent (retrieval's own clients strip them before sending).
-    _, legacy_hnsw = split_legacy_metadata(metadata)
-    if metadata is not None:
-        metadata = v.validate_metadata(metadata, 0, allow_none=False) or None
-    config = configuration_from_wire(body.get("configuration"), legacy_hnsw)
-    get_or_create = body.get("get_or_create", False)
-    if not isinstance(get_or_create, bool):
-        raise InvalidArgumentError(f"get_or_create must be true or false; got {get_or_create!r}")
-    record = state.backend.create_collection(path["tenant"], path["database"], name, config, metadata, get_or_create)
-    return collection_to_wire(record)
+    new = _parse("create_collection", body)
+    record = state.backend.create_collection(
+        path["tenant"], path["database"], new.name, new.config, new.metadata, new.get_or_create
+    )
+    return _answer("create_collection", record)
 
 
 def get_collection(state: ServerState, path, query, body) -> Any:
-    return collection_to_wire(state.backend.get_collection(path["tenant"], path["database"], path["collection"]))
+    return _answer("get_collection", state.backend.get_collection(path["tenant"], path["database"], path["collection"]))
 
 
 def get_collection_by_id(state: ServerState, path, query, body) -> Any:
-    return collection_to_wire(state.collection(path))
+    return _answer("get_collection_by_id", state.collection(path))
 
 
 def list_collections(state: ServerState, path, query, body) -> Any:
-    limit, offset = v.validate_limit_offset(_int_param(query, "limit"), _int_param(query, "offset"))
-    records = state.backend.list_collections(path["tenant"], path["database"], limit, offset)
-    return [collection_to_wire(r) for r in records]
+    records = state.backend.list_collections(path["tenant"], path["database"], *_page(query))
+    return _answer("list_collections", records)
 
 
 def count_collections(state: ServerState, path, query, body) -> Any:
@@ -252,25 +227,16 @@ def count_collections(state: ServerState, path, query, body) -> Any:
 
 
 def modify_collection(state: ServerState, path, query, body) -> Any:
-    from retrieval.config import CollectionConfig
-
-    body = _body(body)
     record = state.collection(path)
-    name = body.get("new_name")
-    if name is not None:
-        v.validate_collection_name(name)
-    metadata = body.get("new_metadata")
-    if metadata is not None:
-        metadata = modified_metadata(metadata)
+    change = _parse("modify_collection", body)
     config = None
-    if body.get("new_configuration") is not None:
-        current = CollectionConfig.from_json(record.configuration_json)
-        config = configuration_update_from_wire(current, body["new_configuration"])
+    if change.configuration is not None:
+        config = configuration_update_from_wire(record.config, change.configuration)
     try:
-        state.backend.modify_collection(record, name, metadata, config)
+        state.backend.modify_collection(record, change.name, change.metadata, config)
     finally:
         state.forget(record.id)
-    return {}
+    return _answer("modify_collection", {})
 
 
 def delete_collection(state: ServerState, path, query, body) -> Any:
@@ -279,78 +245,32 @@ def delete_collection(state: ServerState, path, query, body) -> Any:
         state.backend.delete_collection(path["tenant"], path["database"], path["collection"])
     finally:
         state.forget(record.id, deleted=record)
-    return {}
+    return _answer("delete_collection", None)
 
 
 # -------------------------------------------------------------------------------- records
 
 
-def _batch(body: Mapping[str, Any], mode: str) -> RecordBatch:
-    ids = v.validate_ids(body.get("ids"))
-    n = len(ids)
-    embeddings = body.get("embeddings")
-    vectors = None
-    if embeddings is not None:
-        vectors = v.validate_embeddings(embeddings_from_wire(embeddings), n)
-    elif mode != "update":
-        raise InvalidArgumentError(
-            f"{mode} needs embeddings: the server does not embed (embed documents, images or uris in the "
-            "client with the collection's embedding function)"
-        )
-    batch = RecordBatch(
-        ids=ids,
-        embeddings=vectors,
-        metadatas=v.validate_metadatas(body.get("metadatas"), n, allow_none=True),
-        documents=v.validate_strings(body.get("documents"), n, "documents"),
-        uris=v.validate_strings(body.get("uris"), n, "uris"),
-    )
-    sparse = body.get("sparse")
-    if sparse:
-        batch.sparse = _sparse_columns(sparse, n)
-    return batch
-
-
-def _sparse_columns(sparse: Any, n: int) -> dict[str, list[Any]]:
-    from embedders.sparse import SparseVector
-
-    if not isinstance(sparse, Mapping):
-        raise InvalidArgumentError(f"'sparse' must map a key to one sparse vector (or null) per record; got {sparse!r}")
-    out = {}
-    for key, column in sparse.items():
-        if not isinstance(column, list) or len(column) != n:
-            raise InvalidArgumentError(f"sparse[{key!r}] must hold {n} entries, one per id")
-        out[key] = [None if item is None else SparseVector.from_dict(item) for item in column]
-    return out
-
-
 def _writer(mode: str) -> Handler:
     def write(state: ServerState, path, query, body) -> Any:
+        record = state.collection(path)
         with span("retrieval.validate", verb=mode):
-            batch = _batch(_body(body), mode)
+            batch = _parse(mode, body)
         state.check_batch(len(batch.ids))
-        state.backend.write(state.collection(path), mode, batch)
-        return CREATED if mode == "add" else {}
+        state.backend.write(record, mode, batch)
+        return CREATED if mode == "add" else _answer(mode, None)
 
     write.__name__ = mode
     return write
 
 
 def delete(state: ServerState, path, query, body) -> Any:
-    body = _body(body)
     record = state.collection(path)
-    ids = body.get("ids")
-    ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
-    where, where_document = _filters(body)
-    limit = body.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidArgumentError(f"delete limit must be a non-negative integer; got {limit!r}")
-    if ids is None and where is None and where_document is None:
-        raise InvalidArgumentError("delete needs ids, where or where_document")
-    if limit is not None:
-        limit = min(limit, v.SQLITE_MAX_INT)
-    if ids == [] or limit == 0:
-        return {"deleted": 0}
-    return {"deleted": state.backend.delete(record, ids, where, where_document, limit)}
+    deletion = _parse("delete", body)
+    if deletion.limit == 0:
+        return _answer("delete", 0)
+    n = state.backend.delete(record, deletion.ids, deletion.where, deletion.where_document, deletion.limit)
+    return _answer("delete", n)
 
 
 def count(state: ServerState, path, query, body) -> Any:
@@ -358,74 +278,51 @@ def count(state: ServerState, path, query, body) -> Any:
 
 
 def get(state: ServerState, path, query, body) -> Any:
-    body = _body(body)
     record = state.collection(path)
-    ids = body.get("ids")
-    ids = None if ids is None else v.validate_ids(ids)
-    where, where_document = _filters(body)
-    limit, offset = v.validate_limit_offset(body.get("limit"), body.get("offset"))
-    include = _include(body, INCLUDE_GET)
-    request = GetRequest(ids=ids, where=where, where_document=where_document, limit=limit, offset=offset, include=include)
-    records = state.backend.get(record, request)
-    out = {"ids": records.ids, "include": list(body.get("include") or ["documents", "metadatas"])}
-    for column in ("embeddings", "documents", "uris", "metadatas"):
-        out[column] = getattr(records, column) if column in include else None
-    return out
+    return _answer("get", state.backend.get(record, _parse("get", body)), body)
 
 
 def query(state: ServerState, path, query_params, body) -> Any:
-    body = _body(body)
     record = state.collection(path)
-    raw = body.get("query_embeddings")
-    if raw is None:
-        raise InvalidArgumentError("query needs query_embeddings: the server does not embed query texts or images")
-    vectors = v.validate_embeddings(embeddings_from_wire(raw, "query_embeddings"), what="query_embeddings")
-    ids = body.get("ids")
-    ids = None if ids is None else v.validate_ids(ids, allow_empty=True)
-    where, where_document = _filters(body)
-    include = _include(body, INCLUDE_GET + ("distances",))
-    request = QueryRequest(
-        embeddings=vectors,
-        n_results=_n_results(state, body.get("n_results", 10)),
-        ids=ids,
-        where=where,
-        where_document=where_document,
-        include=include,
-    )
-    answer = state.backend.query(record, request)
-    wanted = body.get("include")
-    wanted = ["documents", "metadatas", "distances"] if wanted is None else wanted
-    out: dict[str, Any] = {"ids": [r.ids for r in answer.records], "include": list(wanted)}
-    for column in ("embeddings", "documents", "uris", "metadatas"):
-        out[column] = [getattr(r, column) for r in answer.records] if column in include else None
-    out["distances"] = answer.distances if "distances" in wanted else None
-    return out
-
-
-def _n_results(state: ServerState, value: Any) -> int:
-    n = v.validate_n_results(value)
-    if n > state.limits.max_n_results:
+    request = _parse("query", body)
+    if request.n_results > state.limits.max_n_results:
         raise InvalidArgumentError(
-            f"n_results {n} exceeds the server's max_n_results {state.limits.max_n_results}; page with get(limit=, offset=)"
+            f"n_results {request.n_results} exceeds the server's max_n_results {state.limits.max_n_results}; page "
+            "with get(limit=, offset=)"
         )
-    return n
+    return _answer("query", state.backend.query(record, request), body)
 
 
 def search(state: ServerState, path, query, body) -> Any:
-    from retrieval.search.plan import Search
-
-    body = _body(body)
     record = state.collection(path)
-    searches = body.get("searches")
-    if not isinstance(searches, list) or not searches:
-        raise InvalidArgumentError(f"'searches' must be a non-empty list of search objects; got {searches!r}")
-    parsed = []
-    for position, search in enumerate(searches):
-        try:
-            parsed.append(Search.from_dict(search))
-        except (TypeError, KeyError, AttributeError) as e:  # a malformed dict is the client's error
-            raise InvalidArgumentError(f"searches[{position}] is not a valid search: {e}") from e
-    return dict(state.backend.search(record, parsed))
+    return _answer("search", state.backend.search(record, _parse("search", body)))
+
+
+# ---------------------------------------------------------------- chromadb Cloud's features
+
+
+def _not_supported(what: str) -> Handler:
+    def refuse(state: ServerState, path, query, body) -> Any:
+        state.collection(path)  # a missing collection is still a 404, as on chroma's server
+        raise NotSupportedError(
+            f"{what} is a distributed-Chroma feature; a single-node server (retrieval's, or chroma run) does not "
+            "support it"
+        )
+
+    return refuse
+
+
+def get_indexing_status(state: ServerState, path, query, body) -> Any:
+    state.collection(path)
+    raise NotSupportedError(
+        "indexing status is a distributed-Chroma feature; here every acknowledged write is queryable at once "
+        "(what the graph does not hold yet is scanned exactly), so there is nothing to wait for"
+    )
+
+
+def get_attached_function(state: ServerState, path, query, body) -> Any:
+    state.collection(path)
+    raise NotFoundError(f"attached function {path['function']!r} not found (a single-node server has none)")
 
 
 HANDLERS: dict[str, Handler] = {
@@ -455,4 +352,10 @@ HANDLERS: dict[str, Handler] = {
     "get": get,
     "query": query,
     "search": search,
+    "fork_collection": _not_supported("collection forking"),
+    "fork_count": _not_supported("counting forks"),
+    "get_indexing_status": get_indexing_status,
+    "attach_function": _not_supported("attaching functions"),
+    "get_attached_function": get_attached_function,
+    "detach_function": _not_supported("detaching functions"),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import sys
 import threading
 
@@ -43,6 +44,31 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the server's socket before anything opens the persist path, so a port in use writes nothing.
+
+    Example:
+        >>> taken = bind("127.0.0.1", 0); taken.listen()
+        >>> bind("127.0.0.1", taken.getsockname()[1])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        retrieval.errors.InvalidArgumentError: cannot serve on 127.0.0.1:...: ...; pick another port with --port (or stop what holds it)
+        >>> taken.close()
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn decides
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidArgumentError(
+            f"cannot serve on {host}:{port}: {exc}; pick another port with --port (or stop what holds it)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _configure_logging(level: str) -> None:
     """Server logs to stderr; the access log (``retrieval.access``) as bare JSON lines."""
     numeric = logging.DEBUG if level == "trace" else getattr(logging, level.upper())
@@ -74,9 +100,14 @@ def serve(config: ServerConfig, *, allow_unauthenticated: bool = False) -> None:
     from retrieval.store.backend import open_embedded_backend
 
     check_exposure(config, allow_unauthenticated)
+    sock = bind(config.host, config.port)
     _configure_logging(config.log_level)
     tracer_provider = telemetry.configure(config.sections.get("otel"))
-    backend = open_embedded_backend(config.path, allow_reset=config.allow_reset)
+    try:
+        backend = open_embedded_backend(config.path, allow_reset=config.allow_reset)
+    except BaseException:
+        sock.close()
+        raise
     closed = threading.Event()
 
     def close() -> None:
@@ -87,10 +118,15 @@ def serve(config: ServerConfig, *, allow_unauthenticated: bool = False) -> None:
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # flush the last spans to the collector
 
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    # uvicorn names the address only when it binds the socket itself; here we did.
+    logger.info("retrieval run: serving %s at http://%s:%d/ (Ctrl-C or SIGTERM to stop)", config.path, host, config.port)
     try:
         app = create_app(backend, config, on_shutdown=close)
         # uvicorn handles SIGTERM and SIGINT: stop accepting, finish in-flight requests, run the
         # lifespan shutdown (close above), then re-raise the signal.
-        uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
+        settings = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
+        uvicorn.Server(settings).run(sockets=[sock])
     finally:
+        sock.close()
         close()

@@ -1,65 +1,18 @@
 """The server's OpenAPI 3 document, generated from the route table (``GET /openapi.json``).
 
-One entry per route of ``retrieval.http.wire.ROUTES``; request bodies are described as loosely as
-the handlers accept them (every field optional unless the handler requires it, filters as free
-objects) so the document is honest documentation and a fair target for schema-driven fuzzing
-(schemathesis runs against it in the tests). The authoritative validation stays in the handlers.
+One entry per route of ``retrieval.http.wire.ROUTES``; each request body is the schema the server
+checks bodies against and each answer the schema its answers are tested against (both from
+``retrieval.http.verbs.VERBS``), so the document is honest documentation and
+a fair target for schema-driven fuzzing (schemathesis runs against it in the tests). What values
+mean (unique ids, well-formed filters) the verbs' parsers check beyond it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from retrieval.http.verbs import PAGED, VERBS
 from retrieval.http.wire import API_PREFIX, ROUTES
-
-_ANY_OBJECT: dict[str, Any] = {"type": "object"}
-_NULLABLE_OBJECT: dict[str, Any] = {"type": ["object", "null"]}
-_STRINGS = {"type": "array", "items": {"type": "string"}}
-_NULLABLE_STRINGS = {"type": ["array", "null"], "items": {"type": ["string", "null"]}}
-_EMBEDDINGS = {
-    "type": ["array", "null"],
-    "items": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string", "format": "byte"}]},
-}
-_INCLUDE = {"type": ["array", "null"], "items": {"type": "string", "enum": ["embeddings", "documents", "uris", "metadatas", "distances", "data"]}}
-_INT = {"type": ["integer", "null"], "minimum": 0}
-_FILTERS = {"where": _NULLABLE_OBJECT, "where_document": _NULLABLE_OBJECT}
-
-
-def _object(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-_RECORDS = dict(ids=_STRINGS, embeddings=_EMBEDDINGS, metadatas={"type": ["array", "null"], "items": _NULLABLE_OBJECT},
-                documents=_NULLABLE_STRINGS, uris=_NULLABLE_STRINGS)
-
-BODIES: dict[str, dict[str, Any]] = {
-    "create_tenant": _object(("name",), name={"type": "string"}),
-    "create_database": _object(("name",), name={"type": "string"}),
-    "create_collection": _object(
-        ("name",), name={"type": "string"}, metadata=_NULLABLE_OBJECT, configuration=_NULLABLE_OBJECT,
-        schema=_NULLABLE_OBJECT, get_or_create={"type": "boolean"},
-    ),
-    "modify_collection": _object(
-        new_name={"type": ["string", "null"]}, new_metadata=_NULLABLE_OBJECT, new_configuration=_NULLABLE_OBJECT
-    ),
-    "add": _object(("ids", "embeddings"), **_RECORDS),
-    "upsert": _object(("ids", "embeddings"), **_RECORDS),
-    "update": _object(("ids",), **_RECORDS),
-    "delete": _object(ids={"type": ["array", "null"], "items": {"type": "string"}}, limit=_INT, **_FILTERS),
-    "get": _object(ids={"type": ["array", "null"], "items": {"type": "string"}}, limit=_INT, offset=_INT,
-                   include=_INCLUDE, **_FILTERS),
-    "query": _object(
-        ("query_embeddings",), query_embeddings=_EMBEDDINGS, n_results={"type": "integer", "minimum": 1},
-        ids={"type": ["array", "null"], "items": {"type": "string"}}, include=_INCLUDE, **_FILTERS,
-    ),
-    "search": _object(("searches",), searches={"type": "array", "items": _ANY_OBJECT}, read_level={"type": "string"}),
-    "reset": {"type": ["object", "null"]},
-}
-
-_PAGED = ("list_databases", "list_collections")
 
 
 def openapi_document(version: str, *, auth: bool) -> dict[str, Any]:
@@ -78,10 +31,10 @@ def openapi_document(version: str, *, auth: bool) -> dict[str, Any]:
     for verb, route in ROUTES.items():
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-            for name in ("tenant", "database", "collection")
+            for name in ("tenant", "database", "collection", "function")
             if "{" + name + "}" in route.path
         ]
-        if verb in _PAGED:
+        if verb in PAGED:
             parameters += [{"name": n, "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}
                            for n in ("limit", "offset")]
         operation: dict[str, Any] = {
@@ -89,15 +42,25 @@ def openapi_document(version: str, *, auth: bool) -> dict[str, Any]:
             "summary": verb.replace("_", " "),
             "parameters": parameters,
             "responses": {
-                "200": {"description": "the answer, in chromadb's JSON shape", "content": {"application/json": {}}},
-                "default": {"description": "an error: {error, message}", "content": {"application/json": {}}},
+                "201" if verb == "add" else "200": {
+                    "description": "the answer, in chromadb's JSON shape",
+                    "content": {"application/json": {"schema": VERBS[verb].returns} if VERBS[verb].returns else {}},
+                },
+                "default": {"description": "an error: {error, message}", "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                               "required": ["error", "message"]}}}},
             },
         }
-        if verb in BODIES:
-            operation["requestBody"] = {"required": verb != "reset", "content": {"application/json": {"schema": BODIES[verb]}}}
+        body = VERBS[verb].body
+        if body is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body.schema()}}}
         if auth and route.action != "public":
             operation["security"] = [{"bearer": []}, {"chromaToken": []}, {"basic": []}]
-        paths.setdefault(API_PREFIX + route.path, {})[route.method.lower()] = operation
+        for path in route.paths:
+            alias = path != route.path
+            paths.setdefault(API_PREFIX + path, {})[route.method.lower()] = (
+                {**operation, "operationId": f"{verb}_at_{path.strip('/') or 'root'}"} if alias else operation
+            )
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "retrieval (Chroma v2 API)", "version": version},

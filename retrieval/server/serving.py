@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from retrieval import telemetry
-from retrieval.errors import ServerUnavailableError
+from retrieval.errors import NotSupportedError, ServerUnavailableError
 from retrieval.http.wire import API_PREFIX, Route, dumps, error_to_wire, parse_body
 from retrieval.server.guard import Guard
 from retrieval.server.limits import Limits, check_shape
@@ -54,7 +54,7 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 def error_response(error: BaseException) -> Response:
     status, body = error_to_wire(error)
-    if status >= 500:
+    if status >= 500 and not isinstance(error, NotSupportedError):  # "not supported" is an answer, not a fault
         logger.error("request failed", exc_info=error)
     return json_response(body, status)
 

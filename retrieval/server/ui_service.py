@@ -35,6 +35,9 @@ from retrieval.types import CollectionRecord
 MAX_RESULTS = 1000
 MAX_PAGE = 200
 _KEY_SAMPLE = 200  # records sampled to suggest metadata keys and values for the filter
+#: Seconds since 1970 when a photo was taken, as `retrieval index` stores it (loaders.photo_metadata):
+#: where the sample holds it, the page offers a date range over it.
+_DATE_KEY = "date_taken_ts"
 _QUERY_CACHE = 128  # query vectors kept, so "more results" does not embed the query again
 
 
@@ -163,7 +166,8 @@ class UiService:
                     entry["values"].append(value)
         for entry in keys.values():
             entry["values"].sort(key=lambda x: (str(type(x)), x))
-        return {**self._summary(record), "metadata_keys": sorted(keys.values(), key=lambda e: e["key"])}
+        return {**self._summary(record), "metadata_keys": sorted(keys.values(), key=lambda e: e["key"]),
+                "date_range": _date_range(sample["metadatas"] or [])}
 
     def _summary(self, record: CollectionRecord) -> dict[str, Any]:
         config = CollectionConfig.from_json(record.configuration_json)
@@ -328,6 +332,13 @@ def _rows(ids: list[str], got: dict[str, Any], distances: list[float] | None) ->
             }
         )
     return rows
+
+
+def _date_range(metadatas: list[Any]) -> dict[str, Any] | None:
+    """``{"key", "min", "max"}`` of the photo dates in a sample, or ``None`` when it has none."""
+    stamps = [m[_DATE_KEY] for m in metadatas
+              if m and isinstance(m.get(_DATE_KEY), (int, float)) and not isinstance(m.get(_DATE_KEY), bool)]
+    return {"key": _DATE_KEY, "min": min(stamps), "max": max(stamps)} if stamps else None
 
 
 def _type_name(value: Any) -> str:

@@ -19,6 +19,7 @@ _NAMES = {
     "HashEmbeddingFunction": "embedders.hashing",
     "BM25EmbeddingFunction": "embedders.bm25",
     "ChromaBm25EmbeddingFunction": "embedders.bm25",
+    "OpenAIEmbeddingFunction": "embedders.openai",
     "EmbeddingFunction": "embedders.base",
 }
 _RENAMED = {"ChromaBm25EmbeddingFunction": "BM25EmbeddingFunction"}

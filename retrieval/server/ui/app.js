@@ -17,8 +17,10 @@
     where: null,
     offset: 0,
     hasMore: false,
-    loading: false,
+    loading: false, // a page of the current search is on its way
     seq: 0, // bumps on every new search so late answers of an old one are dropped
+    controller: null, // aborts the current search's request when a newer one starts
+    pickSeq: 0, // bumps on every collection pick: the newest pick wins too
     blobs: [],
   };
 
@@ -52,6 +54,7 @@
 
   function notice(html, kind = "") {
     const el = $("notice");
+    el.title = "";
     if (!html) { el.hidden = true; el.innerHTML = ""; return; }
     el.className = "notice " + kind;
     el.innerHTML = html;
@@ -60,13 +63,30 @@
 
   function showError(err) {
     if (err.status === 401 || (err.status === 403 && /token|auth/i.test(err.message))) {
-      notice(`${codeify(err.message)} — enter a token under <b>Connection</b>.`, "error");
-      $("settings").hidden = false;
-      $("settings-toggle").setAttribute("aria-expanded", "true");
-      $("token").focus();
+      askForToken(err.message);
     } else {
       notice(codeify(err.message || String(err)), "error");
     }
+  }
+
+  // The server wants credentials: say so as a person would, open Connection, and keep search off
+  // until a token works (the server's own message, for developers, stays in the tooltip).
+  function askForToken(serverMessage = "") {
+    notice(state.token
+      ? "This server did not accept that access token. Check it above, under <b>Connection</b>."
+      : "This server needs an access token. Enter it above, under <b>Connection</b>.", "error");
+    $("notice").title = serverMessage;
+    setSearchable(false);
+    $("settings").hidden = false;
+    $("settings-toggle").setAttribute("aria-expanded", "true");
+    $("token").focus();
+  }
+
+  // Searching needs a connection and a collection: until then its controls are disabled, not dead.
+  function setSearchable(on) {
+    for (const el of $("search").elements) el.disabled = !on;
+    $("collection").disabled = !on;
+    $("search").classList.toggle("off", !on);
   }
 
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -84,6 +104,7 @@
       showError(err);
       return false;
     }
+    setSearchable(list.length > 0);
     if (!list.length) {
       select.innerHTML = "<option value=''>no collections</option>";
       $("info").innerHTML = "";
@@ -106,19 +127,29 @@
   async function pickCollection(name) {
     state.collection = name;
     rememberUrl();
+    const pick = ++state.pickSeq;
+    newRequest(); // a page of the collection picked before must not land in this one's grid
+    clearGrid();
+    showLoading(true);
+    setStatus(`Opening <b>${esc(name)}</b> …`);
+    const seq = state.seq;
     let d;
     try {
       d = await api(`/ui/api/collections/${encodeURIComponent(name)}`);
     } catch (err) {
+      if (pick !== state.pickSeq) return;
+      showLoading(false);
       showError(err);
       return;
     }
+    if (pick !== state.pickSeq) return; // another collection was picked meanwhile: it wins
     state.described = d;
     renderInfo(d);
     fillFilterKeys(d.metadata_keys || []);
+    fillDateRange(d.date_range);
     clearFilter(false);
     explainEmbedding();
-    search(null);
+    if (seq === state.seq) search(null); // unless a search was started meanwhile: the newest wins
   }
 
   function renderInfo(d) {
@@ -191,6 +222,35 @@
     if (rerun) search(state.query);
   }
 
+  // ------------------------------------------------------------- date range
+  // Photos indexed by `retrieval index` carry date_taken_ts (seconds since 1970, UTC); the page offers
+  // a day range over it when the collection has any. Days are UTC, as the stored stamps are.
+
+  function fillDateRange(range) {
+    state.dateKey = range ? range.key : null;
+    $("date-range").hidden = !range;
+    for (const id of ["date-from", "date-to"]) {
+      const input = $(id);
+      input.value = "";
+      input.min = range ? new Date(range.min * 1000).toISOString().slice(0, 10) : "";
+      input.max = range ? new Date(range.max * 1000).toISOString().slice(0, 10) : "";
+    }
+  }
+
+  function dateWhere() {
+    if (!state.dateKey) return null;
+    const from = $("date-from").value, to = $("date-to").value;
+    const clauses = [];
+    if (from) clauses.push({ [state.dateKey]: { $gte: Date.parse(from + "T00:00:00Z") / 1000 } });
+    if (to) clauses.push({ [state.dateKey]: { $lt: Date.parse(to + "T00:00:00Z") / 1000 + 86400 } });
+    return clauses;
+  }
+
+  function currentWhere() {
+    const clauses = [...(state.where ? [state.where] : []), ...(dateWhere() || [])];
+    return clauses.length > 1 ? { $and: clauses } : clauses[0] || null;
+  }
+
   // ------------------------------------------------------------------ search
 
   function setMode(mode) {
@@ -215,6 +275,7 @@
   }
 
   function searchImageFile(file) {
+    if ($("search").classList.contains("off")) return; // not connected yet: the notice says what to do
     if (!file || !file.type.startsWith("image/")) {
       notice(`${esc(file ? file.name : "That")} is not an image file.`, "error");
       return;
@@ -234,9 +295,24 @@
     state.query = query;
     state.offset = 0;
     state.hasMore = false;
-    state.seq += 1;
+    newRequest();
     clearGrid();
     await loadPage();
+  }
+
+  // A new search (or pick) supersedes whatever is loading: its request is aborted, and the sequence
+  // number makes sure an answer that still arrives is dropped.
+  function newRequest() {
+    state.seq += 1;
+    if (state.controller) state.controller.abort();
+    state.controller = null;
+    state.loading = false;
+  }
+
+  function showLoading(on) {
+    $("status").classList.toggle("loading", on);
+    $("status").setAttribute("aria-busy", String(on));
+    $("grid").setAttribute("aria-busy", String(on));
   }
 
   function describeQuery() {
@@ -252,38 +328,50 @@
   async function loadPage() {
     if (state.loading || !state.collection) return;
     const seq = state.seq;
+    const controller = new AbortController();
+    state.controller = controller;
     state.loading = true;
+    showLoading(true);
     $("more").disabled = true;
-    const body = { offset: state.offset, limit: PAGE, where: state.where };
+    const body = { offset: state.offset, limit: PAGE, where: currentWhere() };
     if (state.query) for (const k of ["text", "image", "uri", "like_id"]) if (state.query[k]) body[k] = state.query[k];
     try {
-      setStatus(describeQuery() + " …");
+      setStatus(describeQuery() + (state.offset ? " · loading more …" : " · searching …"));
       const res = await api(`/ui/api/collections/${encodeURIComponent(state.collection)}/search`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),
+        signal: controller.signal,
       });
       if (seq !== state.seq) return;
       renderItems(res.items, state.offset);
       state.offset += res.items.length;
       state.hasMore = res.has_more;
       const shown = $("grid").querySelectorAll(".card").length;
-      setStatus(`${describeQuery()} · ${shown} shown${state.hasMore ? "" : shown ? " (all)" : ""}`);
+      setStatus(`${describeQuery()} · ${shown} shown${state.hasMore ? "" : shown ? " (all)" : ""}${distanceHint()}`);
       if (!shown) $("grid").innerHTML = `<div class="empty">Nothing matches.</div>`;
       explainEmbedding();
     } catch (err) {
-      if (seq !== state.seq) return;
+      if (seq !== state.seq) return; // superseded (aborted or late): the newer search reports itself
       setStatus(describeQuery());
       showError(err);
     } finally {
-      state.loading = false;
       if (seq === state.seq) {
+        state.loading = false;
+        state.controller = null;
+        showLoading(false);
         $("more").hidden = !state.hasMore;
         $("more").disabled = false;
         // The observer only reports changes: if the end of the grid is still in view, keep filling.
         if (state.hasMore && nearBottom()) loadPage();
       }
     }
+  }
+
+  // Distances mean nothing to most people until told which way is better.
+  function distanceHint() {
+    if (!$("grid").querySelector("[data-testid=distance]")) return "";
+    return ` · <span class="hint" data-testid="distance-hint">lower distance = closer match</span>`;
   }
 
   const nearBottom = () => $("sentinel").getBoundingClientRect().top < window.innerHeight + 400;
@@ -334,7 +422,7 @@
     const md = Object.entries(item.metadata || {})
       .map(([k, v]) => `<span title="${esc(k)}: ${esc(JSON.stringify(v))}"><i>${esc(k)}</i> ${esc(Array.isArray(v) ? v.join(", ") : v)}</span>`)
       .join("");
-    const dist = item.distance === null || item.distance === undefined ? "" : `<span class="dist" data-testid="distance" title="distance">${Math.max(0, item.distance).toFixed(4)}</span>`;
+    const dist = item.distance === null || item.distance === undefined ? "" : `<span class="dist" data-testid="distance" title="distance to the query: lower is closer (0 is the same)">${Math.max(0, item.distance).toFixed(4)}</span>`;
     const body = document.createElement("div");
     body.className = "body";
     body.innerHTML =
@@ -422,6 +510,7 @@
     $("filter-apply").onclick = applyFilter;
     $("filter-value").onkeydown = (ev) => { if (ev.key === "Enter") { ev.preventDefault(); applyFilter(); } };
     $("filter-clear").onclick = () => clearFilter(true);
+    $("date-from").onchange = $("date-to").onchange = () => search(state.query);
     $("more").onclick = loadPage;
 
     // Drop an image anywhere on the page.
@@ -448,6 +537,7 @@
   async function start() {
     wire();
     setMode("text");
+    setSearchable(false); // until the server has answered with a collection to search
     try {
       state.info = await api("/ui/api/info");
       if (!state.info.thumbnails.enabled) console.info(state.info.thumbnails.hint);
