@@ -71,6 +71,7 @@ def test_embed_and_checkpoint_spans_in_an_embedded_client(spans, tmp_path):
     client = retrieval.PersistentClient(str(tmp_path / "db"))
     col = client.create_collection("docs", embedding_function=embedders.build_embedding_function("hash", {"dim": 8}))
     col.add(ids=["a", "b"], documents=["one", "two"])
+    client._backend.engine.flush()  # a checkpoint now (close() writes none)
     client.close()
     names = [s.name for s in spans.get_finished_spans()]
     assert "retrieval.embed" in names and "retrieval.checkpoint" in names
