@@ -595,6 +595,21 @@ class CollectionState:
             if self.durable and index is not None and (self.backlog or index.changed_since_sweep or self._sweep_owed):
                 self.refresh_stragglers(index)
 
+    def checkpoint_if_due(self) -> None:
+        """Index what is pending and checkpoint, when the changes the last checkpoint lacks (the
+        graph's backlog plus the pending tail) reach the checkpoint threshold; otherwise nothing."""
+        with self.lock:
+            index, pending = self._index, self.pending
+            if not self.durable or index is None or self.cancelled:
+                return
+            owed = self.backlog + len(pending) + len(pending.deletes)
+            if owed < max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count):
+                return
+        self.wait_until_indexed()
+        with self.graph_lock, self.lock:
+            if self._index is not None and (self.backlog or self._index.changed_since_sweep):
+                self.refresh_stragglers(self._index)
+
     def stop_background(self) -> None:
         """No more background work for this collection (its client closes): wait for the step in flight."""
         self.cancelled = True
