@@ -423,8 +423,11 @@ class CollectionState:
         if self.pending is not None and not self.pending.empty or self._sweep_owed:
             self.builder.wake(self)
 
-    def background_step(self, should_stop: Callable[[], bool]) -> bool:
+    def background_step(self, should_stop: Callable[[], bool], checkpoints: bool = True) -> bool:
         """One bounded piece of owed graph work; True while more remains. Caller holds ``graph_lock``.
+
+        ``checkpoints=False``: leave checkpoints to the caller (``flush``, ``close``), which writes one
+        at the end.
 
         In order: pending deletions (cheap), a checkpoint when one is due, a compaction when too
         many elements are deletion marks, one chunk of pending insertions, then an owed sweep.
@@ -438,7 +441,11 @@ class CollectionState:
                 index.remove(deletes)
                 self.backlog += len(deletes)
             compact = bool(index.deleted) and len(index.deleted) >= COMPACT_DELETED_FRACTION * index.element_count
-            checkpoint_due = self.backlog >= max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count)
+            # Every checkpoint sweeps the whole graph first: during a bulk load (a long tail still to
+            # insert) checkpoint only as the graph doubles, so sweeps cost at most ~2x the load's size.
+            checkpoint_due = checkpoints and self.backlog >= max(
+                self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count
+            ) and (len(pending) < INSERT_CHUNK or self.backlog >= index.element_count)
             labels = np.zeros(0, dtype=np.int64)
             if not compact and not checkpoint_due:
                 labels, vectors, versions = pending.take(INSERT_CHUNK)
@@ -482,10 +489,12 @@ class CollectionState:
         with self.graph_lock:
             with self.lock:
                 index = self.index()
-            while self.background_step(lambda: self.cancelled):
+            while self.background_step(lambda: self.cancelled, checkpoints=False):
                 pass
             if sweep and index is not None and self._index is index and index.changed_since_sweep:
                 self._sweep(index, lambda: self.cancelled)
+        if self.backlog:  # a checkpoint may be due: the builder writes it (this caller may be a reader)
+            self.builder.wake(self)
 
     def _vector_pages(self, should_stop: Callable[[], bool]):
         """``(labels, vectors)`` of the collection's records, a page at a time, each page read under
