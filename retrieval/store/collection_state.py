@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
@@ -361,13 +362,10 @@ class CollectionState:
 
     def wait_for_room(self, timeout: float = 60.0) -> None:
         """Hold a writer while the pending tail is over PENDING_MAX_BYTES and the builder is catching up."""
-        deadline = None
+        deadline = time.monotonic() + timeout
         while self.pending is not None and self.pending.nbytes > PENDING_MAX_BYTES and self.builder.running:
-            import time
-
-            deadline = deadline or time.monotonic() + timeout
             if time.monotonic() > deadline:
-                return
+                return  # the builder is stuck or slow: accept the write rather than hang
             self.builder.idle(timeout=0.05)
 
     def sparse_doc_count(self, key: str, compute: Callable[[], int]) -> int:
