@@ -49,20 +49,22 @@ def _write_until_killed(path: Path, round_: int, batch: int, acks: int, jitter: 
     """Run the writer, SIGKILL it ``jitter`` s after its ``acks``-th acknowledged batch; returns how many
     batches it acknowledged in all."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # Unbuffered bytes: a buffered readline() reads ahead of what it returns, and communicate() reads
+    # the pipe itself, so acknowledgements read ahead would go uncounted.
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), str(round_), str(batch)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, env=env,
     )
     seen = 0
     try:
         while seen < acks:
-            line = proc.stdout.readline()
+            line = proc.stdout.readline().decode()
             if not line:
                 break
             seen += line.startswith("ACK")
         time.sleep(jitter)
         proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=60)
+        out, err = (data.decode() for data in proc.communicate(timeout=60))
     except BaseException:
         proc.kill()
         proc.communicate()

@@ -56,23 +56,25 @@ def run_child(path: str, mode: str, start: int, *, kill_after_acks: int | None =
     """
     if stop is None:  # a self-killing child must not run forever if its stage never comes
         stop = start + (300 if kill_at else 100_000)
+    # Unbuffered bytes: a buffered reader's readline() reads ahead, and communicate() below reads the
+    # pipe itself, so acknowledgements already read ahead would be lost (seen once adds got fast).
     proc = subprocess.Popen(
         [sys.executable, WORKLOAD, path, mode, str(start), str(stop)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(KILL_AT=kill_at),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, env=_env(KILL_AT=kill_at),
     )
     lines = []
     try:
         if kill_after_acks is not None:
             acks = 0
             while acks < kill_after_acks:
-                line = proc.stdout.readline()
+                line = proc.stdout.readline().decode()
                 if not line:
                     break
                 lines.append(line)
                 acks += line.startswith("ACK")
             time.sleep(jitter)
             proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=120)
+        out, err = (data.decode() for data in proc.communicate(timeout=120))
     except BaseException:
         proc.kill()
         proc.communicate()
