@@ -13,7 +13,6 @@ recovery sweeps or saves anything, and recovery reads only the oplog after the l
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ from retrieval.store.db import Database
 from retrieval.store.graph_builder import GraphBuilder, shared_builder
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
 from retrieval.store.pending import PendingWrites
+from retrieval.store.recovery import has_checkpoint, load_checkpoint, replay_into
 from retrieval.store.vectors import VectorMatrix, search_chunks
 from retrieval.telemetry import span
 
@@ -204,12 +204,11 @@ class CollectionState:
         return self._index
 
     def _load_or_rebuild(self) -> HnswIndex:
-        if self.directory is not None and (self.directory / "manifest.json").exists():
+        """The checkpoint plus the oplog after it in the pending tail (recovery.py), else a rebuild."""
+        if has_checkpoint(self.directory):
             try:
-                index, manifest = HnswIndex.load(self.directory, self.dimension, self.config)
-                self._check_database_has(manifest.applied_seq)
-                self.applied_seq = manifest.applied_seq
-                self._replay(index)
+                index, manifest = load_checkpoint(self.db, self.collection_id, self.directory, self.dimension, self.config)
+                self.applied_seq = replay_into(self.pending, self.db, self.collection_id, manifest.applied_seq, self.dimension)
                 # Checkpoints are swept before they are saved; one written by an older version may
                 # not be: sweep it in the background (until then a cut-off record may be missed).
                 self._sweep_owed = index.changed_since_sweep > 0
@@ -220,55 +219,6 @@ class CollectionState:
                     "collection %s: index checkpoint not usable (%s); rebuilding it from the records", self.collection_id, e
                 )
         return self._rebuild()
-
-    def _check_database_has(self, applied_seq: int) -> None:
-        """Refuse a checkpoint that reflects writes SQLite does not have.
-
-        SQLite can lose its last commits while the fsynced checkpoint keeps them (power loss under
-        ``synchronous=NORMAL``, a restored backup); such an index holds phantom records, deletion
-        marks on live ones and vectors SQLite never stored. Every applied_seq is the seq of one of
-        this collection's own oplog rows, and ``_checkpoint`` keeps that row, so its absence proves
-        the database is behind. (The global sequence alone cannot tell: other collections' writes
-        may have reissued the lost numbers before this index is loaded.)
-        """
-        if applied_seq == 0:
-            return
-        with self.db.reading() as conn:
-            found = conn.execute(
-                "SELECT 1 FROM oplog WHERE collection_id = ? AND seq = ?", (self.collection_id, applied_seq)
-            ).fetchone()
-        if found is None:
-            raise CorruptIndexError(
-                f"checkpoint reflects oplog seq {applied_seq}, which the database does not have "
-                "(lost commits or a restored database)"
-            )
-
-    def _replay(self, index: HnswIndex) -> int:
-        """Put the oplog after the checkpoint into the pending tail; returns how many entries.
-
-        Costs what changed since the checkpoint: the touched labels' current vectors are read and
-        queued (queries scan them exactly until the builder inserts them). Idempotent: it queues
-        final states, not deltas, so entries the checkpoint already reflects do no harm.
-        """
-        with self.db.reading() as conn:
-            rows = conn.execute(
-                "SELECT seq, label FROM oplog WHERE collection_id = ? AND seq > ? ORDER BY seq",
-                (self.collection_id, self.applied_seq),
-            ).fetchall()
-            if not rows:
-                return 0
-            touched = sorted({label for _, label in rows})
-            present = conn.execute(
-                "SELECT label, embedding FROM vectors WHERE label IN (SELECT value FROM json_each(?)) ORDER BY label",
-                (_json_list(touched),),
-            ).fetchall()
-        first_seq = rows[0][0]
-        if present:
-            labels, vectors = _unpack(present, self.dimension)
-            self.pending.put(labels, vectors, first_seq)
-        self.pending.delete(set(touched) - {r[0] for r in present}, first_seq)
-        self.applied_seq = rows[-1][0]
-        return len(rows)
 
     def _rebuild(self) -> HnswIndex:
         """A graph of every record, built now from SQLite (a damaged checkpoint, ``rebuild_index``)."""
@@ -648,10 +598,6 @@ class CollectionState:
                 self.directory.rmdir()
             except OSError:
                 pass
-
-
-def _json_list(values) -> str:
-    return json.dumps(list(values))
 
 
 __all__ = ["CollectionState", "vectors_from_blobs"]

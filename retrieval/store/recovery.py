@@ -1,0 +1,84 @@
+"""Opening a collection's graph after a close or a crash: what it costs is what changed since the checkpoint.
+
+A checkpoint (hnsw.py) is trusted only if the database has the oplog row it claims to reflect; then
+the oplog after it goes into the pending tail (pending.py), where queries find it at once and the
+background builder inserts it later. Nothing here sweeps or rebuilds: a checkpoint that cannot be
+trusted raises CorruptIndexError and the caller rebuilds from SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.config import HnswConfig
+from retrieval.store.db import Database
+from retrieval.store.hnsw import MANIFEST_FILENAME, CorruptIndexError, HnswIndex, Manifest
+from retrieval.store.pending import PendingWrites
+
+
+def has_checkpoint(directory: Path | None) -> bool:
+    return directory is not None and (directory / MANIFEST_FILENAME).exists()
+
+
+def load_checkpoint(db: Database, collection_id: str, directory: Path, dim: int, config: HnswConfig) -> tuple[HnswIndex, Manifest]:
+    """The checkpointed graph, or CorruptIndexError saying why it cannot be trusted."""
+    index, manifest = HnswIndex.load(directory, dim, config)
+    check_database_has(db, collection_id, manifest.applied_seq)
+    return index, manifest
+
+
+def check_database_has(db: Database, collection_id: str, applied_seq: int) -> None:
+    """Refuse a checkpoint that reflects writes SQLite does not have.
+
+    SQLite can lose its last commits while the fsynced checkpoint keeps them (power loss under
+    ``synchronous=NORMAL``, a restored backup); such an index holds phantom records, deletion
+    marks on live ones and vectors SQLite never stored. Every applied_seq is the seq of one of
+    this collection's own oplog rows, and a checkpoint keeps that row, so its absence proves the
+    database is behind. (The global sequence alone cannot tell: other collections' writes may have
+    reissued the lost numbers before this index is loaded.)
+    """
+    if applied_seq == 0:
+        return
+    with db.reading() as conn:
+        found = conn.execute(
+            "SELECT 1 FROM oplog WHERE collection_id = ? AND seq = ?", (collection_id, applied_seq)
+        ).fetchone()
+    if found is None:
+        raise CorruptIndexError(
+            f"checkpoint reflects oplog seq {applied_seq}, which the database does not have "
+            "(lost commits or a restored database)"
+        )
+
+
+def replay_into(pending: PendingWrites, db: Database, collection_id: str, after_seq: int, dim: int) -> int:
+    """Put the oplog after ``after_seq`` into the pending tail; returns the last seq replayed (or ``after_seq``).
+
+    Costs what changed since the checkpoint: the touched labels' current vectors are read and
+    queued. Idempotent: it queues final states, not deltas, so entries the checkpoint already
+    reflects do no harm.
+    """
+    with db.reading() as conn:
+        rows = conn.execute(
+            "SELECT seq, label FROM oplog WHERE collection_id = ? AND seq > ? ORDER BY seq",
+            (collection_id, after_seq),
+        ).fetchall()
+        if not rows:
+            return after_seq
+        touched = sorted({label for _, label in rows})
+        present = conn.execute(
+            "SELECT label, embedding FROM vectors WHERE label IN (SELECT value FROM json_each(?)) ORDER BY label",
+            (json.dumps(touched),),
+        ).fetchall()
+    first_seq = rows[0][0]
+    if present:
+        labels = np.fromiter((r[0] for r in present), dtype=np.int64, count=len(present))
+        vectors = np.frombuffer(b"".join(r[1] for r in present), dtype="<f4").reshape(len(present), dim)
+        pending.put(labels, vectors, first_seq)
+    pending.delete(set(touched) - {r[0] for r in present}, first_seq)
+    return rows[-1][0]
+
+
+__all__ = ["check_database_has", "has_checkpoint", "load_checkpoint", "replay_into"]
