@@ -183,8 +183,8 @@ class StoreMachine(RuleBasedStateMachine):
     def crash_and_reopen(self):
         """No closing checkpoint: the oplog must carry everything since the last one."""
         engine = self.client._backend.engine
-        engine._states.clear()
         engine.stop_background()  # a dead process does no background work either
+        engine._states.clear()
         engine.db.close()
         engine.closed = True
         self.client._closed = True
