@@ -17,6 +17,8 @@ graph may then claim every oplog entry before the oldest pending one (``first_se
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from retrieval.store.vectors import VectorMatrix
@@ -68,7 +70,7 @@ class PendingWrites:
 
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """The oldest ``n`` pending vectors (copies) and their versions, for the builder to insert."""
-        labels = np.fromiter(_first(self._order, n), dtype=np.int64)
+        labels = np.fromiter(itertools.islice(self._order, n), dtype=np.int64)
         rows = self.vectors.rows_for(labels)
         vectors = self.vectors.raw_rows(rows)
         return labels, vectors, [self._order[label][0] for label in labels.tolist()]
@@ -90,9 +92,9 @@ class PendingWrites:
 
     def first_seq(self) -> int | None:
         """The smallest oplog sequence any pending entry may come from (None when nothing is pending)."""
-        seqs = [seq for _, seq in (next(iter(self._order.values())),)] if self._order else []
-        seqs += list(self.deletes.values())
-        return min(seqs) if seqs else None
+        # _order is oldest first, so its first entry has its smallest seq.
+        seqs = [next(iter(self._order.values()))[1]] if self._order else []
+        return min(seqs + list(self.deletes.values()), default=None)
 
     def hides(self, labels: np.ndarray) -> np.ndarray:
         """Which graph hits must be dropped: labels with a pending vector or a pending deletion."""
@@ -122,13 +124,6 @@ class PendingWrites:
 
     def labels(self) -> np.ndarray:
         return self.vectors.labels.copy()
-
-
-def _first(ordered: dict, n: int):
-    for i, key in enumerate(ordered):
-        if i >= n:
-            return
-        yield key
 
 
 __all__ = ["PendingWrites"]
