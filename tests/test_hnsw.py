@@ -136,10 +136,10 @@ def test_n_results_at_least_live_count_returns_everything(client, monkeypatch):
 @pytest.mark.parametrize("budget", [0, 64 << 20], ids=["vectors-from-sqlite", "vectors-in-memory"])
 def test_exact_search_with_and_without_an_in_memory_copy(client, monkeypatch, budget):
     """Large collections keep no second in-memory copy of their vectors; exact answers stay exact."""
-    from retrieval.store import collection_state
+    from retrieval.store import collection_state, vector_store
 
     monkeypatch.setattr(collection_state, "EXACT_MATRIX_MAX_BYTES", budget)
-    monkeypatch.setattr(collection_state, "_READ_CHUNK", 64)  # several chunks even on small data
+    monkeypatch.setattr(vector_store, "_READ_CHUNK", 64)  # several chunks even on small data
     monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 50)
     rng = np.random.default_rng(21)
     X = rng.normal(size=(600, 6)).astype(np.float32)

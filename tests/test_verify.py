@@ -16,6 +16,8 @@ from retrieval.cli import main
 from retrieval.config import HnswConfig
 from retrieval.store import reads
 from retrieval.store.hnsw import HnswIndex, read_manifest
+from retrieval.store.vector_file import VectorFile
+from retrieval.store.vector_store import vector_file_path
 
 N, DIM = 1200, 16
 
@@ -35,11 +37,17 @@ def store(tmp_path, monkeypatch):
 
 def _damage(path: Path, change) -> None:
     """Load the collection's checkpoint, apply ``change(index)``, save it as a valid checkpoint."""
+    import sqlite3
+
     (directory,) = [p.parent for p in path.glob("*/manifest.json")]
     manifest = read_manifest(directory)
-    index, _ = HnswIndex.load(directory, DIM, HnswConfig(space="l2"))
+    with sqlite3.connect(path / "retrieval.sqlite3") as conn:
+        (committed,) = conn.execute("SELECT vector_slots FROM collections WHERE id = ?", (directory.name,)).fetchone()
+    vector_file = VectorFile(vector_file_path(path, directory.name), DIM, committed)
+    index, _ = HnswIndex.load(directory, DIM, HnswConfig(space="l2"), vector_file.read)
+    vector_file.close()
     change(index)
-    index.save(directory, manifest.applied_seq)
+    index.save(directory, manifest.applied_seq)  # with its vectors inline: a checkpoint either way
 
 
 def _label(path: Path, record_id: str) -> int:

@@ -25,9 +25,11 @@ import numpy as np
 from retrieval.config import HnswConfig
 from retrieval.store.db import Database
 from retrieval.store.graph_builder import GraphBuilder, shared_builder
+from retrieval.store.graph_file import as_stored
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
 from retrieval.store.pending import PendingWrites
 from retrieval.store.recovery import has_checkpoint, load_checkpoint, replay_into
+from retrieval.store.vector_store import MOVE_BATCH, CollectionVectors, vector_file_path
 from retrieval.store.vectors import VectorMatrix, search_chunks
 from retrieval.telemetry import span
 
@@ -56,23 +58,6 @@ FILTER_CACHE_ENTRIES = 64
 EXACT_MATRIX_MAX_BYTES = 64 << 20
 # Candidate vectors of recent filters on large collections (cleared by every write).
 CANDIDATE_CACHE_MAX_BYTES = 128 << 20
-_READ_CHUNK = 8192
-
-_SELECT_VECTORS_OF_COLLECTION = (
-    "SELECT v.label, v.embedding FROM records r JOIN vectors v ON v.label = r.label "
-    "WHERE r.collection_id = ? ORDER BY r.label"
-)
-
-
-def _unpack(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    return labels, vectors_from_blobs([r[1] for r in rows], dim)
-
-
-def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
-    if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32, copy=False)
 
 
 class CollectionState:
@@ -104,6 +89,16 @@ class CollectionState:
         self._filter_cache: OrderedDict[Any, np.ndarray] = OrderedDict()
         self._candidate_cache: OrderedDict[Any, VectorMatrix] = OrderedDict()
         self._sparse_docs: dict[str, int] = {}  # documents per sparse index, for BM25's IDF
+        self._vectors: CollectionVectors | None = None
+        self._unmoved = 0  # vectors this process wrote to SQLite since it last moved them to the file
+
+    @property
+    def vectors(self) -> CollectionVectors:
+        """Where the collection's vectors are (SQLite, the vector file). Needs a dimension."""
+        with self.lock:
+            if self._vectors is None:
+                self._vectors = CollectionVectors(self.db, self.collection_id, self.dimension)
+            return self._vectors
 
     # ------------------------------------------------------------------ counts and filters
 
@@ -153,7 +148,7 @@ class CollectionState:
             matrix = self._full_matrix()
             return matrix.search(queries, k, rows=None if candidates is None else matrix.rows_for(candidates))
         if candidates is None:
-            return search_chunks(queries, k, self._vector_chunks(None), self.config.space)
+            return search_chunks(queries, k, self.vectors.pages(), self.config.space)
         # A filter's candidates are gathered once into a contiguous matrix and kept with the filter's
         # cache entry: repeating a filter then scans them without copying (or reading) them again.
         subset = self._candidate_cache.get(cache_key)
@@ -163,7 +158,7 @@ class CollectionState:
                 matrix = self._full_matrix()
                 subset = matrix.subset(matrix.rows_for(labels))
             else:
-                chunks = self._vector_chunks(labels)
+                chunks = [self.vectors.read(labels)]
                 subset = VectorMatrix.from_chunks(self.dimension, self.config.space, chunks, capacity=len(labels))
             if cache_key is not None and subset.nbytes <= CANDIDATE_CACHE_MAX_BYTES:
                 self._candidate_cache[cache_key] = subset
@@ -176,24 +171,9 @@ class CollectionState:
     def _full_matrix(self) -> VectorMatrix:
         if self._matrix is None:
             self._matrix = VectorMatrix.from_chunks(
-                self.dimension, self.config.space, self._vector_chunks(None), capacity=self.count()
+                self.dimension, self.config.space, self.vectors.pages(), capacity=self.count()
             )
         return self._matrix
-
-    def _vector_chunks(self, labels: np.ndarray | None):
-        """``(labels, raw vectors)`` chunks from SQLite: the collection's, or the given labels'."""
-        with self.db.reading() as conn:
-            if labels is None:
-                cursor = conn.execute(_SELECT_VECTORS_OF_COLLECTION, (self.collection_id,))
-                while rows := cursor.fetchmany(_READ_CHUNK):
-                    yield _unpack(rows, self.dimension)
-                return
-            for start in range(0, len(labels), _READ_CHUNK):
-                chunk = labels[start : start + _READ_CHUNK].tolist()
-                sql = f"SELECT label, embedding FROM vectors WHERE label IN ({', '.join('?' * len(chunk))})"
-                rows = conn.execute(sql, chunk).fetchall()
-                if rows:
-                    yield _unpack(rows, self.dimension)
 
     def index(self) -> HnswIndex | None:
         """The HNSW index, loading or rebuilding it on first use; None while the collection has no vectors."""
@@ -207,8 +187,8 @@ class CollectionState:
         """The checkpoint plus the oplog after it in the pending tail (recovery.py), else a rebuild."""
         if has_checkpoint(self.directory):
             try:
-                index, manifest = load_checkpoint(self.db, self.collection_id, self.directory, self.dimension, self.config)
-                self.applied_seq = replay_into(self.pending, self.db, self.collection_id, manifest.applied_seq, self.dimension)
+                index, manifest = load_checkpoint(self.db, self.collection_id, self.directory, self.config, self.vectors)
+                self.applied_seq = replay_into(self.pending, self.db, self.collection_id, manifest.applied_seq, self.vectors)
                 # Checkpoints are swept before they are saved; one written by an older version may
                 # not be: sweep it in the background (until then a cut-off record may be missed).
                 self._sweep_owed = index.changed_since_sweep > 0
@@ -227,7 +207,7 @@ class CollectionState:
                 "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ?", (self.collection_id,)
             ).fetchone()[0]
         index = HnswIndex(self.dimension, self.config, capacity=self.count())
-        for labels, vectors in self._vector_chunks(None):
+        for labels, vectors in self.vectors.pages():
             index.upsert(labels, vectors)
         self.applied_seq = seq
         self.backlog = 0
@@ -250,10 +230,27 @@ class CollectionState:
         index = index if index is not None else self._index
         if index is None:
             return
-        index.sweep(self._vector_chunks(None))
+        index.sweep(self.vectors.pages())
         self._sweep_owed = False
         if self.durable:
             self._save(index, self.applied_seq)
+
+    def restore_vectors_from_graph(self, labels: np.ndarray) -> None:
+        """Put back damaged stored vectors from the graph's copy (``verify(repair=True)``): exact for l2
+        and ip; a cosine graph keeps unit vectors, scaled back by the norm stored with the slot.
+
+        A graph loaded after the damage took the damaged vector itself: those stay damaged (reported)."""
+        index = self.index()
+        held_labels = np.intersect1d(np.asarray(labels, dtype=np.int64), index.labels())
+        if not len(held_labels):
+            return
+        held = index.vectors(held_labels)
+        _, damaged = self.vectors.read(held_labels)
+        intact = ~np.all(as_stored(damaged, self.config.space) == held, axis=1)  # else: loaded from the damage
+        if self.config.space == "cosine":
+            held = held * self.vectors.norms(held_labels)[:, None]
+        if intact.any():
+            self.vectors.replace(held_labels[intact], held[intact])
 
     def record_labels(self) -> list[int]:
         """Every label in the collection's records table (what the index must hold)."""
@@ -356,6 +353,10 @@ class CollectionState:
             if self._index is None and self.dimension is not None and len(upserted):
                 self._index = HnswIndex(self.dimension, self.config)  # the collection's first vectors
                 self.pending = PendingWrites(self.dimension, self.config.space)
+            if self.durable and len(upserted):
+                self._unmoved += len(upserted)
+                if self._unmoved >= MOVE_BATCH:  # the writer pays, amortised: SQLite keeps few vectors
+                    self.move_vectors()
             if self._index is not None:
                 self.pending.put(np.asarray(upserted, dtype=np.int64), vectors, first_seq)
                 self.pending.delete(removed, first_seq)
@@ -364,6 +365,20 @@ class CollectionState:
         except BaseException:
             self.drop_caches()
             raise
+
+    def move_vectors(self) -> None:
+        """Move the collection's recent vectors from SQLite into its vector file (vector_store.py).
+
+        Never fails its caller (a committed write, a background step): vectors it leaves behind are
+        durable in SQLite and move next time."""
+        if not self.durable or self.dimension is None:
+            return
+        try:
+            while self.vectors.move_to_file() == MOVE_BATCH:
+                pass
+            self._unmoved = 0
+        except Exception:
+            logger.warning("collection %s: could not move vectors into the vector file", self.collection_id, exc_info=True)
 
     # ------------------------------------------------------------------ background work
 
@@ -420,6 +435,7 @@ class CollectionState:
                     pending.settle(labels, versions)
                     self.backlog += len(labels)
             return True
+        self.move_vectors()  # idle: what small writes left in SQLite goes into the vector file
         # The tail is drained: once the graph grew by SWEEP_GROWTH since its last sweep, sweep for
         # records the insertions cut off (hnsw.py, stragglers). Writes arriving meanwhile wait in the tail.
         if (self._sweep_owed or index.needs_sweep()) and not self._sweep(index, should_stop):
@@ -444,28 +460,12 @@ class CollectionState:
         if self.backlog:  # a checkpoint may be due: the builder writes it (this caller may be a reader)
             self.builder.wake(self)
 
-    def _vector_pages(self, should_stop: Callable[[], bool]):
-        """``(labels, vectors)`` of the collection's records, a page at a time, each page read under
-        its own short hold of the database (writers and readers go on in between)."""
-        after = -1
-        while not should_stop():
-            with self.db.reading() as conn:
-                rows = conn.execute(
-                    "SELECT v.label, v.embedding FROM records r JOIN vectors v ON v.label = r.label "
-                    "WHERE r.collection_id = ? AND r.label > ? ORDER BY r.label LIMIT ?",
-                    (self.collection_id, after, SWEEP_PAGE),
-                ).fetchall()
-            if not rows:
-                return
-            after = rows[-1][0]
-            yield _unpack(rows, self.dimension)
-
     def _sweep(self, index: HnswIndex, should_stop: Callable[[], bool]) -> bool:
         """Sweep the graph a page at a time (the lock is held per page: the sweep changes hnswlib's ef).
 
         Records still pending are skipped (the tail finds them). Returns False when stopped early."""
         missed, live = [], 0
-        for labels, vectors in self._vector_pages(should_stop):
+        for labels, vectors in self.vectors.pages(SWEEP_PAGE, should_stop=should_stop):
             with self.lock:
                 if self._index is not index or self.cancelled:
                     return False
@@ -513,7 +513,8 @@ class CollectionState:
         the checkpoint reflects (see ``_check_database_has``); replay starts after it.
         """
         with span("retrieval.checkpoint", collection_id=self.collection_id, applied_seq=seq):
-            index.save(self.directory, seq)
+            self.move_vectors()  # so the checkpoint can leave out (nearly) every vector
+            index.save(self.directory, seq, self.vectors.slots_of)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq < ?", (self.collection_id, seq))
         self.backlog = 0
@@ -526,12 +527,12 @@ class CollectionState:
         """
         logger.info("collection %s: compacting index (%d deleted elements)", self.collection_id, len(index.deleted))
         fresh = HnswIndex(self.dimension, self.config, capacity=self.count())
-        for labels, vectors in self._vector_pages(should_stop):
+        for labels, vectors in self.vectors.pages(SWEEP_PAGE, should_stop=should_stop):
             fresh.upsert(labels, vectors)
         if should_stop():
             return
         # Sweep what the new graph holds: records added since their page was read are pending.
-        fresh.sweep((labels[keep], vectors[keep]) for labels, vectors in self._vector_pages(should_stop)
+        fresh.sweep((labels[keep], vectors[keep]) for labels, vectors in self.vectors.pages(SWEEP_PAGE, should_stop=should_stop)
                     if (keep := labels <= fresh.max_label).any())
         if should_stop():
             return
@@ -574,6 +575,11 @@ class CollectionState:
         with self.graph_lock:
             pass
 
+    def close_files(self) -> None:
+        if self._vectors is not None:
+            self._vectors.close()
+            self._vectors = None
+
     def set_config(self, config: HnswConfig) -> None:
         self.config = config
         if self._index is not None:
@@ -592,6 +598,9 @@ class CollectionState:
         and hold ``graph_lock`` first, so no background step is writing a checkpoint meanwhile."""
         self.builder.forget(self)
         self.drop_caches()
+        self.close_files()
+        if self.db.directory is not None:
+            vector_file_path(self.db.directory, self.collection_id).unlink(missing_ok=True)
         if self.directory is not None and self.directory.exists():
             remove_checkpoint(self.directory)
             try:
@@ -600,4 +609,4 @@ class CollectionState:
                 pass
 
 
-__all__ = ["CollectionState", "vectors_from_blobs"]
+__all__ = ["CollectionState"]

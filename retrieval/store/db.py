@@ -20,7 +20,7 @@ from retrieval.query.filter_sql import METADATA_INDEX_DDL, register_sql_function
 from retrieval.store.namespaces import NAMESPACES_DDL, seed_defaults
 from retrieval.store.sparse_index import SPARSE_INDEX_DDL
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILENAME = "retrieval.sqlite3"
 LOCK_FILENAME = "retrieval.lock"
 
@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS collections (
     metadata TEXT,
     dimension INTEGER,
     created_at REAL NOT NULL,
+    vector_slots INTEGER NOT NULL DEFAULT 0,   -- slots of the vector file committed (vector_store.py)
     UNIQUE (tenant, database, name)
 );
 CREATE TABLE IF NOT EXISTS records (
@@ -44,10 +45,11 @@ CREATE TABLE IF NOT EXISTS records (
     document TEXT,
     uri TEXT,
     metadata TEXT,                             -- JSON object or NULL
+    slot INTEGER,                              -- the vector's slot in the collection's vector file, if moved there
     UNIQUE (collection_id, id)
 );
--- Vectors apart from the records: a record row stays small, so reading documents and metadata
--- of a query's results touches a few hot pages instead of one 2 KB row per result.
+-- Recent vectors (all of them in an in-memory database); persistent collections move them into
+-- their vector file in the background (vector_store.py). Apart from the records, so a record row stays small.
 CREATE TABLE IF NOT EXISTS vectors (
     label INTEGER PRIMARY KEY,                 -- records.label
     embedding BLOB NOT NULL                    -- float32, little-endian, as given
@@ -138,12 +140,20 @@ class Database:
         with self.lock:
             self.conn.executescript(_SCHEMA)
             row = self.conn.execute("SELECT value FROM schema_info WHERE key = 'version'").fetchone()
-            if row is None:
-                self.conn.execute("INSERT INTO schema_info VALUES ('version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise InternalError(
                     f"database schema version {row[0]} is newer than this retrieval ({SCHEMA_VERSION}); upgrade"
                 )
+            if row is not None and int(row[0]) < 2:
+                # Version 1 kept every vector in the vectors table; they move into the vector files
+                # in the background like any recent vector.
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute("ALTER TABLE records ADD COLUMN slot INTEGER")
+                self.conn.execute("ALTER TABLE collections ADD COLUMN vector_slots INTEGER NOT NULL DEFAULT 0")
+                self.conn.execute("UPDATE schema_info SET value = ? WHERE key = 'version'", (str(SCHEMA_VERSION),))
+                self.conn.execute("COMMIT")
+            elif row is None:
+                self.conn.execute("INSERT INTO schema_info VALUES ('version', ?)", (str(SCHEMA_VERSION),))
             seed_defaults(self.conn)
 
     @contextlib.contextmanager

@@ -36,6 +36,7 @@ from retrieval.store.record_rows import (
     to_json,
     update_records,
 )
+from retrieval.store.vector_file import VectorFileError
 from retrieval.store.verify import DEFAULT_SAMPLE, VerifyReport, verify_collection
 from retrieval.store.sparse_index import (
     SPARSE_INDEX_DELETE_COLLECTION,
@@ -226,7 +227,7 @@ class Engine(Reader, Namespaces):
                     conn.execute(
                         "UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id)
                     )
-                changed = changed_vectors(batch, old_positions, existing)
+                changed = changed_vectors(batch, old_positions, existing, lambda labels: state.vectors.read(labels))
                 first = next_label(conn)
                 new_labels = np.arange(first, first + len(new_positions), dtype=np.int64)
                 labels = np.concatenate(
@@ -323,7 +324,10 @@ class Engine(Reader, Namespaces):
         for row in rows:
             record = _collection(row)
             state = self.state(record)
-            state.wait_until_indexed(sweep=True)  # verify checks the graph itself: first the owed work
+            try:
+                state.wait_until_indexed(sweep=True)  # verify checks the graph itself: first the owed work
+            except VectorFileError:
+                pass  # verify_collection reports it
             with state.graph_lock, state.lock:
                 reports.append(verify_collection(state, record, repair=repair, sample=sample))
         return reports
@@ -371,6 +375,8 @@ class Engine(Reader, Namespaces):
             for state in list(self._states.values()):
                 state.checkpoint_if_due()
             self.stop_background()
+            for state in list(self._states.values()):
+                state.close_files()
         finally:
             self.closed = True
             self._states.clear()

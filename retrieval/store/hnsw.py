@@ -27,12 +27,13 @@ import os
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import hnswlib
 import numpy as np
 
 from retrieval.config import HnswConfig
+from retrieval.store.graph_file import restore_vectors, strip_vectors
 from retrieval.store.vectors import VectorMatrix
 
 logger = logging.getLogger("retrieval")
@@ -40,6 +41,8 @@ logger = logging.getLogger("retrieval")
 INDEX_FILENAME = "index.hnsw"
 MANIFEST_FILENAME = "manifest.json"
 MANIFEST_FORMAT = 1
+# hnswlib's own (unstripped) file, written or read next to the checkpoint and removed right after.
+_FULL_TMP = INDEX_FILENAME + ".full.tmp"
 _INITIAL_CAPACITY = 1024
 _CRC_CHUNK = 1 << 24
 # Self-queries per knn_query call during a sweep (bounds the temporary result arrays).
@@ -71,6 +74,7 @@ class Manifest:
     changed_since_sweep: int = 0
     swept_size: int = 0
     max_label: int | None = None  # the largest label the graph was given (None: written before it was kept)
+    vectors_in_file: bool = False  # the index file is stripped of the vectors the vector file holds (graph_file.py)
 
 
 class CorruptIndexError(Exception):
@@ -260,11 +264,21 @@ class HnswIndex:
 
     # ------------------------------------------------------------- checkpoints
 
-    def save(self, directory: Path, applied_seq: int) -> None:
+    def save(self, directory: Path, applied_seq: int, slots_of: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """Checkpoint the graph. With ``slots_of`` (labels -> vector-file slots, -1 for none) the index
+        file leaves out the vectors the vector file holds (graph_file.py)."""
         directory.mkdir(parents=True, exist_ok=True)
         index_path = directory / INDEX_FILENAME
         tmp = directory / (INDEX_FILENAME + ".tmp")
-        self.index.save_index(str(tmp))
+        if slots_of is None:
+            self.index.save_index(str(tmp))
+        else:
+            full = directory / _FULL_TMP
+            self.index.save_index(str(full))
+            try:
+                strip_vectors(full, tmp, self.dim, slots_of)
+            finally:
+                full.unlink(missing_ok=True)
         crc, size = _crc32(tmp)
         _fsync_file(tmp)
         os.replace(tmp, index_path)
@@ -284,12 +298,17 @@ class HnswIndex:
             changed_since_sweep=self.changed_since_sweep,
             swept_size=self.swept_size,
             max_label=self.max_label,
+            vectors_in_file=slots_of is not None,
         )
         _write_atomic(directory / MANIFEST_FILENAME, json.dumps(asdict(manifest), sort_keys=True).encode())
 
     @classmethod
-    def load(cls, directory: Path, dim: int, config: HnswConfig) -> tuple[HnswIndex, Manifest]:
-        """Load a checkpoint, or raise CorruptIndexError saying why it cannot be trusted."""
+    def load(
+        cls, directory: Path, dim: int, config: HnswConfig, read_slots: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> tuple[HnswIndex, Manifest]:
+        """Load a checkpoint, or raise CorruptIndexError saying why it cannot be trusted.
+
+        ``read_slots`` gives vectors back from the vector file for a checkpoint saved without them."""
         manifest = read_manifest(directory)
         expected = (dim, config.space, config.max_neighbors, config.ef_construction)
         found = (manifest.dim, manifest.space, manifest.max_neighbors, manifest.ef_construction)
@@ -307,8 +326,20 @@ class HnswIndex:
         self.config = config
         self.index = hnswlib.Index(space=config.space, dim=dim)
         try:
-            self.index.load_index(str(index_path), max_elements=manifest.element_count)
-        except Exception as e:  # hnswlib raises RuntimeError on malformed files
+            if manifest.vectors_in_file:
+                if read_slots is None:
+                    raise CorruptIndexError("the checkpoint needs the vector file, which this collection lacks")
+                full = directory / _FULL_TMP
+                try:
+                    restore_vectors(index_path, full, dim, read_slots, config.space)
+                    self.index.load_index(str(full), max_elements=manifest.element_count)
+                finally:
+                    full.unlink(missing_ok=True)
+            else:
+                self.index.load_index(str(index_path), max_elements=manifest.element_count)
+        except CorruptIndexError:
+            raise
+        except Exception as e:  # hnswlib raises RuntimeError on malformed files; damaged slots IndexError
             raise CorruptIndexError(f"hnswlib could not load the index: {e}") from e
         if self.index.element_count != manifest.element_count or self.index.dim != dim:
             raise CorruptIndexError("index contents disagree with its manifest")
@@ -382,7 +413,7 @@ def read_manifest(directory: Path) -> Manifest:
 
 
 def remove_checkpoint(directory: Path) -> None:
-    for name in (MANIFEST_FILENAME, INDEX_FILENAME, INDEX_FILENAME + ".tmp", MANIFEST_FILENAME + ".tmp"):
+    for name in (MANIFEST_FILENAME, INDEX_FILENAME, INDEX_FILENAME + ".tmp", MANIFEST_FILENAME + ".tmp", _FULL_TMP):
         try:
             (directory / name).unlink()
         except FileNotFoundError:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.query.filter_sql import compile_filter
-from retrieval.store.collection_state import CollectionState, vectors_from_blobs
+from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import id_chunks
 from retrieval.types import CollectionRecord
 from retrieval.validation import check_dimension
@@ -83,6 +83,7 @@ class Reader:
                 raw = []
                 for placeholders, chunk in id_chunks(ids):
                     raw += conn.execute(f"{query} AND r.id IN ({placeholders})", args + chunk).fetchall()
+            raw = _with_vectors(self.state(record), raw, fields)
         rows = self._rows(raw, fields, record.dimension)
         if ids is not None:
             position = {id_: i for i, id_ in enumerate(rows.ids)}
@@ -119,7 +120,8 @@ class Reader:
                 candidates = state.cached_labels(cache_key, select)
             labels, distances = _nearest(state, queries, n_results, candidates, state.count(), cache_key)
             # Fetched under the same lock, so every label found is still a live record.
-            row_of = {row[0]: row for row in self._rows_by_label(np.unique(labels).tolist(), fields)}
+            found = _with_vectors(state, self._rows_by_label(np.unique(labels).tolist(), fields), fields)
+            row_of = {row[0]: row for row in found}
         results, kept_distances = [], []
         for row_labels, row_distances in zip(labels.tolist(), distances):
             picked = [row_of[label] for label in row_labels]
@@ -146,7 +148,7 @@ class Reader:
                 values = list(cols[i])
                 i += 1
                 if name == "embeddings":
-                    out[name] = vectors_from_blobs(values, len(values[0]) // 4) if values else np.zeros((0, dim or 0), np.float32)
+                    out[name] = np.stack(values) if values else np.zeros((0, dim or 0), np.float32)
                 elif name == "metadatas":
                     out[name] = [json.loads(v) if v is not None else None for v in values]
                 else:
@@ -158,7 +160,18 @@ class Reader:
 
 _LABEL_CHUNK = 10_000
 _FIELD_ORDER = ("embeddings", "documents", "uris", "metadatas")
-_FIELD_COLUMNS = {"embeddings": "(SELECT v.embedding FROM vectors v WHERE v.label = r.label)", "documents": "r.document", "uris": "r.uri", "metadatas": "r.metadata"}
+# The embeddings column selects the label again: _with_vectors puts the vector in its place.
+_FIELD_COLUMNS = {"embeddings": "r.label", "documents": "r.document", "uris": "r.uri", "metadatas": "r.metadata"}
+
+
+def _with_vectors(state: CollectionState, rows: list[tuple], fields: set[str]) -> list[tuple]:
+    """Rows with each record's vector (vector_store.py) in the embeddings column, when asked for.
+    Callers hold the database (or the collection) so the records cannot change in between."""
+    if "embeddings" not in fields or not rows:
+        return rows
+    found, vectors = state.vectors.read(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+    vector_of = dict(zip(found.tolist(), vectors))
+    return [(r[0], r[1], vector_of[r[0]], *r[3:]) for r in rows]
 
 
 def _columns(fields: set[str]) -> str:

@@ -7,7 +7,7 @@ metadata and sparse index rows, and logging vector-index changes to the oplog.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,8 +25,8 @@ def existing_records(conn, collection_id: str, ids: list[str]) -> dict[str, tupl
     found = {}
     for placeholders, chunk in id_chunks(ids):
         rows = conn.execute(
-            "SELECT r.id, r.label, v.embedding, r.document, r.uri, r.metadata FROM records r "
-            f"JOIN vectors v ON v.label = r.label WHERE r.collection_id = ? AND r.id IN ({placeholders})",
+            "SELECT r.id, r.label, r.document, r.uri, r.metadata FROM records r "
+            f"WHERE r.collection_id = ? AND r.id IN ({placeholders})",
             [collection_id, *chunk],
         ).fetchall()
         found.update((row[0], row[1:]) for row in rows)
@@ -38,12 +38,19 @@ def next_label(conn) -> int:
     return (row[0] if row else 0) + 1
 
 
-def changed_vectors(batch: RecordBatch, positions: list[int], existing: dict[str, tuple]) -> list[int]:
-    """Positions of existing records whose vector the batch changes (identical vectors need no index work)."""
-    if batch.embeddings is None:
+def changed_vectors(
+    batch: RecordBatch, positions: list[int], existing: dict[str, tuple], read_vectors: Callable
+) -> list[int]:
+    """Positions of existing records whose vector the batch changes (identical vectors need no index work).
+
+    ``read_vectors(labels)`` gives the stored ``(labels, vectors)`` (vector_store.py)."""
+    if batch.embeddings is None or not positions:
         return []
-    blobs = batch.embeddings.astype("<f4", copy=False)
-    return [p for p in positions if blobs[p].tobytes() != existing[batch.ids[p]][1]]
+    labels = np.asarray([existing[batch.ids[p]][0] for p in positions], dtype=np.int64)
+    found, stored = read_vectors(labels)
+    old = {label: row.tobytes() for label, row in zip(found.tolist(), stored.astype("<f4", copy=False))}
+    new = batch.embeddings.astype("<f4", copy=False)
+    return [p for p, label in zip(positions, labels.tolist()) if new[p].tobytes() != old.get(label)]
 
 
 def insert_records(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
@@ -80,7 +87,7 @@ def update_records(
     """Apply update semantics to existing records (``changed``: positions with a new vector)."""
     rows, vector_rows, relabelled = [], [], []
     for p in positions:
-        label, _, old_doc, old_uri, old_meta_json = existing[batch.ids[p]]
+        label, old_doc, old_uri, old_meta_json = existing[batch.ids[p]]
         if p in changed:
             vector_rows.append((batch.embeddings[p].astype("<f4").tobytes(), label))
         document = batch.documents[p] if batch.documents is not None else old_doc
@@ -91,7 +98,10 @@ def update_records(
             relabelled.append((label, metadata))
         rows.append((document, uri, to_json(metadata), label))
     conn.executemany("UPDATE records SET document = ?, uri = ?, metadata = ? WHERE label = ?", rows)
-    conn.executemany("UPDATE vectors SET embedding = ? WHERE label = ?", vector_rows)
+    # A new vector is recent again: it goes into the vectors table, and the record's old slot in
+    # the vector file no longer counts (vector_store.py).
+    conn.executemany("INSERT OR REPLACE INTO vectors (embedding, label) VALUES (?, ?)", vector_rows)
+    conn.executemany("UPDATE records SET slot = NULL WHERE label = ?", [(label,) for _, label in vector_rows])
     if relabelled:
         conn.executemany(METADATA_INDEX_DELETE, [(label,) for label, _ in relabelled])
         conn.executemany(

@@ -8,7 +8,6 @@ trusted raises CorruptIndexError and the caller rebuilds from SQLite.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,18 @@ from retrieval.config import HnswConfig
 from retrieval.store.db import Database
 from retrieval.store.hnsw import MANIFEST_FILENAME, CorruptIndexError, HnswIndex, Manifest
 from retrieval.store.pending import PendingWrites
+from retrieval.store.vector_store import CollectionVectors
 
 
 def has_checkpoint(directory: Path | None) -> bool:
     return directory is not None and (directory / MANIFEST_FILENAME).exists()
 
 
-def load_checkpoint(db: Database, collection_id: str, directory: Path, dim: int, config: HnswConfig) -> tuple[HnswIndex, Manifest]:
+def load_checkpoint(
+    db: Database, collection_id: str, directory: Path, config: HnswConfig, vectors: CollectionVectors
+) -> tuple[HnswIndex, Manifest]:
     """The checkpointed graph, or CorruptIndexError saying why it cannot be trusted."""
-    index, manifest = HnswIndex.load(directory, dim, config)
+    index, manifest = HnswIndex.load(directory, vectors.dim, config, vectors.read_slots)
     check_database_has(db, collection_id, manifest.applied_seq)
     return index, manifest
 
@@ -53,7 +55,7 @@ def check_database_has(db: Database, collection_id: str, applied_seq: int) -> No
         )
 
 
-def replay_into(pending: PendingWrites, db: Database, collection_id: str, after_seq: int, dim: int) -> int:
+def replay_into(pending: PendingWrites, db: Database, collection_id: str, after_seq: int, vectors: CollectionVectors) -> int:
     """Put the oplog after ``after_seq`` into the pending tail; returns the last seq replayed (or ``after_seq``).
 
     Costs what changed since the checkpoint: the touched labels' current vectors are read and
@@ -67,17 +69,12 @@ def replay_into(pending: PendingWrites, db: Database, collection_id: str, after_
         ).fetchall()
         if not rows:
             return after_seq
-        touched = sorted({label for _, label in rows})
-        present = conn.execute(
-            "SELECT label, embedding FROM vectors WHERE label IN (SELECT value FROM json_each(?)) ORDER BY label",
-            (json.dumps(touched),),
-        ).fetchall()
+        touched = np.unique(np.fromiter((label for _, label in rows), dtype=np.int64, count=len(rows)))
+        present, current = vectors.read(touched)  # under the same hold of the database as the oplog
     first_seq = rows[0][0]
-    if present:
-        labels = np.fromiter((r[0] for r in present), dtype=np.int64, count=len(present))
-        vectors = np.frombuffer(b"".join(r[1] for r in present), dtype="<f4").reshape(len(present), dim)
-        pending.put(labels, vectors, first_seq)
-    pending.delete(set(touched) - {r[0] for r in present}, first_seq)
+    if len(present):
+        pending.put(present, current, first_seq)
+    pending.delete(set(touched.tolist()) - set(present.tolist()), first_seq)
     return rows[-1][0]
 
 

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from retrieval.store.collection_state import CollectionState, vectors_from_blobs
+from retrieval.store.collection_state import CollectionState
+from retrieval.store.vector_file import VectorFileError
 from retrieval.store.vectors import prepare
 from retrieval.types import CollectionRecord
 
@@ -44,6 +45,8 @@ class VerifyReport:
     stale_vectors: int = 0
     sampled: int = 0  # records self-queried and vector-compared
     self_query_misses: int = 0
+    damaged_vectors: int = 0  # vector-file slots that fail their checksum (checked: all, or the sample)
+    vector_file_problem: str | None = None  # the vector file cannot be opened (missing, short, foreign)
     stragglers: int = 0  # records found by exact scan next to the graph (hnsw.py); not a fault
     checkpoint_problem: str | None = None  # why the index checkpoint was not used on load, if it was not
     examples: list[str] = field(default_factory=list)  # ids of affected records
@@ -52,7 +55,10 @@ class VerifyReport:
 
     @property
     def problems(self) -> int:
-        return self.missing + self.wrongly_deleted + self.phantom + self.stale_vectors + self.self_query_misses
+        return (
+            self.missing + self.wrongly_deleted + self.phantom + self.stale_vectors + self.self_query_misses
+            + self.damaged_vectors + (self.vector_file_problem is not None)
+        )
 
     @property
     def ok(self) -> bool:
@@ -77,6 +83,8 @@ class VerifyReport:
                 (self.phantom, "phantom labels"),
                 (self.stale_vectors, "stale vectors"),
                 (self.self_query_misses, "not found by their own vector"),
+                (self.damaged_vectors, "damaged vectors in the vector file"),
+                (self.vector_file_problem is not None, f"vector file unusable ({self.vector_file_problem})"),
             ]
             if n
         )
@@ -97,12 +105,15 @@ def verify_collection(
     The caller holds ``state.lock``.
     """
     report = VerifyReport(record.name, record.tenant, record.database)
-    _check(state, report, sample, seed)
+    damaged = _check(state, report, sample, seed)
     if repair and report.problems:
-        if report.problems == report.self_query_misses:
-            state.refresh_stragglers()  # the graph is whole; it only cut some records off since the last sweep
-        else:
-            state.rebuild_index()
+        if report.vector_file_problem is None:  # else: nothing here holds what the file lost
+            if len(damaged):
+                state.restore_vectors_from_graph(damaged)  # the graph's copy: the only other one there is
+            if report.problems == report.self_query_misses + report.damaged_vectors:
+                state.refresh_stragglers()  # the graph is whole; it only cut some records off since the last sweep
+            else:
+                state.rebuild_index()
         after = VerifyReport(record.name, record.tenant, record.database)
         _check(state, after, sample, seed)
         report.repaired = True
@@ -111,13 +122,19 @@ def verify_collection(
     return report
 
 
-def _check(state: CollectionState, report: VerifyReport, sample: int | None, seed: int) -> None:
+def _check(state: CollectionState, report: VerifyReport, sample: int | None, seed: int) -> np.ndarray:
+    """Fill in the report; returns the labels whose stored vector is damaged."""
     records = np.asarray(sorted(state.record_labels()), dtype=np.int64)
     report.records = len(records)
-    index = state.index()
+    damaged = np.zeros(0, np.int64)
+    try:
+        index = state.index()
+    except VectorFileError as e:
+        report.vector_file_problem = str(e)
+        return damaged
     report.checkpoint_problem = state.load_problem
     if index is None:  # no vectors yet: nothing to index
-        return
+        return damaged
     in_graph = index.all_labels()
     marked = index.marked_deleted(in_graph) | index.deleted
     live = np.setdiff1d(in_graph, np.fromiter(marked, dtype=np.int64, count=len(marked)))
@@ -133,6 +150,10 @@ def _check(state: CollectionState, report: VerifyReport, sample: int | None, see
     if sample is not None and len(checkable) > sample:
         checkable = np.sort(np.asarray(random.Random(seed).sample(checkable.tolist(), sample), dtype=np.int64))
     report.sampled = len(checkable)
+    damaged = state.vectors.damaged(records if sample is None else checkable)
+    report.damaged_vectors = len(damaged)
+    bad |= set(damaged.tolist())
+    checkable = np.setdiff1d(checkable, damaged)  # compared with the graph, they would only look stale
     k = min(3, len(live))
     for start in range(0, len(checkable), _CHUNK):
         labels = checkable[start : start + _CHUNK]
@@ -149,17 +170,13 @@ def _check(state: CollectionState, report: VerifyReport, sample: int | None, see
         report.self_query_misses += int(miss.sum())
         bad |= set(labels[miss].tolist())
     report.examples = _ids(state, sorted(bad)[:MAX_EXAMPLES])
+    return damaged
 
 
 def _sql_vectors(state: CollectionState, labels: np.ndarray) -> np.ndarray:
-    with state.db.reading() as conn:
-        rows = dict(
-            conn.execute(
-                "SELECT label, embedding FROM vectors WHERE label IN (SELECT value FROM json_each(?))",
-                (str(labels.tolist()),),
-            ).fetchall()
-        )
-    return vectors_from_blobs([rows[int(label)] for label in labels], state.dimension)
+    found, vectors = state.vectors.read(labels)
+    row_of = {label: i for i, label in enumerate(found.tolist())}
+    return vectors[[row_of[int(label)] for label in labels]]
 
 
 def _ids(state: CollectionState, labels: list[int]) -> list[str]:

@@ -1,0 +1,170 @@
+"""A collection's vector file: append-only, checksummed slots of full-precision vectors, memory-mapped.
+
+Layout: a 64-byte header (magic, dimension, slot size), then fixed-size slots, each
+``label (int64) | crc32 (uint32) | norm (float32) | vector (float32 x dim)``. A slot is written once
+and never changed; an updated record gets a new slot, a deleted one leaves its slot behind (the
+graph checkpoint may still route through it). The CRC covers the label and the vector bytes; the
+norm lets a cosine graph's unit copy of a vector give back the vector (see ``verify``).
+
+The file holds no commit point of its own: SQLite does (``collections.vector_slots`` and each
+record's ``slot``, committed only after the slots they name are fsynced). So on open the file is
+cut back to the committed count: slots past it were appended by a move whose transaction never
+committed (a crash, a torn write) and nothing refers to them. A file shorter than the committed
+count has lost acknowledged vectors: that is damage, reported, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"RVECF001"
+HEADER_BYTES = 64
+_SLOT_HEADER_BYTES = 16
+
+
+class VectorFileError(Exception):
+    """The vector file is missing, foreign or shorter than the database says: acknowledged vectors are lost."""
+
+
+def slot_dtype(dim: int) -> np.dtype:
+    return np.dtype([("label", "<i8"), ("crc", "<u4"), ("norm", "<f4"), ("vector", "<f4", (dim,))])
+
+
+def checksums(labels: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """CRC32 of each slot's label and vector bytes."""
+    labels = np.ascontiguousarray(labels, dtype="<i8")
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    return np.fromiter(
+        (zlib.crc32(vectors[i].data, zlib.crc32(labels[i : i + 1].data)) for i in range(len(labels))),
+        dtype=np.uint32,
+        count=len(labels),
+    )
+
+
+class VectorFile:
+    """The slots of one collection. Appends are serialised by the caller (the database's write lock);
+    reads may run from any thread, since a slot once committed never changes."""
+
+    def __init__(self, path: Path, dim: int, committed: int):
+        self.path = path
+        self.dim = dim
+        self.dtype = slot_dtype(dim)
+        self._lock = threading.Lock()  # guards the mapping while an append grows it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        exists = path.exists()
+        if not exists and committed:
+            raise VectorFileError(f"vector file {str(path)!r} is missing but the database has {committed} vectors in it")
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not exists or os.fstat(self._fd).st_size == 0:
+                self._write_header()
+            else:
+                self._check_header()
+            on_disk = (os.fstat(self._fd).st_size - HEADER_BYTES) // self.dtype.itemsize
+            if on_disk < committed:
+                raise VectorFileError(
+                    f"vector file {str(path)!r} holds {on_disk} vectors but the database committed {committed}"
+                )
+            # Slots past the committed count (and a torn partial slot) were never acknowledged.
+            os.ftruncate(self._fd, HEADER_BYTES + committed * self.dtype.itemsize)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.count = committed
+        self._slots = self._map()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, labels: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Write the vectors into new slots and fsync them; returns their slot numbers.
+
+        The caller commits the slots (and the new count) to SQLite afterwards, or calls
+        ``truncate(old_count)`` if that transaction fails."""
+        vectors = np.asarray(vectors, dtype="<f4")
+        rows = np.empty(len(labels), dtype=self.dtype)
+        rows["label"] = labels
+        rows["vector"] = vectors
+        rows["norm"] = np.linalg.norm(vectors, axis=1)
+        rows["crc"] = checksums(rows["label"], rows["vector"])
+        first = self.count
+        os.pwrite(self._fd, rows.tobytes(), HEADER_BYTES + first * self.dtype.itemsize)
+        os.fdatasync(self._fd)
+        with self._lock:
+            self.count = first + len(rows)
+            self._slots = self._map()
+        return np.arange(first, first + len(rows), dtype=np.int64)
+
+    def truncate(self, count: int) -> None:
+        """Forget the slots from ``count`` on (an append whose commit failed)."""
+        with self._lock:
+            os.ftruncate(self._fd, HEADER_BYTES + count * self.dtype.itemsize)
+            self.count = count
+            self._slots = self._map()
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, slots: np.ndarray) -> np.ndarray:
+        """The vectors in ``slots`` (a copy, float32, in the order given)."""
+        with self._lock:
+            mapped = self._slots
+        return np.array(mapped["vector"][np.asarray(slots, dtype=np.int64)], dtype=np.float32)
+
+    def entries(self, slots: np.ndarray) -> np.ndarray:
+        """Whole slots (label, crc, norm, vector) as stored, for checks and repairs."""
+        with self._lock:
+            mapped = self._slots
+        return np.array(mapped[np.asarray(slots, dtype=np.int64)])
+
+    def damaged(self, slots: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Which of ``slots`` fail their checksum or name another label than expected."""
+        rows = self.entries(slots)
+        return (rows["crc"] != checksums(rows["label"], rows["vector"])) | (rows["label"] != np.asarray(labels))
+
+    @property
+    def nbytes(self) -> int:
+        return HEADER_BYTES + self.count * self.dtype.itemsize
+
+    def release_pages(self) -> None:
+        """Drop the mapping's pages from this process (they stay in the OS cache): a full scan
+        such as a graph load would otherwise count the whole file in the process's RSS."""
+        with self._lock:
+            mapped = self._slots
+        if mapped.base is not None and isinstance(mapped.base, mmap.mmap):
+            mapped.base.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        with self._lock:
+            self._slots = np.zeros(0, dtype=self.dtype)
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    # ------------------------------------------------------------------ internals
+
+    def _map(self) -> np.ndarray:
+        if self.count == 0:
+            return np.zeros(0, dtype=self.dtype)
+        mapped = mmap.mmap(self._fd, self.nbytes, access=mmap.ACCESS_READ)
+        return np.frombuffer(mapped, dtype=self.dtype, count=self.count, offset=HEADER_BYTES)
+
+    def _write_header(self) -> None:
+        header = MAGIC + np.array([self.dim, self.dtype.itemsize], dtype="<u4").tobytes()
+        os.pwrite(self._fd, header.ljust(HEADER_BYTES, b"\0"), 0)
+        os.fsync(self._fd)
+
+    def _check_header(self) -> None:
+        header = os.pread(self._fd, HEADER_BYTES, 0)
+        dim, slot_bytes = np.frombuffer(header[8:16], dtype="<u4") if len(header) >= 16 else (0, 0)
+        if header[:8] != MAGIC or (dim, slot_bytes) != (self.dim, self.dtype.itemsize):
+            raise VectorFileError(
+                f"{str(self.path)!r} is not a vector file of dimension {self.dim} (damaged header)"
+            )
+
+
+__all__ = ["VectorFile", "VectorFileError", "checksums", "slot_dtype"]

@@ -1,0 +1,201 @@
+"""Where a collection's vectors are: the one place that knows, and the only reader and mover of them.
+
+A write commits its vectors to SQLite's ``vectors`` table with the record (one transaction, one
+fsync: acknowledged means durable). Persistent collections then move them, in batches, into the
+collection's vector file (vector_file.py): append and fsync the slots, then one transaction sets
+each record's ``slot``, deletes the moved rows and raises ``collections.vector_slots``. So every
+vector is stored once at full precision: in the ``vectors`` table while recent (or always, for
+in-memory databases), in the file after. A row in ``vectors`` wins over a slot (an update clears
+the slot, so the two never disagree; the rule just makes that not matter).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from retrieval.store.db import Database
+from retrieval.store.vector_file import VectorFile
+
+VECTOR_DIRNAME = "vectors"  # <persist>/vectors/<collection id>.bin: truth, apart from the index caches
+
+
+def vector_file_path(persist_directory: Path, collection_id: str) -> Path:
+    return persist_directory / VECTOR_DIRNAME / f"{collection_id}.bin"
+# Vectors moved into the file per transaction (bounds the write lock hold: ~32 MB at 512-d).
+MOVE_BATCH = 16_384
+_READ_CHUNK = 8192
+
+
+def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32, copy=False)
+
+
+class CollectionVectors:
+    """The vectors of one collection, read by label; moves recent ones into the file."""
+
+    def __init__(self, db: Database, collection_id: str, dim: int):
+        self.db = db
+        self.collection_id = collection_id
+        self.dim = dim
+        self.file: VectorFile | None = None
+        if db.directory is not None:
+            with db.reading() as conn:
+                committed = conn.execute(
+                    "SELECT vector_slots FROM collections WHERE id = ?", (collection_id,)
+                ).fetchone()
+            path = vector_file_path(db.directory, collection_id)
+            self.file = VectorFile(path, dim, committed[0] if committed else 0)
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, vectors)`` of the given labels' live records, in ascending label order."""
+        labels = np.unique(np.asarray(labels, dtype=np.int64))
+        found, parts = [], []
+        with self.db.reading() as conn:
+            for start in range(0, len(labels), _READ_CHUNK):
+                chunk = labels[start : start + _READ_CHUNK].tolist()
+                rows = conn.execute(
+                    "SELECT r.label, r.slot, v.embedding FROM records r LEFT JOIN vectors v ON v.label = r.label "
+                    f"WHERE r.label IN ({', '.join('?' * len(chunk))}) ORDER BY r.label",
+                    chunk,
+                ).fetchall()
+                if rows:
+                    got, vectors = self._resolve(rows)
+                    found.append(got)
+                    parts.append(vectors)
+        if not found:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        return np.concatenate(found), np.concatenate(parts)
+
+    def pages(self, page: int | None = None, should_stop=lambda: False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(labels, vectors)`` of every record, in label order, a page at a time; each page is read
+        under its own short hold of the database (writers and readers go on in between)."""
+        page, after = page or _READ_CHUNK, -1
+        while not should_stop():
+            with self.db.reading() as conn:
+                rows = conn.execute(
+                    "SELECT r.label, r.slot, v.embedding FROM records r LEFT JOIN vectors v ON v.label = r.label "
+                    "WHERE r.collection_id = ? AND r.label > ? ORDER BY r.label LIMIT ?",
+                    (self.collection_id, after, page),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield self._resolve(rows)
+
+    def slots_of(self, labels: np.ndarray) -> np.ndarray:
+        """Each label's slot in the file, -1 where it has none (a recent vector, or no record)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        slots = np.full(len(labels), -1, dtype=np.int64)
+        if self.file is None or not len(labels):
+            return slots
+        order = np.argsort(labels)
+        sorted_labels = labels[order]
+        known_labels, known_slots = [], []
+        with self.db.reading() as conn:
+            for start in range(0, len(sorted_labels), _READ_CHUNK):
+                chunk = sorted_labels[start : start + _READ_CHUNK].tolist()
+                rows = conn.execute(
+                    f"SELECT r.label, r.slot FROM records r WHERE r.label IN ({', '.join('?' * len(chunk))}) "
+                    "AND r.slot IS NOT NULL AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.label = r.label)",
+                    chunk,
+                ).fetchall()
+                known_labels += [r[0] for r in rows]
+                known_slots += [r[1] for r in rows]
+        if known_labels:
+            at = np.searchsorted(sorted_labels, np.asarray(known_labels, dtype=np.int64))
+            slots[order[at]] = known_slots
+        return slots
+
+    def damaged(self, labels: np.ndarray) -> np.ndarray:
+        """Which of ``labels`` have a vector-file slot that fails its checksum."""
+        labels = np.asarray(labels, dtype=np.int64)
+        slots = self.slots_of(labels)
+        in_file = slots >= 0
+        if not in_file.any():
+            return np.zeros(0, np.int64)
+        bad = self.file.damaged(slots[in_file], labels[in_file])
+        return labels[in_file][bad]
+
+    def norms(self, labels: np.ndarray) -> np.ndarray:
+        """The norms stored with the labels' slots (what a cosine graph's unit copy was scaled by)."""
+        return self.file.entries(self.slots_of(labels))["norm"].astype(np.float32)
+
+    def replace(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Store these vectors for the labels as recent ones (a repair): they move into the file again."""
+        blobs = np.asarray(vectors, dtype="<f4")
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO vectors (label, embedding) VALUES (?, ?)",
+                [(int(label), blobs[i].tobytes()) for i, label in enumerate(labels)],
+            )
+            conn.executemany("UPDATE records SET slot = NULL WHERE label = ?", [(int(label),) for label in labels])
+
+    def read_slots(self, slots: np.ndarray) -> np.ndarray:
+        """The vectors in the given slots of the file (a checkpoint's, graph_file.py)."""
+        return self.file.read(slots)
+
+    def _resolve(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``(label, slot, embedding blob or None)`` as labels and a matrix, in row order."""
+        labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        in_sql = [i for i, r in enumerate(rows) if r[2] is not None]
+        if in_sql:
+            out[in_sql] = vectors_from_blobs([rows[i][2] for i in in_sql], self.dim)
+        if len(in_sql) < len(rows):
+            in_file = [i for i, r in enumerate(rows) if r[2] is None]
+            out[in_file] = self.file.read(np.fromiter((rows[i][1] for i in in_file), dtype=np.int64, count=len(in_file)))
+        return labels, out
+
+    # ------------------------------------------------------------------ moving into the file
+
+    def move_to_file(self, limit: int = MOVE_BATCH) -> int:
+        """Move up to ``limit`` of the collection's recent vectors from SQLite into the file; returns
+        how many moved (0 for in-memory databases). Holds the database's write lock throughout."""
+        if self.file is None:
+            return 0
+        appended_from = None
+        try:
+            with self.db.transaction() as conn:
+                # The vectors table holds only recent vectors: drive the join from it.
+                rows = conn.execute(
+                    "SELECT v.label, v.embedding FROM vectors v CROSS JOIN records r ON r.label = v.label "
+                    "WHERE r.collection_id = ? ORDER BY v.label LIMIT ?",
+                    (self.collection_id, limit),
+                ).fetchall()
+                if not rows:
+                    return 0
+                labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                appended_from = self.file.count
+                slots = self.file.append(labels, vectors_from_blobs([r[1] for r in rows], self.dim))
+                conn.executemany("UPDATE records SET slot = ? WHERE label = ?", zip(slots.tolist(), labels.tolist()))
+                conn.executemany("DELETE FROM vectors WHERE label = ?", ((label,) for label in labels.tolist()))
+                conn.execute("UPDATE collections SET vector_slots = ? WHERE id = ?", (self.file.count, self.collection_id))
+        except BaseException:
+            if appended_from is not None:  # the slots were never committed: nothing may refer to them
+                self.file.truncate(appended_from)
+            raise
+        return len(rows)
+
+    def unmoved(self) -> int:
+        """How many of the collection's vectors are still in SQLite (0 for in-memory databases)."""
+        if self.file is None:
+            return 0
+        with self.db.reading() as conn:
+            return conn.execute(
+                "SELECT COUNT(*) FROM vectors v CROSS JOIN records r ON r.label = v.label WHERE r.collection_id = ?",
+                (self.collection_id,),
+            ).fetchone()[0]
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+__all__ = ["MOVE_BATCH", "CollectionVectors", "vector_file_path", "vectors_from_blobs"]

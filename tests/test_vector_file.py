@@ -1,0 +1,237 @@
+"""Each vector is stored once: recent ones in SQLite, the rest in the collection's vector file.
+
+Covers where vectors live (vector_store.py), the file's crash and damage story (vector_file.py),
+checkpoints that leave the vectors out (graph_file.py), and databases written before the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import retrieval
+from retrieval.store import reads, vector_store
+from retrieval.store.hnsw import INDEX_FILENAME
+from retrieval.store.vector_file import HEADER_BYTES, VectorFileError, slot_dtype
+from retrieval.store.vector_store import vector_file_path
+
+DIM = 128
+N = 300
+
+
+@pytest.fixture(autouse=True)
+def _small_batches(monkeypatch):
+    monkeypatch.setattr(vector_store, "MOVE_BATCH", 64)
+    monkeypatch.setattr("retrieval.store.collection_state.MOVE_BATCH", 64)
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)  # queries go through the graph
+
+
+def _vectors(n=N, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def _sql(path: Path, query: str, *args):
+    with sqlite3.connect(path / "retrieval.sqlite3") as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _filled(path: Path, space="l2"):
+    vectors = _vectors()
+    with retrieval.PersistentClient(path=str(path)) as client:
+        col = client.create_collection("col", configuration={"hnsw": {"space": space}})
+        col.add(ids=[str(i) for i in range(N)], embeddings=vectors, metadatas=[{"i": i} for i in range(N)])
+        client._backend.engine.flush()  # index, move and checkpoint everything
+        return col.id, vectors
+
+
+def _finds_all(col, vectors) -> bool:
+    got = col.query(query_embeddings=vectors, n_results=1, include=[])
+    return got["ids"] == [[str(i)] for i in range(len(vectors))]
+
+
+def test_vectors_move_into_the_file_and_read_back_exactly(tmp_path):
+    collection_id, vectors = _filled(tmp_path)
+    assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(0,)]
+    assert _sql(tmp_path, "SELECT COUNT(*) FROM records WHERE slot IS NULL") == [(0,)]
+    assert _sql(tmp_path, "SELECT vector_slots FROM collections WHERE id = ?", collection_id) == [(N,)]
+    size = vector_file_path(tmp_path, collection_id).stat().st_size
+    assert size == HEADER_BYTES + N * slot_dtype(DIM).itemsize
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        got = col.get(ids=["7", "3"], include=["embeddings"])
+        np.testing.assert_array_equal(got["embeddings"], vectors[[7, 3]])
+        assert _finds_all(col, vectors)
+
+
+def test_checkpoint_leaves_the_vectors_to_the_file(tmp_path):
+    collection_id, vectors = _filled(tmp_path)
+    index_bytes = (tmp_path / collection_id / INDEX_FILENAME).stat().st_size
+    assert index_bytes < vectors.nbytes / 2  # links and labels only: the vectors are in the file once
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        assert _finds_all(col, vectors)
+        got = col.query(query_embeddings=vectors[:5], n_results=1, include=["distances"])
+        assert np.allclose(got["distances"], 0.0)
+
+
+@pytest.mark.parametrize("space", ["cosine", "ip"])
+def test_stripped_checkpoint_in_other_spaces(tmp_path, space):
+    _, vectors = _filled(tmp_path, space)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        assert _finds_all(client.get_collection("col"), vectors)
+
+
+def test_updates_and_deletes_after_the_move(tmp_path):
+    _, vectors = _filled(tmp_path)
+    fresh = _vectors(3, seed=9)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        col.update(ids=["1", "2", "3"], embeddings=fresh)
+        col.delete(ids=["4"])
+        np.testing.assert_array_equal(col.get(ids=["1", "2", "3"], include=["embeddings"])["embeddings"], fresh)
+        client._backend.engine.flush()
+    assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(0,)]
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        np.testing.assert_array_equal(col.get(ids=["1", "2", "3"], include=["embeddings"])["embeddings"], fresh)
+        assert col.get(ids=["4"])["ids"] == []
+        assert col.query(query_embeddings=fresh[:1], n_results=1, include=[])["ids"] == [["1"]]
+        assert col.count() == N - 1
+
+
+def test_recent_writes_stay_in_sqlite_until_moved_and_are_found(tmp_path):
+    _, vectors = _filled(tmp_path)
+    extra = _vectors(5, seed=3)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        client._backend.engine.stop_background()  # nothing moves them now
+        col.add(ids=[f"x{i}" for i in range(5)], embeddings=extra)
+        assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(5,)]
+        got = col.get(ids=["x2", "5"], include=["embeddings"])
+        np.testing.assert_array_equal(got["embeddings"], np.stack([extra[2], vectors[5]]))
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        assert col.query(query_embeddings=extra[4:5], n_results=1, include=[])["ids"] == [["x4"]]
+
+
+def test_a_move_whose_commit_fails_leaves_nothing_behind(tmp_path, monkeypatch):
+    collection_id, vectors = _filled(tmp_path)
+    extra = _vectors(100, seed=4)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        client._backend.engine.stop_background()
+        state = client._backend.engine.state(col._record)
+        real_append = state.vectors.file.append
+
+        def append_then_fail(labels, batch):
+            real_append(labels, batch)
+            raise OSError("disk full (simulated)")
+
+        monkeypatch.setattr(state.vectors.file, "append", append_then_fail)
+        col.add(ids=[f"x{i}" for i in range(100)], embeddings=extra)  # the writer's move fails: the add does not
+        assert state.vectors.file.count == N  # the appended slots were cut off again
+        monkeypatch.undo()
+        np.testing.assert_array_equal(col.get(ids=["x7"], include=["embeddings"])["embeddings"], extra[7:8])
+    assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(100,)]
+    assert vector_file_path(tmp_path, collection_id).stat().st_size == HEADER_BYTES + N * slot_dtype(DIM).itemsize
+
+
+def test_uncommitted_and_torn_slots_are_cut_off_on_open(tmp_path):
+    """A crash after appending slots and before their commit leaves them (maybe torn) past the
+    committed count: nothing refers to them, and opening cuts them off."""
+    collection_id, vectors = _filled(tmp_path)
+    path = vector_file_path(tmp_path, collection_id)
+    with open(path, "ab") as f:
+        f.write(b"\x7f" * (slot_dtype(DIM).itemsize * 2 + 100))
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        assert _finds_all(col, vectors)
+        col.add(ids=["new"], embeddings=_vectors(1, seed=5))
+        client._backend.engine.flush()
+        (report,) = client.verify(sample=None)
+        assert report.ok, str(report)
+    assert path.stat().st_size == HEADER_BYTES + (N + 1) * slot_dtype(DIM).itemsize
+
+
+def test_a_short_or_missing_vector_file_is_reported_not_ignored(tmp_path):
+    collection_id, _ = _filled(tmp_path)
+    path = vector_file_path(tmp_path, collection_id)
+    with open(path, "r+b") as f:
+        f.truncate(HEADER_BYTES + 10 * slot_dtype(DIM).itemsize)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        with pytest.raises(VectorFileError, match="holds 10 vectors but the database committed 300"):
+            client.get_collection("col").get(ids=["1"], include=["embeddings"])
+        (report,) = client.verify(sample=None)
+        assert not report.ok and "holds 10 vectors" in report.vector_file_problem
+    path.unlink()
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        (report,) = client.verify(sample=None)
+        assert "missing" in report.vector_file_problem
+
+
+@pytest.mark.parametrize("space", ["l2", "cosine"])
+def test_a_damaged_slot_is_found_by_verify_and_repaired_from_the_graph(tmp_path, space):
+    collection_id, vectors = _filled(tmp_path, space)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        assert _finds_all(col, vectors)  # the graph is loaded: it holds its own copy of each vector
+        (label,) = _sql(tmp_path, "SELECT label FROM records WHERE id = '42'")[0]
+        (slot,) = _sql(tmp_path, "SELECT slot FROM records WHERE id = '42'")[0]
+        offset = HEADER_BYTES + slot * slot_dtype(DIM).itemsize + 16 + 4 * 3
+        with open(vector_file_path(tmp_path, collection_id), "r+b") as f:  # bit rot in one float
+            f.seek(offset)
+            byte = f.read(1)
+            f.seek(offset)
+            f.write(bytes([byte[0] ^ 0x40]))
+        (report,) = client.verify(sample=None)
+        assert report.damaged_vectors == 1 and report.examples == ["42"]
+        (report,) = client.verify(repair=True, sample=None)
+        assert report.repaired and report.problems_after_repair == 0, str(report)
+        got = col.get(ids=["42"], include=["embeddings"])["embeddings"][0]
+        np.testing.assert_allclose(got, vectors[42], rtol=1e-5, atol=1e-6)
+
+
+def test_a_version_1_database_upgrades_and_moves_its_vectors(tmp_path, monkeypatch):
+    """Version 1 kept every vector in SQLite: it opens, reads, and moves them once written to."""
+    monkeypatch.setattr("retrieval.store.collection_state.MOVE_BATCH", 10**9)
+    vectors = _vectors()
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        client._backend.engine.stop_background()
+        col = client.create_collection("col", configuration={"hnsw": {"space": "l2"}})
+        col.add(ids=[str(i) for i in range(N)], embeddings=vectors)
+    with sqlite3.connect(tmp_path / "retrieval.sqlite3") as conn:  # back to version 1's shape
+        assert conn.execute("SELECT COUNT(*) FROM vectors").fetchone() == (N,)
+        conn.execute("ALTER TABLE records DROP COLUMN slot")
+        conn.execute("ALTER TABLE collections DROP COLUMN vector_slots")
+        conn.execute("UPDATE schema_info SET value = '1' WHERE key = 'version'")
+    for p in (tmp_path / "vectors").glob("*"):
+        p.unlink()
+    monkeypatch.undo()
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        np.testing.assert_array_equal(col.get(ids=["9"], include=["embeddings"])["embeddings"], vectors[9:10])
+        col.add(ids=["new"], embeddings=_vectors(1, seed=8))
+        client._backend.engine.flush()
+    assert _sql(tmp_path, "SELECT value FROM schema_info WHERE key = 'version'") == [("2",)]
+    assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(0,)]
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        assert _finds_all(client.get_collection("col"), vectors)
+
+
+def test_deleting_a_collection_removes_its_vector_file(tmp_path):
+    collection_id, _ = _filled(tmp_path)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        client.delete_collection("col")
+    assert not vector_file_path(tmp_path, collection_id).exists()
+
+
+def test_in_memory_clients_keep_vectors_in_sqlite():
+    client = retrieval.EphemeralClient()
+    col = client.create_collection("col")
+    vectors = _vectors(100)
+    col.add(ids=[str(i) for i in range(100)], embeddings=vectors)
+    np.testing.assert_array_equal(col.get(ids=["5"], include=["embeddings"])["embeddings"], vectors[5:6])
+    assert _finds_all(col, vectors)
