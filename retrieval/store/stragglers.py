@@ -1,0 +1,192 @@
+"""The graph's stragglers, searched next to every HNSW query at a cost that grows slowly with their number.
+
+Stragglers are the elements a search for their own vector does not reach in the graph (hnsw.py
+explains why they exist). Every search must also look at them, or those records are lost to
+queries. Scanning them all costs O(stragglers) per query, and their share grows with the graph:
+on the scale benchmark's clustered 512-d vectors (M 16, ef 100) 10 of 100k (0.01%), 1,640 of 300k
+(0.55%), so at a million the scan was the larger part of a query.
+
+So once there are more than ``LISTS_MIN_ROWS``, they are also grouped into a small inverted file:
+``sqrt(count)`` centres drawn from the stragglers themselves, each straggler listed under its
+nearest centre (the same distance the search uses), the lists stored contiguously. A query scans
+the centres, then only the lists of its ``PROBES`` nearest ones: ~3 sqrt(count) rows instead of all.
+A straggler queried with its own vector is still always found: its nearest centre is the one it is
+listed under (the same computation), so its own list is probed first. Stragglers whose vector
+changes or that are added after the lists were built sit in a small exact tail until the lists are
+rebuilt (when that tail or the removals since the build pass ``REBUILD_FRACTION`` of the count).
+Filtered searches scan exactly the stragglers that pass the filter (filters are usually selective).
+
+A second HNSW graph over the stragglers was the other candidate: it costs ~10,000x more to build
+(hnswlib inserts ~3,000 512-d vectors/s on two cores; the lists are one matrix product) and it has
+stragglers of its own, so findability would again need an exact fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from retrieval.store.vectors import VectorMatrix, distances, exact_l2, prepare, top_k
+
+# Below this many stragglers one exact scan costs about what probing lists does (measured on 512-d:
+# 1,640 rows 0.18 ms exact, 0.13 ms lists; 4,096 rows 0.43 ms, 0.16 ms; 50,000 rows 5.4 ms, 0.32 ms).
+LISTS_MIN_ROWS = 2048
+# Lists a query scans. Each holds ~sqrt(count) stragglers; 8 of them find nearly every straggler
+# among a query's true neighbours on clustered data (tests/test_stragglers.py measures it).
+PROBES = 8
+# Rebuild the lists once the exact tail plus the removals since the last build reach this share.
+REBUILD_FRACTION = 0.1
+# Rows whose distances to the centres are held at once while the lists are built.
+_ASSIGN_CHUNK = 8192
+
+
+class Stragglers:
+    """The straggler labels and their current vectors, searchable exactly or through lists."""
+
+    def __init__(self, dim: int, space: str):
+        self.dim = dim
+        self.space = space
+        self._all = VectorMatrix(dim, space)  # every straggler's current vector: what exact scans read
+        self._lists: InvertedLists | None = None
+        self._tail = VectorMatrix(dim, space)  # changed or added since the lists were built
+
+    @property
+    def count(self) -> int:
+        return self._all.count
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._all.labels
+
+    @property
+    def indexed(self) -> bool:
+        """Whether searches probe lists (True) or scan every straggler (False)."""
+        return self._lists is not None
+
+    def has(self, labels: np.ndarray) -> np.ndarray:
+        return self._all.has(labels)
+
+    def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if not len(labels):
+            return
+        self._all.upsert(labels, vectors)
+        if self._lists is not None:
+            self._lists.drop(labels)  # an older vector of these labels may be listed
+            self._tail.upsert(labels, vectors)
+        self._reorganise()
+
+    def remove(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if not len(labels) or not self._all.has(labels).any():
+            return
+        self._all.remove(labels)
+        if self._lists is not None:
+            self._lists.drop(labels)
+            self._tail.remove(labels)
+        self._reorganise()
+
+    def search(
+        self, queries: np.ndarray, k: int, filter_fn: Callable[[int], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k stragglers per query, ``(labels, distances)``; rows may be padded with label -1 at
+        distance inf when fewer than k were looked at."""
+        if filter_fn is not None:
+            rows = self._all.rows_for(np.asarray([x for x in self._all.labels.tolist() if filter_fn(x)], dtype=np.int64))
+            return self._all.search(queries, k, rows)
+        if self._lists is None:
+            return self._all.search(queries, k)
+        labels, dist = self._lists.search(queries, k)
+        if self._tail.count:
+            tail_labels, tail_dist = self._tail.search(queries, k)
+            labels, dist = np.concatenate([labels, tail_labels], axis=1), np.concatenate([dist, tail_dist], axis=1)
+            keep, dist = top_k(dist, k)
+            labels = np.take_along_axis(labels, keep, axis=1)
+        return labels, dist
+
+    def _reorganise(self) -> None:
+        """Build the lists when there are enough stragglers, rebuild them when enough has changed."""
+        if self.count < LISTS_MIN_ROWS:
+            self._lists = None
+            self._tail = VectorMatrix(self.dim, self.space)
+            return
+        if self._lists is None or self._tail.count + self._lists.dropped > REBUILD_FRACTION * self.count:
+            self._lists = InvertedLists.build(self._all, self.space)
+            self._tail = VectorMatrix(self.dim, self.space)
+
+
+class InvertedLists:
+    """An immutable grouping of prepared vectors under their nearest centre; labels can be dropped."""
+
+    def __init__(self, space: str, centres: np.ndarray, vectors: np.ndarray, labels: np.ndarray, offsets: np.ndarray):
+        self.space = space
+        self.centres = centres
+        self.centre_norms = np.einsum("ij,ij->i", centres, centres)
+        self.vectors = vectors  # rows grouped by list: list i is rows offsets[i]:offsets[i + 1]
+        self.sq_norms = np.einsum("ij,ij->i", vectors, vectors)
+        self.labels = labels
+        self.alive = np.ones(len(labels), dtype=bool)
+        self.dropped = 0
+        self.offsets = offsets
+        self._sorted = np.argsort(labels, kind="stable")  # positions by label, for drop()
+
+    @classmethod
+    def build(cls, matrix: VectorMatrix, space: str) -> InvertedLists:
+        """Lists over every row of ``matrix``; centres are a seeded sample of its rows (no k-means:
+        one assignment pass keeps the build at one matrix product)."""
+        vectors = matrix.raw_rows(np.arange(matrix.count))  # already prepared for the space
+        labels = matrix.labels.copy()
+        n_lists = max(1, int(math.sqrt(len(labels))))
+        rng = np.random.default_rng(len(labels))
+        # Distinct centres: equal ones would tie for a vector, and it could probe the wrong one.
+        centres = np.unique(vectors[rng.choice(len(labels), size=n_lists, replace=False)], axis=0)
+        n_lists = len(centres)
+        centre_norms = np.einsum("ij,ij->i", centres, centres)
+        assigned = np.concatenate([
+            _nearest_centres(vectors[lo : lo + _ASSIGN_CHUNK], centres, centre_norms, space, 1)[:, 0]
+            for lo in range(0, len(vectors), _ASSIGN_CHUNK)
+        ])
+        order = np.argsort(assigned, kind="stable")
+        offsets = np.searchsorted(assigned[order], np.arange(n_lists + 1))
+        return cls(space, centres, vectors[order], labels[order], offsets)
+
+    def drop(self, labels: np.ndarray) -> None:
+        """Stop returning ``labels`` (those not listed are ignored)."""
+        where = np.searchsorted(self.labels, labels, sorter=self._sorted)
+        where = np.minimum(where, len(self.labels) - 1)
+        positions = self._sorted[where]
+        positions = positions[(self.labels[positions] == labels) & self.alive[positions]]
+        self.alive[positions] = False
+        self.dropped += len(positions)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = prepare(queries, self.space)
+        probes = _nearest_centres(queries, self.centres, self.centre_norms, self.space, PROBES)
+        out_labels = np.full((len(queries), k), -1, dtype=np.int64)
+        out_dist = np.full((len(queries), k), np.inf, dtype=np.float32)
+        for i, query in enumerate(queries[:, None, :]):
+            # Each list is a contiguous slice: distances straight from views, no gathered copy.
+            spans = [(self.offsets[p], self.offsets[p + 1]) for p in probes[i]]
+            rows = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
+            dist = np.concatenate([distances(query, self.vectors[lo:hi], self.space, self.sq_norms[lo:hi]) for lo, hi in spans], axis=1)
+            if self.dropped:
+                dist[:, ~self.alive[rows]] = np.inf
+            idx, dist = top_k(dist, k)
+            if self.space == "l2":
+                idx, dist = exact_l2(query, self.vectors, rows[idx], dist)
+            else:
+                idx = rows[idx]
+            found = np.isfinite(dist[0])
+            out_labels[i, : found.sum()] = self.labels[idx[0][found]]
+            out_dist[i, : found.sum()] = dist[0][found]
+        return out_labels, out_dist
+
+
+def _nearest_centres(vectors: np.ndarray, centres: np.ndarray, centre_norms: np.ndarray, space: str, n: int) -> np.ndarray:
+    """Indices of each vector's ``n`` nearest centres, nearest first (the one place lists are chosen,
+    so a straggler's own vector always probes the list it was put in)."""
+    n = min(n, len(centres))
+    idx, _ = top_k(distances(vectors, centres, space, centre_norms), n)
+    return idx
