@@ -141,3 +141,21 @@ def test_documented_high_recall_setting_reaches_its_recall_on_clustered_data(mon
     assert _recall_at_10({"ef_search": 400}, x, q) >= 0.95
     assert _recall_at_10({}, x, q) >= 0.8  # the defaults (ef_search 100, max_neighbors 16)
     assert _recall_at_10({"ef_search": 10, "max_neighbors": 4}, x, q) < 0.95
+
+
+def test_listed_stragglers_come_back_with_a_reopened_checkpoint(tmp_path, monkeypatch):
+    """The checkpoint keeps straggler labels only (its format is unchanged); a reopen lists them again."""
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
+    monkeypatch.setattr(stragglers, "LISTS_MIN_ROWS", 8)
+    vectors = np.random.default_rng(4).standard_normal((6000, 64)).astype(np.float32)
+    ids = [str(i) for i in range(len(vectors))]
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("kept", configuration={"hnsw": {"space": "l2"}})
+        col.add(ids=ids, embeddings=vectors)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("kept")
+        index = client._backend.engine.state(col._record).index()
+        assert index.stragglers.count >= 8 and index.stragglers.indexed
+        res = col.query(query_embeddings=vectors, n_results=2, include=["distances"])
+        assert [r[0] for r in res["ids"]] == ids
+        assert all(d[0] == 0.0 for d in res["distances"])
