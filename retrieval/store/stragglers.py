@@ -187,6 +187,8 @@ class InvertedLists:
 def _nearest_centres(vectors: np.ndarray, centres: np.ndarray, centre_norms: np.ndarray, space: str, n: int) -> np.ndarray:
     """Indices of each vector's ``n`` nearest centres, nearest first (the one place lists are chosen,
     so a straggler's own vector always probes the list it was put in)."""
-    n = min(n, len(centres))
-    idx, _ = top_k(distances(vectors, centres, space, centre_norms), n)
+    dist = distances(vectors, centres, space, centre_norms)
+    if n == 1:  # building: argmin is a third cheaper than a partition
+        return np.argmin(dist, axis=1)[:, None]
+    idx, _ = top_k(dist, min(n, len(centres)))
     return idx
