@@ -71,6 +71,21 @@ def test_lists_follow_changes_and_removals(listed):
     assert found.count == 2000 - 1 + 1 + 300
 
 
+def test_filtered_search_of_lists_returns_only_what_passes(listed):
+    x = np.random.default_rng(6).standard_normal((2000, DIM)).astype(np.float32)
+    labels = np.arange(2000, dtype=np.int64)
+    found = Stragglers(DIM, "l2")
+    found.upsert(labels, x)
+    found.upsert(np.asarray([1]), x[1:2] + 1)  # one in the exact tail too
+    x[1] += 1
+    odd = lambda label: label % 2 == 1  # noqa: E731
+    got, dist = found.search(x, 3, odd)
+    finite = np.isfinite(dist)
+    assert (got[finite] % 2 == 1).all() and (got[~finite] == -1).all()
+    assert (got[1::2, 0] == labels[1::2]).all()  # each passing straggler by its own vector
+    assert not (got[0::2, 0] == labels[0::2]).any()
+
+
 def test_lists_give_way_to_a_scan_when_few_remain(listed):
     x = np.random.default_rng(3).standard_normal((100, DIM)).astype(np.float32)
     found = Stragglers(DIM, "cosine")

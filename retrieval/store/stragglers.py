@@ -2,23 +2,25 @@
 
 Stragglers are the elements a search for their own vector does not reach in the graph (hnsw.py
 explains why they exist). Every search must also look at them, or those records are lost to
-queries. Scanning them all costs O(stragglers) per query, and their share grows with the graph:
-on the scale benchmark's clustered 512-d vectors (M 16, ef 100) 10 of 100k (0.01%), 1,640 of 300k
-(0.55%), so at a million the scan was the larger part of a query.
+queries. Scanning them all costs O(stragglers) per query, and their number grows faster than the
+graph: on the scale benchmark's clustered 512-d vectors at its 1M density (1,000 per cluster; M 16,
+ef 100) 315 of 100k and 3,387 of 300k were stragglers, so ~46,000 are expected at 1M, whose exact
+scan (5.5 ms a query) would cost 5x the rest of the query.
 
-So once there are more than ``LISTS_MIN_ROWS``, they are also grouped into a small inverted file:
+So once there are ``LISTS_MIN_ROWS``, they are also grouped into a small inverted file:
 ``sqrt(count)`` centres drawn from the stragglers themselves, each straggler listed under its
-nearest centre (the same distance the search uses), the lists stored contiguously. A query scans
-the centres, then only the lists of its ``PROBES`` nearest ones: ~3 sqrt(count) rows instead of all.
-A straggler queried with its own vector is still always found: its nearest centre is the one it is
-listed under (the same computation), so its own list is probed first. Stragglers whose vector
-changes or that are added after the lists were built sit in a small exact tail until the lists are
-rebuilt (when that tail or the removals since the build pass ``REBUILD_FRACTION`` of the count).
-Filtered searches scan exactly the stragglers that pass the filter (filters are usually selective).
+nearest centre, the lists stored contiguously. A query scans the centres, then only the lists of
+its ``PROBES`` nearest centres: ~9 sqrt(count) rows instead of count (1,900 of 46,000). A straggler
+queried with its own vector is still always found: the centre it is listed under is its nearest
+(the same distance function chooses both; equal centres are removed, so only rounding could reorder
+it, and then among the ``PROBES`` nearest). Stragglers whose vector changes or that are added after
+the lists were built sit in a small exact tail until the lists are rebuilt (when that tail or the
+removals since the build pass ``REBUILD_FRACTION`` of the count). A filtered search calls the filter
+only on the rows it probes.
 
-A second HNSW graph over the stragglers was the other candidate: it costs ~10,000x more to build
-(hnswlib inserts ~3,000 512-d vectors/s on two cores; the lists are one matrix product) and it has
-stragglers of its own, so findability would again need an exact fallback.
+A second HNSW graph over the stragglers was the other candidate: it costs ~50x more to build
+(hnswlib inserts ~3,000 512-d vectors/s on two cores; the lists take one matrix product, 0.3 s for
+50,000) and it has stragglers of its own, so findability would again need an exact fallback.
 """
 
 from __future__ import annotations
@@ -93,14 +95,11 @@ class Stragglers:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k stragglers per query, ``(labels, distances)``; rows may be padded with label -1 at
         distance inf when fewer than k were looked at."""
-        if filter_fn is not None:
-            rows = self._all.rows_for(np.asarray([x for x in self._all.labels.tolist() if filter_fn(x)], dtype=np.int64))
-            return self._all.search(queries, k, rows)
         if self._lists is None:
-            return self._all.search(queries, k)
-        labels, dist = self._lists.search(queries, k)
+            return _scan(self._all, queries, k, filter_fn)
+        labels, dist = self._lists.search(queries, k, filter_fn)
         if self._tail.count:
-            tail_labels, tail_dist = self._tail.search(queries, k)
+            tail_labels, tail_dist = _scan(self._tail, queries, k, filter_fn)
             labels, dist = np.concatenate([labels, tail_labels], axis=1), np.concatenate([dist, tail_dist], axis=1)
             keep, dist = top_k(dist, k)
             labels = np.take_along_axis(labels, keep, axis=1)
@@ -161,7 +160,7 @@ class InvertedLists:
         self.alive[positions] = False
         self.dropped += len(positions)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, filter_fn: Callable[[int], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = prepare(queries, self.space)
         probes = _nearest_centres(queries, self.centres, self.centre_norms, self.space, PROBES)
         out_labels = np.full((len(queries), k), -1, dtype=np.int64)
@@ -173,6 +172,9 @@ class InvertedLists:
             dist = np.concatenate([distances(query, self.vectors[lo:hi], self.space, self.sq_norms[lo:hi]) for lo, hi in spans], axis=1)
             if self.dropped:
                 dist[:, ~self.alive[rows]] = np.inf
+            if filter_fn is not None:
+                passes = np.fromiter(map(filter_fn, self.labels[rows].tolist()), dtype=bool, count=len(rows))
+                dist[:, ~passes] = np.inf
             idx, dist = top_k(dist, k)
             if self.space == "l2":
                 idx, dist = exact_l2(query, self.vectors, rows[idx], dist)
@@ -192,3 +194,11 @@ def _nearest_centres(vectors: np.ndarray, centres: np.ndarray, centre_norms: np.
         return np.argmin(dist, axis=1)[:, None]
     idx, _ = top_k(dist, min(n, len(centres)))
     return idx
+
+
+def _scan(matrix: VectorMatrix, queries: np.ndarray, k: int, filter_fn: Callable[[int], bool] | None):
+    """Exact top-k over ``matrix``, or over its rows whose labels pass ``filter_fn``."""
+    if filter_fn is None:
+        return matrix.search(queries, k)
+    passing = np.asarray([label for label in matrix.labels.tolist() if filter_fn(label)], dtype=np.int64)
+    return matrix.search(queries, k, matrix.rows_for(passing))
