@@ -65,10 +65,13 @@ def test_lists_follow_changes_and_removals(listed):
     # Enough changes rebuild the lists; every straggler is still found by its own vector.
     fresh = rng.standard_normal((300, DIM)).astype(np.float32)
     found.upsert(np.arange(6000, 6300), fresh)
-    assert found._lists is not lists and found._tail.count == 0
+    assert found._lists is not lists and found._loose.count == 0
     got, _ = found.search(fresh, 1)
     assert (got[:, 0] == np.arange(6000, 6300)).all()
     assert found.count == 2000 - 1 + 1 + 300
+    expected = set(range(2000)) - {1} | {5000} | set(range(6000, 6300))
+    assert sorted(found.labels.tolist()) == sorted(expected)
+    assert found.has(np.asarray([0, 1, 5000, 6299, 7000])).tolist() == [True, False, True, True, False]
 
 
 def test_filtered_search_of_lists_returns_only_what_passes(listed):
@@ -92,7 +95,7 @@ def test_lists_give_way_to_a_scan_when_few_remain(listed):
     found.upsert(np.arange(100), x)
     assert found.indexed
     found.remove(np.arange(50))
-    assert not found.indexed
+    assert not found.indexed and sorted(found.labels.tolist()) == list(range(50, 100))
     assert (found.search(x[50:], 1)[0][:, 0] == np.arange(50, 100)).all()
 
 

@@ -14,9 +14,9 @@ its ``PROBES`` nearest centres: ~9 sqrt(count) rows instead of count (1,900 of 4
 queried with its own vector is still always found: the centre it is listed under is its nearest
 (the same distance function chooses both; equal centres are removed, so only rounding could reorder
 it, and then among the ``PROBES`` nearest). Stragglers whose vector changes or that are added after
-the lists were built sit in a small exact tail until the lists are rebuilt (when that tail or the
-removals since the build pass ``REBUILD_FRACTION`` of the count). A filtered search calls the filter
-only on the rows it probes.
+the lists were built are scanned exactly until the lists are rebuilt (when they or the removals since
+the build pass ``REBUILD_FRACTION`` of the count); each vector is held once, in the lists or out of
+them. A filtered search calls the filter only on the rows it probes.
 
 A second HNSW graph over the stragglers was the other candidate: it costs ~50x more to build
 (hnswlib inserts ~3,000 512-d vectors/s on two cores; the lists take one matrix product, 0.3 s for
@@ -45,22 +45,27 @@ _ASSIGN_CHUNK = 8192
 
 
 class Stragglers:
-    """The straggler labels and their current vectors, searchable exactly or through lists."""
+    """The straggler labels and their current vectors, searchable exactly or through lists.
+
+    Each straggler's vector is held once: in the lists, or in ``_loose`` (every straggler while
+    there are few; those changed or added since the lists were built otherwise).
+    """
 
     def __init__(self, dim: int, space: str):
         self.dim = dim
         self.space = space
-        self._all = VectorMatrix(dim, space)  # every straggler's current vector: what exact scans read
         self._lists: InvertedLists | None = None
-        self._tail = VectorMatrix(dim, space)  # changed or added since the lists were built
+        self._loose = VectorMatrix(dim, space)  # searched by an exact scan
 
     @property
     def count(self) -> int:
-        return self._all.count
+        return self._loose.count + (self._lists.live_count if self._lists is not None else 0)
 
     @property
     def labels(self) -> np.ndarray:
-        return self._all.labels
+        if self._lists is None:
+            return self._loose.labels
+        return np.concatenate([self._lists.live()[0], self._loose.labels])
 
     @property
     def indexed(self) -> bool:
@@ -68,26 +73,27 @@ class Stragglers:
         return self._lists is not None
 
     def has(self, labels: np.ndarray) -> np.ndarray:
-        return self._all.has(labels)
+        found = self._loose.has(labels)
+        if self._lists is not None:
+            found |= self._lists.has(labels)
+        return found
 
     def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if not len(labels):
             return
-        self._all.upsert(labels, vectors)
         if self._lists is not None:
             self._lists.drop(labels)  # an older vector of these labels may be listed
-            self._tail.upsert(labels, vectors)
+        self._loose.upsert(labels, vectors)
         self._reorganise()
 
     def remove(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
-        if not len(labels) or not self._all.has(labels).any():
+        if not len(labels) or not self.has(labels).any():
             return
-        self._all.remove(labels)
         if self._lists is not None:
             self._lists.drop(labels)
-            self._tail.remove(labels)
+        self._loose.remove(labels)
         self._reorganise()
 
     def search(
@@ -96,24 +102,31 @@ class Stragglers:
         """Top-k stragglers per query, ``(labels, distances)``; rows may be padded with label -1 at
         distance inf when fewer than k were looked at."""
         if self._lists is None:
-            return _scan(self._all, queries, k, filter_fn)
+            return _scan(self._loose, queries, k, filter_fn)
         labels, dist = self._lists.search(queries, k, filter_fn)
-        if self._tail.count:
-            tail_labels, tail_dist = _scan(self._tail, queries, k, filter_fn)
-            labels, dist = np.concatenate([labels, tail_labels], axis=1), np.concatenate([dist, tail_dist], axis=1)
+        if self._loose.count:
+            loose_labels, loose_dist = _scan(self._loose, queries, k, filter_fn)
+            labels, dist = np.concatenate([labels, loose_labels], axis=1), np.concatenate([dist, loose_dist], axis=1)
             keep, dist = top_k(dist, k)
             labels = np.take_along_axis(labels, keep, axis=1)
         return labels, dist
 
     def _reorganise(self) -> None:
-        """Build the lists when there are enough stragglers, rebuild them when enough has changed."""
+        """Build the lists when there are enough stragglers, rebuild them when enough has changed,
+        give them up when few remain."""
+        lists = self._lists
         if self.count < LISTS_MIN_ROWS:
-            self._lists = None
-            self._tail = VectorMatrix(self.dim, self.space)
+            if lists is not None:
+                self._lists = None
+                self._loose.upsert(*lists.live())
             return
-        if self._lists is None or self._tail.count + self._lists.dropped > REBUILD_FRACTION * self.count:
-            self._lists = InvertedLists.build(self._all, self.space)
-            self._tail = VectorMatrix(self.dim, self.space)
+        if lists is None or self._loose.count + lists.dropped > REBUILD_FRACTION * self.count:
+            labels, vectors = lists.live() if lists is not None else (np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
+            loose = self._loose
+            labels = np.concatenate([labels, loose.labels])
+            vectors = np.concatenate([vectors, loose.raw_rows(np.arange(loose.count))])
+            self._lists = InvertedLists.build(labels, vectors, self.space)
+            self._loose = VectorMatrix(self.dim, self.space)
 
 
 class InvertedLists:
@@ -131,12 +144,14 @@ class InvertedLists:
         self.offsets = offsets
         self._sorted = np.argsort(labels, kind="stable")  # positions by label, for drop()
 
+    @property
+    def live_count(self) -> int:
+        return len(self.labels) - self.dropped
+
     @classmethod
-    def build(cls, matrix: VectorMatrix, space: str) -> InvertedLists:
-        """Lists over every row of ``matrix``; centres are a seeded sample of its rows (no k-means:
-        one assignment pass keeps the build at one matrix product)."""
-        vectors = matrix.raw_rows(np.arange(matrix.count))  # already prepared for the space
-        labels = matrix.labels.copy()
+    def build(cls, labels: np.ndarray, vectors: np.ndarray, space: str) -> InvertedLists:
+        """Lists over ``vectors`` (prepared for the space); centres are a seeded sample of them (no
+        k-means: one assignment pass keeps the build at one matrix product)."""
         n_lists = max(1, int(math.sqrt(len(labels))))
         rng = np.random.default_rng(len(labels))
         # Distinct centres: equal ones would tie for a vector, and it could probe the wrong one.
@@ -151,14 +166,27 @@ class InvertedLists:
         offsets = np.searchsorted(assigned[order], np.arange(n_lists + 1))
         return cls(space, centres, vectors[order], labels[order], offsets)
 
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, prepared vectors)`` of the rows not dropped (copies)."""
+        return self.labels[self.alive], self.vectors[self.alive]
+
+    def has(self, labels: np.ndarray) -> np.ndarray:
+        """Element-wise: is the label listed and not dropped?"""
+        labels = np.asarray(labels, dtype=np.int64)
+        positions = self._positions(labels)
+        return (self.labels[positions] == labels) & self.alive[positions]
+
     def drop(self, labels: np.ndarray) -> None:
         """Stop returning ``labels`` (those not listed are ignored)."""
-        where = np.searchsorted(self.labels, labels, sorter=self._sorted)
-        where = np.minimum(where, len(self.labels) - 1)
-        positions = self._sorted[where]
+        positions = self._positions(labels)
         positions = positions[(self.labels[positions] == labels) & self.alive[positions]]
         self.alive[positions] = False
-        self.dropped += len(positions)
+        self.dropped += len(np.unique(positions))
+
+    def _positions(self, labels: np.ndarray) -> np.ndarray:
+        """Where each label would sit (its row when listed; check ``self.labels`` at it)."""
+        where = np.searchsorted(self.labels, labels, sorter=self._sorted)
+        return self._sorted[np.minimum(where, len(self.labels) - 1)]
 
     def search(self, queries: np.ndarray, k: int, filter_fn: Callable[[int], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = prepare(queries, self.space)
