@@ -89,6 +89,17 @@ def test_filtered_search_of_lists_returns_only_what_passes(listed):
     assert not (got[0::2, 0] == labels[0::2]).any()
 
 
+@pytest.mark.parametrize("space", ["l2", "cosine"])
+def test_a_filter_that_passes_fewer_than_k_returns_only_those(listed, space):
+    x = np.random.default_rng(7).standard_normal((2000, DIM)).astype(np.float32)
+    found = Stragglers(DIM, space)
+    found.upsert(np.arange(2000), x)
+    found.remove(np.asarray([8]))  # a dropped row next to the passing one
+    got, dist = found.search(x[7:9], 5, {7, 8}.__contains__)
+    assert got[0].tolist() == [7, -1, -1, -1, -1] and np.isinf(dist[0, 1:]).all()
+    assert set(got[1].tolist()) <= {7, -1}  # the dropped one never comes back (7 only if its list is probed)
+
+
 def test_lists_give_way_to_a_scan_when_few_remain(listed):
     x = np.random.default_rng(3).standard_normal((100, DIM)).astype(np.float32)
     found = Stragglers(DIM, "cosine")

@@ -38,7 +38,7 @@ LISTS_MIN_ROWS = 2048
 # Lists a query scans. Each holds ~sqrt(count) stragglers; 8 of them find nearly every straggler
 # among a query's true neighbours on clustered data (tests/test_stragglers.py measures it).
 PROBES = 8
-# Rebuild the lists once the exact tail plus the removals since the last build reach this share.
+# Rebuild the lists once the loose stragglers plus the removals since the last build reach this share.
 REBUILD_FRACTION = 0.1
 # Rows whose distances to the centres are held at once while the lists are built.
 _ASSIGN_CHUNK = 8192
@@ -204,13 +204,12 @@ class InvertedLists:
                 passes = np.fromiter(map(filter_fn, self.labels[rows].tolist()), dtype=bool, count=len(rows))
                 dist[:, ~passes] = np.inf
             idx, dist = top_k(dist, k)
+            found = np.isfinite(dist[0])  # fewer than k rows may be alive and pass the filter
+            idx, dist = rows[idx[:, found]], dist[:, found]
             if self.space == "l2":
-                idx, dist = exact_l2(query, self.vectors, rows[idx], dist)
-            else:
-                idx = rows[idx]
-            found = np.isfinite(dist[0])
-            out_labels[i, : found.sum()] = self.labels[idx[0][found]]
-            out_dist[i, : found.sum()] = dist[0][found]
+                idx, dist = exact_l2(query, self.vectors, idx, dist)
+            out_labels[i, : idx.shape[1]] = self.labels[idx[0]]
+            out_dist[i, : idx.shape[1]] = dist[0]
         return out_labels, out_dist
 
 
