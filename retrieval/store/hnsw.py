@@ -12,8 +12,9 @@ last in-links this way, and a query with such an element's own vector no longer 
 is not damage (a rebuild from SQLite has the same holes): 64-d Gaussian vectors, M=16,
 ef_construction=100, ef_search=100 leave 1.9% of 20k and 4.8% of 46k elements unfound, mostly old
 ones. ``sweep()`` self-queries every element and keeps the misses as stragglers; every search also
-scans them exactly and merges, so each live record is found by its own vector. Sweeps run after
-every rebuild, at close, and at checkpoints once the graph grew by SWEEP_GROWTH since the last one
+searches them (stragglers.py: exactly, or through lists once there are many) and merges, so each
+live record is found by its own vector. Sweeps run after every rebuild, at close, and at
+checkpoints once the graph grew by SWEEP_GROWTH since the last one
 (records cut off in between are found by the next sweep). The straggler labels and the count of
 changes since the last sweep persist in the manifest: a load sweeps when that count is not zero or
 the oplog replays anything (a crash), so every reopened index finds every record.
@@ -34,7 +35,7 @@ import numpy as np
 
 from retrieval.config import HnswConfig
 from retrieval.store.graph_file import restore_vectors, strip_vectors
-from retrieval.store.vectors import VectorMatrix
+from retrieval.store.stragglers import Stragglers
 
 logger = logging.getLogger("retrieval")
 
@@ -96,7 +97,7 @@ class HnswIndex:
         self.index.set_ef(config.ef_search)
         self._ef = config.ef_search
         self.deleted: set[int] = set()
-        self.stragglers = VectorMatrix(dim, config.space)
+        self.stragglers = Stragglers(dim, config.space)
         self.changed_since_sweep = 0  # insertions and vector changes since the last sweep
         self.swept_size = 0  # live elements at the last sweep
         self.max_label = -1  # the largest label ever inserted: larger ones are surely not in the graph
@@ -168,12 +169,7 @@ class HnswIndex:
         labels, dist = self.graph_search(queries, k, filter_fn)
         if not self.stragglers.count:
             return labels, dist
-        rows = None
-        if filter_fn is not None:
-            rows = self.stragglers.rows_for(np.asarray([x for x in self.stragglers.labels.tolist() if filter_fn(x)], dtype=np.int64))
-            if not len(rows):
-                return labels, dist
-        extra_labels, extra_dist = self.stragglers.search(queries, k, rows)
+        extra_labels, extra_dist = self.stragglers.search(queries, k, filter_fn)
         return merge_top_k(labels, dist, extra_labels, extra_dist, k)
 
     def graph_search(self, queries: np.ndarray, k: int, filter_fn=None) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +227,7 @@ class HnswIndex:
 
     def set_stragglers(self, missed: list[tuple[np.ndarray, np.ndarray]], live_count: int) -> int:
         """Install a finished sweep's misses as the stragglers."""
-        self.stragglers = VectorMatrix(self.dim, self.config.space)
+        self.stragglers = Stragglers(self.dim, self.config.space)
         labels = np.concatenate([m[0] for m in missed]) if missed else np.zeros(0, dtype=np.int64)
         if len(labels):
             self.stragglers.upsert(labels, np.concatenate([m[1] for m in missed]))
@@ -348,7 +344,7 @@ class HnswIndex:
         self.index.set_num_threads(config.num_threads)
         # hnswlib keeps deletion marks in the file but cannot list them; the manifest does.
         self.deleted = {int(label) for label in manifest.deleted_labels}
-        self.stragglers = VectorMatrix(dim, config.space)
+        self.stragglers = Stragglers(dim, config.space)
         self.changed_since_sweep = manifest.changed_since_sweep
         self.swept_size = manifest.swept_size
         if manifest.max_label is not None:
