@@ -7,7 +7,8 @@ function, and then call one backend with typed requests. Two implementations:
 - ``retrieval.http.transport.HttpBackend``: Chroma's v2 REST API over HTTP (our server or chromadb's).
 
 Nothing that crosses the seam carries engine internals (hnswlib labels, SQLite rows): collections are
-``CollectionRecord``s, filters are parsed ``Where`` trees, records are ``Records`` columns.
+``CollectionRecord``s with a typed ``CollectionConfig``, filters are parsed ``Where`` /
+``WhereDocument`` trees, written records are immutable ``RecordBatch``es, read ones ``Records`` columns.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Protocol, Sequence
 
 from retrieval.config import CollectionConfig
+from retrieval.query.filters import Where, WhereDocument
 from retrieval.types import CollectionRecord, GetRequest, QueryAnswer, QueryRequest, RecordBatch, Records
 
 WRITE_MODES = ("add", "update", "upsert")
@@ -87,8 +89,8 @@ class Backend(Protocol):
         self,
         collection: CollectionRecord,
         ids: list[str] | None,
-        where: Any,
-        where_document: Any,
+        where: Where | None,
+        where_document: WhereDocument | None,
         limit: int | None,
     ) -> int:
         """Delete matching records (at most ``limit``); returns how many were deleted."""

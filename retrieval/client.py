@@ -252,7 +252,7 @@ class Client(_Handle):
         record = self._backend.create_collection(
             self.tenant, self.database, name, config, user_metadata, get_or_create
         )
-        if get_or_create and record.configuration_json != config.to_json():
+        if get_or_create and not record.config.persists_as(config):
             # An existing collection: its stored functions win, and a conflicting one is an error.
             return self._open(record, embedding_function, data_loader, None)
         return Collection(self._backend, record, embedding_function, data_loader, sparse)

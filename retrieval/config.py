@@ -194,6 +194,11 @@ class CollectionConfig:
             sort_keys=True,
         )
 
+    def persists_as(self, other: CollectionConfig) -> bool:
+        """Whether ``other`` is stored as this one is: equal but for what is not persisted (the
+        host's thread count) and for what JSON does not keep (a tuple in a component's config)."""
+        return self == other or self.to_json() == other.to_json()
+
     @classmethod
     def from_json(cls, text: str) -> CollectionConfig:
         raw = json.loads(text)

@@ -6,14 +6,15 @@ user arguments.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, TypedDict
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TypedDict
 
 import numpy as np
 
 if TYPE_CHECKING:
     from retrieval.config import CollectionConfig
+    from retrieval.query.filters import Where, WhereDocument
 
 Metadata = Dict[str, Any]
 
@@ -25,20 +26,34 @@ DEFAULT_INCLUDE_QUERY = ("documents", "metadatas", "distances")
 
 @dataclass(frozen=True)
 class RecordBatch:
-    """Validated records for one write call (frozen: what was validated is what is written).
+    """Validated records for one write call, immutable: what was validated is what is written.
 
     ``embeddings`` is an (n, d) float32 array or None (update that keeps vectors). For the other
     columns, ``None`` as the whole column means "not given" (kept on update); a ``None`` entry
-    means "this record has none" (and clears it on update).
+    means "this record has none" (and clears it on update). Columns are stored as tuples, the
+    vectors as a read-only view (the caller's own array stays writable) and ``sparse`` as a
+    read-only mapping of tuples.
     """
 
-    ids: list[str]
+    ids: Sequence[str]
     embeddings: np.ndarray | None = None
-    metadatas: list[Metadata | None] | None = None
-    documents: list[str | None] | None = None
-    uris: list[str | None] | None = None
+    metadatas: Sequence[Metadata | None] | None = None
+    documents: Sequence[str | None] | None = None
+    uris: Sequence[str | None] | None = None
     # Sparse vectors keyed by metadata key (hybrid search), one entry per record or None.
-    sparse: dict[str, list[Any]] = field(default_factory=dict)
+    sparse: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        freeze = object.__setattr__
+        for name in ("ids", "metadatas", "documents", "uris"):
+            column = getattr(self, name)
+            if column is not None and not isinstance(column, tuple):
+                freeze(self, name, tuple(column))
+        if self.embeddings is not None and self.embeddings.flags.writeable:
+            view = self.embeddings.view()
+            view.flags.writeable = False
+            freeze(self, "embeddings", view)
+        freeze(self, "sparse", MappingProxyType({key: tuple(column) for key, column in self.sparse.items()}))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -48,23 +63,18 @@ class RecordBatch:
 class CollectionRecord:
     """What the engine knows about a collection.
 
-    ``config`` is ``configuration_json`` parsed, once per record: code across the Backend seam
-    reads the typed configuration, never the JSON string.
+    ``config`` is typed: it is parsed once where a record enters (a SQLite row in the engine, a
+    JSON body in the HTTP client) and encoded once where it leaves; nothing across the Backend
+    seam reads configuration JSON.
     """
 
     id: str
     name: str
     tenant: str
     database: str
-    configuration_json: str
+    config: CollectionConfig
     metadata: Metadata | None
     dimension: int | None
-
-    @functools.cached_property
-    def config(self) -> CollectionConfig:
-        from retrieval.config import CollectionConfig
-
-        return CollectionConfig.from_json(self.configuration_json)
 
 
 class GetResult(TypedDict):
@@ -102,8 +112,8 @@ class GetRequest:
     """A validated ``get``: filters are parsed trees, ``include`` names stored columns only."""
 
     ids: list[str] | None = None
-    where: Any = None
-    where_document: Any = None
+    where: Where | None = None
+    where_document: WhereDocument | None = None
     limit: int | None = None
     offset: int = 0
     include: tuple[str, ...] = ()
@@ -116,8 +126,8 @@ class QueryRequest:
     embeddings: np.ndarray
     n_results: int = 10
     ids: list[str] | None = None
-    where: Any = None
-    where_document: Any = None
+    where: Where | None = None
+    where_document: WhereDocument | None = None
     include: tuple[str, ...] = ()
 
 

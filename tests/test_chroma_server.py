@@ -54,7 +54,7 @@ def test_the_client_writes_it_and_reads_it_from_a_server_that_dropped_the_config
               "configuration_json": {k: v for k, v in body["configuration"].items() if k != "data_loader"}}
     record = wire.collection_from_wire(answer)
     assert record.metadata == {"topic": "x"}
-    assert CollectionConfig.from_json(record.configuration_json).data_loader == LOADER
+    assert record.config.data_loader == LOADER
 
 
 def test_chromas_not_implemented_answer_is_an_error_naming_the_reason() -> None:

@@ -58,7 +58,7 @@ def _record():
     from retrieval.types import CollectionRecord
 
     return CollectionRecord("c0ffee00-0000-4000-8000-000000000000", "docs", "default_tenant", "default_database",
-                            CollectionConfig().to_json(), None, 2)
+                            CollectionConfig(), None, 2)
 
 
 def test_idempotent_calls_are_retried_after_a_transport_failure(monkeypatch):

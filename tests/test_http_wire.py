@@ -25,11 +25,11 @@ RECORD = CollectionRecord(
     name="photos",
     tenant="acme",
     database="prod",
-    configuration_json=CollectionConfig(
+    config=CollectionConfig(
         hnsw=HnswConfig(space="cosine", ef_search=40),
         embedding_function=ComponentSpec("open_clip", {"model_name": "ViT-B-32"}),
         data_loader=ComponentSpec("image", {}),
-    ).to_json(),
+    ),
     metadata={"owner": "ünï"},
     dimension=512,
 )
@@ -166,7 +166,7 @@ def test_collection_json_is_chromadb_shape_and_round_trips():
         "type": "known", "name": "open_clip", "config": {"model_name": "ViT-B-32"}
     }
     back = wire.collection_from_wire(data)
-    assert CollectionConfig.from_json(back.configuration_json) == CollectionConfig.from_json(RECORD.configuration_json)
+    assert back.config == RECORD.config  # typed on both sides of the wire, parsed once on arrival
     assert (back.id, back.name, back.metadata, back.dimension, back.tenant) == (
         RECORD.id, "photos", {"owner": "ünï"}, 512, "acme"
     )
@@ -187,7 +187,7 @@ def test_chromadb_create_configuration_is_read():
 
 
 def test_modify_sends_only_changed_settings_and_reads_back():
-    old = CollectionConfig.from_json(RECORD.configuration_json)
+    old = RECORD.config
     import dataclasses
 
     new = dataclasses.replace(old, hnsw=old.hnsw.modified({"ef_search": 77}))

@@ -215,7 +215,7 @@ def _encode_batch(batch: RecordBatch) -> dict[str, Any]:
         "uris": batch.uris,
     }
     if batch.sparse:  # retrieval's extension: sparse vectors computed by the client
-        body["sparse"] = batch.sparse
+        body["sparse"] = dict(batch.sparse)
     return body
 
 

@@ -335,7 +335,7 @@ def collection_from_wire(data: Mapping[str, Any]) -> CollectionRecord:
         name=data["name"],
         tenant=data.get("tenant", "default_tenant"),
         database=data.get("database", "default_database"),
-        configuration_json=config.to_json(),
+        config=config,
         metadata=metadata,
         dimension=data.get("dimension"),
     )

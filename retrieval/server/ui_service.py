@@ -25,7 +25,7 @@ import numpy as np
 from retrieval import embedding as emb
 from retrieval.backend import Backend
 from retrieval.collection import Collection
-from retrieval.config import CollectionConfig, ComponentSpec
+from retrieval.config import ComponentSpec
 from retrieval.errors import InvalidArgumentError, NotAllowedError, NotFoundError
 from retrieval.server.thumbnails import Thumbnail, Thumbnailer, resolve_local_image
 from retrieval.server.ui_config import ENABLE_EMBEDDING_HINT, ENABLE_THUMBNAILS_HINT, UiConfig
@@ -170,7 +170,7 @@ class UiService:
                 "date_range": _date_range(sample["metadatas"] or [])}
 
     def _summary(self, record: CollectionRecord) -> dict[str, Any]:
-        config = CollectionConfig.from_json(record.configuration_json)
+        config = record.config
         ef, loader = config.embedding_function, config.data_loader
         can_embed, why = self._embedding_allowed(ef, record.name)
         return {
@@ -231,7 +231,7 @@ class UiService:
             if not got["ids"]:
                 raise NotFoundError(f"no record {request.like_id!r} in collection {record.name!r}")
             return np.asarray(got["embeddings"][0], dtype=np.float32)
-        spec = CollectionConfig.from_json(record.configuration_json).embedding_function
+        spec = record.config.embedding_function
         allowed, why = self._embedding_allowed(spec, record.name)
         if not allowed:
             raise NotAllowedError(why)

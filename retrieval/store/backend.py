@@ -15,6 +15,7 @@ import numpy as np
 
 from retrieval.config import CollectionConfig
 from retrieval.errors import InvalidArgumentError, NotAllowedError, NotFoundError
+from retrieval.query.filters import Where, WhereDocument
 from retrieval.search.execute import execute_many
 from retrieval.store import shared_engines
 from retrieval.store.engine import Engine
@@ -146,7 +147,12 @@ class EmbeddedBackend:
             raise InvalidArgumentError(f"write mode must be add, update or upsert; got {mode!r}")
 
     def delete(
-        self, collection: CollectionRecord, ids: list[str] | None, where: Any, where_document: Any, limit: int | None = None
+        self,
+        collection: CollectionRecord,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        limit: int | None = None,
     ) -> int:
         with span("retrieval.commit", **_attrs(collection), mode="delete", records=None if ids is None else len(ids)):
             return self.engine.delete(collection, ids, where, where_document, limit)
@@ -224,8 +230,8 @@ class _StoreSearch:
     def __init__(self, backend: EmbeddedBackend, collection: CollectionRecord):
         self.backend = backend
         self.collection = collection
-        config = CollectionConfig.from_json(collection.configuration_json)
-        self.sparse_key = config.sparse.key if config.sparse is not None else None
+        sparse = collection.config.sparse
+        self.sparse_key = sparse.key if sparse is not None else None
 
     def knn(self, query: Any, *, key: str, limit: int, where: Any) -> list[tuple[str, float]]:
         if key == DENSE_KEY:

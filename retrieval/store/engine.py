@@ -168,8 +168,7 @@ class Engine(Reader, Namespaces):
         with self._states_lock:
             state = self._states.get(record.id)
             if state is None:
-                config = CollectionConfig.from_json(record.configuration_json)
-                state = CollectionState(self.db, record.id, config.hnsw, record.dimension, self.builder)
+                state = CollectionState(self.db, record.id, record.config.hnsw, record.dimension, self.builder)
                 self._states[record.id] = state
             return state
 
@@ -398,7 +397,7 @@ def _collection(row) -> CollectionRecord:
         name=row[1],
         tenant=row[2],
         database=row[3],
-        configuration_json=row[4],
+        config=CollectionConfig.from_json(row[4]),  # parsed once, where the record enters
         metadata=json.loads(row[5]) if row[5] is not None else None,
         dimension=row[6],
     )
