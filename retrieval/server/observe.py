@@ -10,10 +10,11 @@ auth on it needs a credential like every other non-public route.
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import threading
 from typing import Any
+
+import orjson
 
 access_logger = logging.getLogger("retrieval.access")
 
@@ -71,6 +72,11 @@ class Metrics:
 
 
 def log_access(**fields: Any) -> None:
-    """One JSON line on ``retrieval.access`` (INFO); skipped cheaply when that level is off."""
+    """One JSON line on ``retrieval.access`` (INFO); skipped cheaply when that level is off.
+
+    The record is made here rather than by ``Logger.info``, which would walk the stack for a caller
+    and line nobody reads: with orjson, a third of this line's cost per request (cProfile).
+    """
     if access_logger.isEnabledFor(logging.INFO):
-        access_logger.info(json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(",", ":")))
+        line = orjson.dumps({k: v for k, v in fields.items() if v is not None}).decode()
+        access_logger.handle(access_logger.makeRecord(access_logger.name, logging.INFO, __file__, 0, line, None, None))

@@ -17,12 +17,14 @@ Every failure answers with chromadb's error body and its class's status; anythin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,16 +38,28 @@ from retrieval.server.observe import Metrics, log_access
 logger = logging.getLogger("retrieval.server")
 
 JSON = "application/json"
+_NO_SPAN = contextlib.nullcontext()  # what a request's span is while telemetry is off
 _BOUNDED = ("public", "authenticated", "read")  # actions whose calls may be cut off by the timeout
+HANDLER_THREADS = 40  # as many engine calls in flight as Starlette's (anyio's) default thread pool allows
+
+
+def _handler_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=HANDLER_THREADS, thread_name_prefix="retrieval-api")
 
 
 @dataclass
 class Runtime:
-    """What every endpoint of one app shares besides the handlers' state."""
+    """What every endpoint of one app shares besides the handlers' state.
+
+    ``executor`` runs the handlers. A plain ``ThreadPoolExecutor`` behind ``loop.run_in_executor``
+    rather than Starlette's ``run_in_threadpool``: anyio's capacity limiter, run-vars and cancel
+    scopes cost about a tenth of the server's CPU per query (py-spy), for nothing a handler needs.
+    """
 
     guard: Guard
     limits: Limits
     metrics: Metrics
+    executor: ThreadPoolExecutor = field(default_factory=_handler_pool)
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -59,8 +73,25 @@ def error_response(error: BaseException) -> Response:
     return json_response(body, status)
 
 
-def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, created: type = type(None)):
-    """The Starlette endpoint serving ``route`` with ``handler`` (see the module docstring).
+class ApiEndpoint:
+    """A route's endpoint as a bare ASGI app.
+
+    Starlette wraps a plain function endpoint in its request/response and per-route exception
+    layers; this one answers every failure itself (``error_response``), so those layers would only
+    add work to each request.
+    """
+
+    def __init__(self, serve: Any):
+        self._serve = serve
+        self.__name__ = serve.__name__
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        response = await self._serve(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, created: type = type(None)) -> ApiEndpoint:
+    """The ASGI endpoint serving ``route`` with ``handler`` (see the module docstring).
 
     Args:
         route: the route (its verb, and the action a credential needs).
@@ -72,16 +103,21 @@ def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, creat
     span_name = f"{route.method} {API_PREFIX}{route.path}"
     bounded = route.action in _BOUNDED
 
-    async def endpoint(request: Request) -> Response:
-        started = time.perf_counter()
-        principal = None
-        path = request.path_params
-        with telemetry.server_span(
+    def request_span(request: Request, path: Mapping[str, Any]) -> Any:
+        if not telemetry.enabled():
+            return _NO_SPAN
+        return telemetry.server_span(
             span_name, request.headers, **{"http.request.method": route.method, "http.route": API_PREFIX + route.path,
                                            "retrieval.verb": route.verb, "retrieval.tenant": path.get("tenant"),
                                            "retrieval.database": path.get("database"),
                                            "retrieval.collection": path.get("collection")},
-        ) as span:
+        )
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        principal = None
+        path = request.path_params
+        with request_span(request, path) as span:
             try:
                 principal = runtime.guard.principal(request.headers, route.action)
                 runtime.guard.check_path(principal, route, path)
@@ -102,28 +138,30 @@ def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, creat
         elapsed = time.perf_counter() - started
         runtime.metrics.observe(route.verb, response.status_code, elapsed)
         log_access(
-            method=route.method, path=request.url.path, verb=route.verb, status=response.status_code,
+            method=route.method, path=request.scope["path"], verb=route.verb, status=response.status_code,
             ms=round(elapsed * 1000, 2), principal=None if principal is None else principal.name,
             tenant=path.get("tenant"), database=path.get("database"), collection=path.get("collection"),
         )
         return response
 
     endpoint.__name__ = route.verb
-    return endpoint
+    return ApiEndpoint(endpoint)
 
 
 async def _run(handler: Any, state: Any, path: Any, query: Any, body: Any, route: Route, runtime: Runtime, bounded: bool) -> Any:
     """The handler in the thread pool; a bounded (read-only) call that outlives the timeout answers
-    503 (its thread finishes on its own; nothing it does is visible)."""
-    call = run_in_threadpool(handler, state, path, query, body)
+    503 (its thread finishes on its own; nothing it does is visible). A write always runs to its
+    end, even when its caller goes away."""
+    # In this request's context (its span is the parent of the engine's spans), as anyio would.
+    context = contextvars.copy_context()
+    future = asyncio.get_running_loop().run_in_executor(runtime.executor, context.run, handler, state, path, query, body)
+    # A worker thread cannot be interrupted: shield it, answer at the deadline (or when the caller
+    # is gone), and let the thread finish on its own (its answer is dropped).
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, so nothing is logged as lost
     if not bounded:
-        return await call
-    # A worker thread cannot be interrupted, and anyio waits for it even when cancelled: shield
-    # it, answer at the deadline, and let the thread finish on its own (its answer is dropped).
-    task = asyncio.ensure_future(call)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve, so nothing is logged as lost
+        return await asyncio.shield(future)
     try:
-        return await asyncio.wait_for(asyncio.shield(task), runtime.limits.request_timeout_s)
+        return await asyncio.wait_for(asyncio.shield(future), runtime.limits.request_timeout_s)
     except asyncio.TimeoutError:
         raise ServerUnavailableError(
             f"{route.verb} took longer than {runtime.limits.request_timeout_s:g} s (request_timeout_s in the "
