@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-import retrieval
 from retrieval.collection import Collection
 from retrieval.config import CollectionConfig, ComponentSpec, HnswConfig
 from retrieval.http import wire
@@ -27,7 +26,8 @@ def test_engine_records_carry_the_parsed_configuration():
 
 
 def test_wire_records_carry_the_parsed_configuration_both_ways():
-    config = CollectionConfig(hnsw=HnswConfig(space="ip", ef_search=21), embedding_function=ComponentSpec("hash", {"dim": 4}))
+    config = CollectionConfig(hnsw=HnswConfig(space="ip", ef_search=21),
+                              embedding_function=ComponentSpec("hash", {"dim": 4}))
     record = wire.collection_from_wire({"id": "0b6a0c44-0d0a-4f5e-9d4e-7d1c9c3f2a11", "name": "w",
                                         "configuration_json": wire.public_configuration(config)})
     assert isinstance(record.config, CollectionConfig)
@@ -40,12 +40,6 @@ def test_persists_as_ignores_what_is_not_stored():
     b = CollectionConfig(hnsw=HnswConfig(num_threads=7), embedding_function=ComponentSpec("hash", {"sizes": [1, 2]}))
     assert a.persists_as(b)
     assert not a.persists_as(dataclasses.replace(b, hnsw=HnswConfig(ef_search=5)))
-
-
-def test_get_or_create_returns_the_new_collection_when_only_the_thread_count_differs():
-    client = retrieval.EphemeralClient()
-    col = client.get_or_create_collection("threads", configuration={"hnsw": {"num_threads": 1}}, embedding_function=None)
-    assert col.configuration["hnsw"]["space"] == "l2"
 
 
 def test_record_batches_are_immutable_and_leave_the_callers_array_alone():
@@ -83,7 +77,8 @@ def test_filters_and_batches_cross_the_seam_parsed():
     record = backend.create_collection("default_tenant", "default_database", "seam", CollectionConfig(), None, False)
     recording = _Recording(backend)
     col = Collection(recording, record, None, None, None)
-    col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]], metadatas=[{"t": 1}, {"t": 2}], documents=["cat", "dog"])
+    col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]], metadatas=[{"t": 1}, {"t": 2}],
+            documents=["cat", "dog"])
     col.get(where={"t": 1}, where_document={"$contains": "cat"})
     col.query(query_embeddings=[[1.0, 0.0]], n_results=1, where={"t": {"$gte": 1}})
     col.delete(where={"t": 2})

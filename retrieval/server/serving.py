@@ -154,7 +154,8 @@ async def _run(handler: Any, state: Any, path: Any, query: Any, body: Any, route
     end, even when its caller goes away."""
     # In this request's context (its span is the parent of the engine's spans), as anyio would.
     context = contextvars.copy_context()
-    future = asyncio.get_running_loop().run_in_executor(runtime.executor, context.run, handler, state, path, query, body)
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(runtime.executor, context.run, handler, state, path, query, body)
     # A worker thread cannot be interrupted: shield it, answer at the deadline (or when the caller
     # is gone), and let the thread finish on its own (its answer is dropped).
     future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, so nothing is logged as lost
