@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from retrieval.query.filter_sql import compile_filter
 from retrieval.store.collection_state import CollectionState
@@ -150,12 +151,22 @@ class Reader:
                 if name == "embeddings":
                     out[name] = np.stack(values) if values else np.zeros((0, dim or 0), np.float32)
                 elif name == "metadatas":
-                    out[name] = [json.loads(v) if v is not None else None for v in values]
+                    out[name] = [_metadata_from_json(v) if v is not None else None for v in values]
                 else:
                     out[name] = values
             else:
                 out[name] = None
         return Rows(**out)
+
+
+def _metadata_from_json(text: str) -> Any:
+    """A stored metadata dict. orjson parses it ~4x faster than json (every query's answer reads
+    n_results of them) and alike for what validation lets in (64-bit integers, finite floats);
+    json takes anything orjson refuses."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 _LABEL_CHUNK = 10_000
