@@ -18,7 +18,6 @@ The JSON shape checks (:func:`check_shape`) bound what the parsers recurse into:
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -97,7 +96,7 @@ class BodyLimitMiddleware:
                 if declared > limit:
                     await _refuse(send, 413, "RequestTooLargeError", _too_large(limit, f"{declared} bytes"))
                     return
-        deadline = time.monotonic() + self.limits.request_timeout_s
+        deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
         received = 0
         done = False
 
@@ -106,7 +105,7 @@ class BodyLimitMiddleware:
             if done:  # the body is in; later receives wait for a disconnect, unbounded
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                message = await _by(deadline, receive)
             except asyncio.TimeoutError:
                 raise RequestTimeoutError(
                     f"the request body did not arrive within {self.limits.request_timeout_s:g} s "
@@ -122,6 +121,20 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+if hasattr(asyncio, "timeout_at"):  # Python 3.11+
+
+    async def _by(deadline: float, receive: Any) -> Any:
+        """``await receive()``, or TimeoutError at loop time ``deadline``. In this task: wait_for
+        would wrap the call in a new task, one more event-loop turn for every body read."""
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _by(deadline: float, receive: Any) -> Any:
+        return await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
 
 
 def _too_large(limit: int, got: str) -> str:

@@ -160,7 +160,7 @@ async def _run(handler: Any, state: Any, path: Any, query: Any, body: Any, route
     # is gone), and let the thread finish on its own (its answer is dropped).
     future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, so nothing is logged as lost
     if not bounded:
-        return await asyncio.shield(future)
+        return await future  # cancelling this wait cannot stop a running thread: the write completes
     try:
         return await asyncio.wait_for(asyncio.shield(future), runtime.limits.request_timeout_s)
     except asyncio.TimeoutError:
