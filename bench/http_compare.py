@@ -123,6 +123,7 @@ def measure(port: int, X: np.ndarray, Q: np.ndarray, tags: np.ndarray, truth_fil
         col.add(ids=ids[lo : lo + 1000], embeddings=X[lo : lo + 1000], metadatas=metas[lo : lo + 1000])
     add_s = time.perf_counter() - t0
     out = {"add_vectors_per_s": round(len(X) / add_s, 1)}
+    time.sleep(args.settle)  # the same pause for both servers (see --settle)
 
     for q in Q[:20]:  # warm up
         col.query(query_embeddings=[q.tolist()], n_results=10)
@@ -183,13 +184,14 @@ def our_client_p50(port: int, Q: np.ndarray, queries: int) -> float:
     return query_p50(retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("bench"), Q, queries)
 
 
-def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str, queries: int) -> float:
+def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str, queries: int, settle: float) -> float:
     import retrieval
 
     client_ = retrieval.PersistentClient(path=directory)
     col = client_.create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
     for lo in range(0, len(X), 1000):
         col.add(ids=[f"id{i}" for i in range(lo, min(lo + 1000, len(X)))], embeddings=X[lo : lo + 1000])
+    time.sleep(settle)
     try:
         return query_p50(col, Q, queries)
     finally:
@@ -216,6 +218,9 @@ def main() -> int:
     parser.add_argument("--concurrent-queries", type=int, default=3200)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--peer-python", default="/tmp/chroma-peer/bin/python")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds to wait after the adds before timing queries, the same for every server "
+                             "(both index in the background after an add; 0 times queries while they do)")
     args = parser.parse_args()
 
     X, Q = clustered(args.n, args.d, max(args.queries, args.concurrent_queries))
@@ -246,7 +251,7 @@ def main() -> int:
             finally:
                 stop_server(proc)
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
-        results["retrieval"]["embedded_query_p50_ms"] = embedded_p50(X, Q, tags, str(work / "embedded"), args.queries)
+        results["retrieval"]["embedded_query_p50_ms"] = embedded_p50(X, Q, tags, str(work / "embedded"), args.queries, args.settle)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -260,7 +265,7 @@ def main() -> int:
         "our HTTP overhead on query p50, chromadb's client (ms, <= 1)": round(ours["query_p50_ms"] - ours["embedded_query_p50_ms"], 3),
         "our HTTP overhead on query p50, our client (ms, <= 0.7)": round(ours["our_client_query_p50_ms"] - ours["embedded_query_p50_ms"], 3),
     }
-    print(json.dumps({"n": args.n, "d": args.d, "results": results, "ratios": ratios}, indent=2))
+    print(json.dumps({"n": args.n, "d": args.d, "settle_s": args.settle, "results": results, "ratios": ratios}, indent=2))
     for label, value in ratios.items():
         print(f"{label:55s} {value}")
     return 0
