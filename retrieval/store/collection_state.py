@@ -90,12 +90,13 @@ class CollectionState:
         self._candidate_cache: OrderedDict[Any, VectorMatrix] = OrderedDict()
         self._sparse_docs: dict[str, int] = {}  # documents per sparse index, for BM25's IDF
         self._vectors: CollectionVectors | None = None
+        self._vectors_lock = threading.Lock()
         self._unmoved = 0  # vectors this process wrote to SQLite since it last moved them to the file
 
     @property
     def vectors(self) -> CollectionVectors:
         """Where the collection's vectors are (SQLite, the vector file). Needs a dimension."""
-        with self.lock:
+        with self._vectors_lock:  # not self.lock: readers come here holding the database's lock
             if self._vectors is None:
                 self._vectors = CollectionVectors(self.db, self.collection_id, self.dimension)
             return self._vectors

@@ -24,8 +24,9 @@ VECTOR_DIRNAME = "vectors"  # <persist>/vectors/<collection id>.bin: truth, apar
 
 def vector_file_path(persist_directory: Path, collection_id: str) -> Path:
     return persist_directory / VECTOR_DIRNAME / f"{collection_id}.bin"
-# Vectors moved into the file per transaction (bounds the write lock hold: ~32 MB at 512-d).
-MOVE_BATCH = 16_384
+# Vectors moved into the file per transaction, and how many a writer leaves in SQLite before it moves
+# them itself: bounds the write lock's hold (~8 MB at 512-d) and the SQLite pages they occupy.
+MOVE_BATCH = 4096
 _READ_CHUNK = 8192
 
 
@@ -42,14 +43,21 @@ class CollectionVectors:
         self.db = db
         self.collection_id = collection_id
         self.dim = dim
-        self.file: VectorFile | None = None
-        if db.directory is not None:
-            with db.reading() as conn:
-                committed = conn.execute(
-                    "SELECT vector_slots FROM collections WHERE id = ?", (collection_id,)
-                ).fetchone()
-            path = vector_file_path(db.directory, collection_id)
-            self.file = VectorFile(path, dim, committed[0] if committed else 0)
+        self.path = vector_file_path(db.directory, collection_id) if db.directory is not None else None
+        self._file: VectorFile | None = None
+
+    @property
+    def file(self) -> VectorFile | None:
+        """The vector file, opened on first use (None for in-memory databases).
+
+        Opened under the database's lock, which every user of the file already holds or takes first:
+        one lock order, and the committed count cannot change while the file is checked against it."""
+        if self._file is None and self.path is not None:
+            with self.db.reading() as conn:
+                if self._file is None:
+                    row = conn.execute("SELECT vector_slots FROM collections WHERE id = ?", (self.collection_id,)).fetchone()
+                    self._file = VectorFile(self.path, self.dim, row[0] if row else 0)
+        return self._file
 
     # ------------------------------------------------------------------ reading
 
@@ -93,7 +101,7 @@ class CollectionVectors:
         """Each label's slot in the file, -1 where it has none (a recent vector, or no record)."""
         labels = np.asarray(labels, dtype=np.int64)
         slots = np.full(len(labels), -1, dtype=np.int64)
-        if self.file is None or not len(labels):
+        if self.path is None or not len(labels):
             return slots
         order = np.argsort(labels)
         sorted_labels = labels[order]
@@ -158,7 +166,7 @@ class CollectionVectors:
     def move_to_file(self, limit: int = MOVE_BATCH) -> int:
         """Move up to ``limit`` of the collection's recent vectors from SQLite into the file; returns
         how many moved (0 for in-memory databases). Holds the database's write lock throughout."""
-        if self.file is None:
+        if self.path is None:
             return 0
         appended_from = None
         try:
@@ -185,7 +193,7 @@ class CollectionVectors:
 
     def unmoved(self) -> int:
         """How many of the collection's vectors are still in SQLite (0 for in-memory databases)."""
-        if self.file is None:
+        if self.path is None:
             return 0
         with self.db.reading() as conn:
             return conn.execute(
@@ -194,8 +202,8 @@ class CollectionVectors:
             ).fetchone()[0]
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 __all__ = ["MOVE_BATCH", "CollectionVectors", "vector_file_path", "vectors_from_blobs"]
