@@ -235,3 +235,46 @@ def test_in_memory_clients_keep_vectors_in_sqlite():
     col.add(ids=[str(i) for i in range(100)], embeddings=vectors)
     np.testing.assert_array_equal(col.get(ids=["5"], include=["embeddings"])["embeddings"], vectors[5:6])
     assert _finds_all(col, vectors)
+
+
+def test_a_large_write_goes_straight_into_the_file(tmp_path):
+    collection_id, _ = _filled(tmp_path)
+    extra = _vectors(400, seed=6)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        client._backend.engine.stop_background()  # nothing moves anything in the background
+        col.add(ids=[f"x{i}" for i in range(400)], embeddings=extra)
+        assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(0,)]
+        assert _sql(tmp_path, "SELECT vector_slots FROM collections WHERE id = ?", collection_id) == [(N + 400,)]
+        np.testing.assert_array_equal(col.get(ids=["x399"], include=["embeddings"])["embeddings"], extra[399:400])
+        col.upsert(ids=[str(i) for i in range(300)], embeddings=extra[:300])  # new vectors for old records
+        assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(0,)]
+        np.testing.assert_array_equal(col.get(ids=["5"], include=["embeddings"])["embeddings"], extra[5:6])
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        assert col.query(query_embeddings=extra[399:400], n_results=1, include=[])["ids"] == [["x399"]]
+        np.testing.assert_array_equal(col.get(ids=["5"], include=["embeddings"])["embeddings"], extra[5:6])
+
+
+def test_a_large_write_that_fails_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    from retrieval.store import engine as engine_module
+
+    collection_id, _ = _filled(tmp_path)
+    path = vector_file_path(tmp_path, collection_id)
+    size = path.stat().st_size
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+
+        def fail(*args, **kwargs):
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+        monkeypatch.setattr(engine_module, "log_changes", fail)  # after the append, before the commit
+        with pytest.raises(Exception, match="simulated"):
+            col.add(ids=[f"x{i}" for i in range(400)], embeddings=_vectors(400, seed=7))
+        monkeypatch.undo()
+        assert path.stat().st_size == size
+        assert col.count() == N
+        col.add(ids=["after"], embeddings=_vectors(1, seed=8))
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        (report,) = client.verify(sample=None)
+        assert report.ok and report.records == N + 1, str(report)

@@ -53,7 +53,11 @@ def changed_vectors(
     return [p for p, label in zip(positions, labels.tolist()) if new[p].tobytes() != old.get(label)]
 
 
-def insert_records(conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray) -> None:
+def insert_records(
+    conn, collection_id: str, batch: RecordBatch, positions: list[int], labels: np.ndarray, slots: np.ndarray | None = None
+) -> None:
+    """Insert new records. Their vectors go into the vectors table, or, with ``slots`` (the first
+    ``len(positions)`` of them), are already in the vector file."""
     if not positions:
         return
     rows, vector_rows, meta_rows = [], [], []
@@ -68,12 +72,14 @@ def insert_records(conn, collection_id: str, batch: RecordBatch, positions: list
                 batch.documents[p] if batch.documents is not None else None,
                 batch.uris[p] if batch.uris is not None else None,
                 to_json(metadata),
+                None if slots is None else int(slots[len(rows)]),
             )
         )
-        vector_rows.append((label, blobs[p].tobytes()))
+        if slots is None:
+            vector_rows.append((label, blobs[p].tobytes()))
         meta_rows.extend(metadata_index_rows(label, metadata))
     conn.executemany(
-        "INSERT INTO records (label, collection_id, id, document, uri, metadata) VALUES (?, ?, ?, ?, ?, ?)", rows
+        "INSERT INTO records (label, collection_id, id, document, uri, metadata, slot) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
     )
     conn.executemany("INSERT INTO vectors (label, embedding) VALUES (?, ?)", vector_rows)
     conn.executemany(METADATA_INDEX_INSERT, meta_rows)
@@ -82,9 +88,17 @@ def insert_records(conn, collection_id: str, batch: RecordBatch, positions: list
 
 
 def update_records(
-    conn, collection_id: str, batch: RecordBatch, positions: list[int], existing: dict[str, tuple], changed: set[int]
+    conn,
+    collection_id: str,
+    batch: RecordBatch,
+    positions: list[int],
+    existing: dict[str, tuple],
+    changed: set[int],
+    labels: np.ndarray | None = None,
+    slots: np.ndarray | None = None,
 ) -> None:
-    """Apply update semantics to existing records (``changed``: positions with a new vector)."""
+    """Apply update semantics to existing records (``changed``: positions with a new vector). With
+    ``slots``, the new vectors are already in the vector file: ``slots[i]`` holds ``labels[i]``'s."""
     rows, vector_rows, relabelled = [], [], []
     for p in positions:
         label, old_doc, old_uri, old_meta_json = existing[batch.ids[p]]
@@ -98,10 +112,14 @@ def update_records(
             relabelled.append((label, metadata))
         rows.append((document, uri, to_json(metadata), label))
     conn.executemany("UPDATE records SET document = ?, uri = ?, metadata = ? WHERE label = ?", rows)
-    # A new vector is recent again: it goes into the vectors table, and the record's old slot in
-    # the vector file no longer counts (vector_store.py).
-    conn.executemany("INSERT OR REPLACE INTO vectors (embedding, label) VALUES (?, ?)", vector_rows)
-    conn.executemany("UPDATE records SET slot = NULL WHERE label = ?", [(label,) for _, label in vector_rows])
+    if slots is not None:  # the new vectors are in new slots: any older recent copy goes
+        slot_of = dict(zip(labels.tolist(), slots.tolist()))
+        moved = [(slot_of[label], label) for _, label in vector_rows]
+        conn.executemany("UPDATE records SET slot = ? WHERE label = ?", moved)
+        conn.executemany("DELETE FROM vectors WHERE label = ?", [(label,) for _, label in moved])
+    else:  # a new vector is recent again: into the vectors table; the record's old slot no longer counts
+        conn.executemany("INSERT OR REPLACE INTO vectors (embedding, label) VALUES (?, ?)", vector_rows)
+        conn.executemany("UPDATE records SET slot = NULL WHERE label = ?", [(label,) for _, label in vector_rows])
     if relabelled:
         conn.executemany(METADATA_INDEX_DELETE, [(label,) for label, _ in relabelled])
         conn.executemany(

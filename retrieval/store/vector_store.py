@@ -27,6 +27,9 @@ def vector_file_path(persist_directory: Path, collection_id: str) -> Path:
 # Vectors moved into the file per transaction, and how many a writer leaves in SQLite before it moves
 # them itself: bounds the write lock's hold (~8 MB at 512-d) and the SQLite pages they occupy.
 MOVE_BATCH = 4096
+# A write with at least this many new vectors appends them to the vector file itself, inside its
+# transaction (the fsync is amortised over the batch); smaller writes leave them in SQLite.
+DIRECT_WRITE_MIN = 256
 _READ_CHUNK = 8192
 
 
@@ -191,6 +194,14 @@ class CollectionVectors:
             raise
         return len(rows)
 
+    def append_in(self, conn, labels: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Inside the caller's write transaction: append the vectors to the file (fsynced) and raise the
+        committed count in the same transaction; returns their slots. If that transaction does not
+        commit, the caller cuts the file back (``file.truncate``)."""
+        slots = self.file.append(labels, vectors)
+        conn.execute("UPDATE collections SET vector_slots = ? WHERE id = ?", (self.file.count, self.collection_id))
+        return slots
+
     def unmoved(self) -> int:
         """How many of the collection's vectors are still in SQLite (0 for in-memory databases)."""
         if self.path is None:
@@ -206,4 +217,4 @@ class CollectionVectors:
             self._file.close()
 
 
-__all__ = ["MOVE_BATCH", "CollectionVectors", "vector_file_path", "vectors_from_blobs"]
+__all__ = ["DIRECT_WRITE_MIN", "MOVE_BATCH", "CollectionVectors", "vector_file_path", "vectors_from_blobs"]
