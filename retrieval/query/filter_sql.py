@@ -163,9 +163,12 @@ def compile_filter(where: Where | None, where_document: WhereDocument | None) ->
 
 
 def _compile(node: Any, params: list) -> str:
-    if isinstance(node, (And, Or)):
-        glue = " AND " if isinstance(node, And) else " OR "
-        return "(" + glue.join(_compile(c, params) for c in node.children) + ")"
+    if isinstance(node, And):
+        ranges, rest = _ranges_by_key(node.children)
+        parts = [_metadata_range(key, bounds, params) for key, bounds in ranges.items()]
+        return "(" + " AND ".join(parts + [_compile(c, params) for c in rest]) + ")"
+    if isinstance(node, Or):
+        return "(" + " OR ".join(_compile(c, params) for c in node.children) + ")"
     if isinstance(node, DocumentContains):
         return _document(CONTAINS, node.text, node.negate, params)
     if isinstance(node, DocumentRegex):
@@ -206,6 +209,31 @@ def _metadata(key: str, op: str, operand: Any, negate: bool, params: list) -> st
         f"r.label {'NOT IN' if negate else 'IN'} "
         f"(SELECT m.label FROM metadata_index m WHERE m.key = ? AND m.tag = ? AND {test})"
     )
+
+
+_RANGE_OPS = (GT, GTE, LT, LTE)
+
+
+def _ranges_by_key(children) -> tuple[dict, list]:
+    """Split an $and's children into range bounds on metadata keys that have two or more of them (a
+    window such as ``lo <= i < hi``: one index range scan instead of two half-collection sets to
+    intersect) and the rest."""
+    bounds: dict[tuple[str, int], list] = {}
+    for child in children:
+        if isinstance(child, Comparison) and child.op in _RANGE_OPS and child.key not in (DOCUMENT_KEY, ID_KEY):
+            bounds.setdefault((child.key, TAGS[type_class(child.value)]), []).append(child)
+    merged = {key: found for key, found in bounds.items() if len(found) > 1}
+    taken = {id(c) for found in merged.values() for c in found}
+    return merged, [c for c in children if id(c) not in taken]
+
+
+def _metadata_range(key: tuple[str, int], bounds: list, params: list) -> str:
+    params.extend(key)
+    tests = []
+    for bound in bounds:
+        params.append(_sql_value(bound.value))
+        tests.append(f"m.value {_SQL_OPS[bound.op]} ?")
+    return f"r.label IN (SELECT m.label FROM metadata_index m WHERE m.key = ? AND m.tag = ? AND {' AND '.join(tests)})"
 
 
 def _sql_value(value: Any) -> Any:

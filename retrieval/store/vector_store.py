@@ -155,13 +155,16 @@ class CollectionVectors:
     def _resolve(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
         """Rows of ``(label, slot, embedding blob or None)`` as labels and a matrix, in row order."""
         labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        # A row in the vectors table wins over a slot (module docstring): -1 marks those.
+        slots = np.fromiter((-1 if r[2] is not None else r[1] for r in rows), dtype=np.int64, count=len(rows))
+        in_file = slots >= 0
+        if in_file.all():
+            return labels, self.file.read(slots)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
-        in_sql = [i for i, r in enumerate(rows) if r[2] is not None]
-        if in_sql:
-            out[in_sql] = vectors_from_blobs([rows[i][2] for i in in_sql], self.dim)
-        if len(in_sql) < len(rows):
-            in_file = [i for i, r in enumerate(rows) if r[2] is None]
-            out[in_file] = self.file.read(np.fromiter((rows[i][1] for i in in_file), dtype=np.int64, count=len(in_file)))
+        in_sql = np.flatnonzero(~in_file)
+        out[in_sql] = vectors_from_blobs([rows[i][2] for i in in_sql], self.dim)
+        if in_file.any():
+            out[in_file] = self.file.read(slots[in_file])
         return labels, out
 
     # ------------------------------------------------------------------ moving into the file

@@ -18,7 +18,7 @@ def prepare(vectors: np.ndarray, space: str) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if space != "cosine":
         return vectors
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]  # einsum: no temporary of squares
     return vectors / np.maximum(norms, 1e-30)
 
 
