@@ -278,3 +278,26 @@ def test_a_large_write_that_fails_leaves_the_file_as_it_was(tmp_path, monkeypatc
     with retrieval.PersistentClient(path=str(tmp_path)) as client:
         (report,) = client.verify(sample=None)
         assert report.ok and report.records == N + 1, str(report)
+
+
+def test_loading_the_graph_does_not_keep_the_vector_file_in_memory(tmp_path):
+    """The load reads every slot through the mapping; those pages are given back afterwards."""
+    big = np.random.default_rng(1).standard_normal((4000, DIM)).astype(np.float32)
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("col", configuration={"hnsw": {"space": "l2"}})
+        col.add(ids=[str(i) for i in range(len(big))], embeddings=big)
+        client._backend.engine.flush()
+        collection_id = col.id
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("col")
+        assert col.query(query_embeddings=big[:1], n_results=1, include=[])["ids"] == [["0"]]
+        mapped = vector_file_path(tmp_path, collection_id)
+        resident = 0
+        with open("/proc/self/smaps") as f:  # the mapping's resident kilobytes after the load
+            inside = False
+            for line in f:
+                if line.split()[0][0].isdigit() or line.split()[0][0] in "abcdef":
+                    inside = line.rstrip().endswith(str(mapped))
+                elif inside and line.startswith("Rss:"):
+                    resident += int(line.split()[1])
+        assert resident * 1024 < big.nbytes / 10, resident

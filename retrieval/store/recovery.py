@@ -27,7 +27,10 @@ def load_checkpoint(
     db: Database, collection_id: str, directory: Path, config: HnswConfig, vectors: CollectionVectors
 ) -> tuple[HnswIndex, Manifest]:
     """The checkpointed graph, or CorruptIndexError saying why it cannot be trusted."""
-    index, manifest = HnswIndex.load(directory, vectors.dim, config, vectors.read_slots)
+    try:
+        index, manifest = HnswIndex.load(directory, vectors.dim, config, vectors.read_slots)
+    finally:
+        vectors.release_pages()  # the load read every slot: hnswlib holds its own copy now
     check_database_has(db, collection_id, manifest.applied_seq)
     return index, manifest
 

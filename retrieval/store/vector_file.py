@@ -56,6 +56,7 @@ class VectorFile:
         self.dim = dim
         self.dtype = slot_dtype(dim)
         self._lock = threading.Lock()  # guards the mapping while an append grows it
+        self._mmap: mmap.mmap | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         exists = path.exists()
         if not exists and committed:
@@ -134,9 +135,8 @@ class VectorFile:
         """Drop the mapping's pages from this process (they stay in the OS cache): a full scan
         such as a graph load would otherwise count the whole file in the process's RSS."""
         with self._lock:
-            mapped = self._slots
-        if mapped.base is not None and isinstance(mapped.base, mmap.mmap):
-            mapped.base.madvise(mmap.MADV_DONTNEED)
+            if self._mmap is not None:
+                self._mmap.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         with self._lock:
@@ -148,10 +148,12 @@ class VectorFile:
     # ------------------------------------------------------------------ internals
 
     def _map(self) -> np.ndarray:
+        """A fresh read-only mapping of the committed slots (readers keep the one they took alive)."""
         if self.count == 0:
+            self._mmap = None
             return np.zeros(0, dtype=self.dtype)
-        mapped = mmap.mmap(self._fd, self.nbytes, access=mmap.ACCESS_READ)
-        return np.frombuffer(mapped, dtype=self.dtype, count=self.count, offset=HEADER_BYTES)
+        self._mmap = mmap.mmap(self._fd, self.nbytes, access=mmap.ACCESS_READ)
+        return np.frombuffer(self._mmap, dtype=self.dtype, count=self.count, offset=HEADER_BYTES)
 
     def _write_header(self) -> None:
         header = MAGIC + np.array([self.dim, self.dtype.itemsize], dtype="<u4").tobytes()

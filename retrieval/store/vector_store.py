@@ -152,6 +152,11 @@ class CollectionVectors:
         """The vectors in the given slots of the file (a checkpoint's, graph_file.py)."""
         return self.file.read(slots)
 
+    def release_pages(self) -> None:
+        """Drop the file's mapped pages from this process's RSS (vector_file.py) after a full read."""
+        if self._file is not None:
+            self._file.release_pages()
+
     def _resolve(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
         """Rows of ``(label, slot, embedding blob or None)`` as labels and a matrix, in row order."""
         labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
