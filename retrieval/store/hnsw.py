@@ -300,11 +300,17 @@ class HnswIndex:
 
     @classmethod
     def load(
-        cls, directory: Path, dim: int, config: HnswConfig, read_slots: Callable[[np.ndarray], np.ndarray] | None = None
+        cls,
+        directory: Path,
+        dim: int,
+        config: HnswConfig,
+        read_slots: Callable[[np.ndarray], np.ndarray] | None = None,
+        read_vectors: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> tuple[HnswIndex, Manifest]:
         """Load a checkpoint, or raise CorruptIndexError saying why it cannot be trusted.
 
-        ``read_slots`` gives vectors back from the vector file for a checkpoint saved without them."""
+        ``read_slots`` gives vectors back from the vector file for a checkpoint saved without them;
+        ``read_vectors`` (labels -> found labels, vectors) the stragglers' vectors."""
         manifest = read_manifest(directory)
         expected = (dim, config.space, config.max_neighbors, config.ef_construction)
         found = (manifest.dim, manifest.space, manifest.max_neighbors, manifest.ef_construction)
@@ -354,7 +360,12 @@ class HnswIndex:
             self.max_label = int(ids.max()) if len(ids) else -1
         try:
             stragglers = np.asarray(manifest.stragglers, dtype=np.int64)
-            if len(stragglers):
+            if len(stragglers) and read_vectors is not None:
+                # From the store, not hnswlib's get_items (~40 us a vector): a straggler deleted or
+                # changed since is the pending tail's business after the replay.
+                found, vectors = read_vectors(stragglers)
+                self.stragglers.upsert(found, vectors)
+            elif len(stragglers):
                 self.stragglers.upsert(stragglers, self.vectors(stragglers))
         except (RuntimeError, ValueError, TypeError) as e:  # a label hnswlib does not hold
             raise CorruptIndexError(f"manifest lists stragglers the index does not hold: {e}") from e

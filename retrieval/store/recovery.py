@@ -28,7 +28,7 @@ def load_checkpoint(
 ) -> tuple[HnswIndex, Manifest]:
     """The checkpointed graph, or CorruptIndexError saying why it cannot be trusted."""
     try:
-        index, manifest = HnswIndex.load(directory, vectors.dim, config, vectors.read_slots)
+        index, manifest = HnswIndex.load(directory, vectors.dim, config, vectors.read_slots, vectors.read)
     finally:
         vectors.release_pages()  # the load read every slot: hnswlib holds its own copy now
     check_database_has(db, collection_id, manifest.applied_seq)
