@@ -87,6 +87,6 @@ class RunningServer:
                 self.process.wait(10)
         self._log.close()
         code = self.process.returncode
-        if code == -signal.SIGTERM and "(checkpointed)" in self.log.read_text():
+        if code == -signal.SIGTERM and "retrieval run: closed" in self.log.read_text():
             return 0
         return code

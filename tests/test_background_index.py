@@ -153,3 +153,32 @@ def test_writers_wait_for_the_builder_when_the_tail_is_full(monkeypatch, graph_p
         state = client._backend.engine.state(col._record)
         assert state.pending.nbytes <= 64 * DIM * 4 + 100 * DIM * 4  # at most one batch over the cap
     assert col.query(query_embeddings=X[:5], n_results=1)["ids"] == [[str(i)] for i in range(5)]
+
+
+def test_close_with_a_budget_stops_indexing_and_loses_nothing(tmp_path, monkeypatch):
+    """A server stopped with a grace period closes within its budget even with a large unindexed
+    backlog; what it did not index and save is replayed from the oplog on the next open."""
+    from retrieval.store import collection_state, reads
+
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
+    monkeypatch.setattr(collection_state, "INSERT_CHUNK", 64)  # many small steps: the budget can cut in
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+    client = retrieval.PersistentClient(path=str(tmp_path))
+    col = client.create_collection("budget", configuration={"hnsw": {"space": "l2"}})
+    engine = client._backend.engine
+    engine.builder.pause()
+    try:
+        col.add(ids=[str(i) for i in range(len(vectors))], embeddings=vectors)
+        state = engine.state(col._record)
+        assert len(state.pending) == len(vectors)  # nothing indexed yet
+        engine.close(budget_s=0.0)  # out of time at once: nothing indexed, nothing saved
+    finally:
+        engine.builder.resume()
+    assert not list(tmp_path.glob("*/manifest.json"))
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("budget")
+        got = col.query(query_embeddings=vectors[::300], n_results=1, include=[])
+        assert got["ids"] == [[str(i)] for i in range(0, len(vectors), 300)]
+        client._backend.engine.close(budget_s=60.0)  # time enough: indexed and checkpointed
+    assert list(tmp_path.glob("*/manifest.json"))

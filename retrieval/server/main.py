@@ -89,6 +89,11 @@ def _configure_logging(level: str) -> None:
         access.propagate = False
 
 
+# Seconds a shutdown may spend indexing and checkpointing a large backlog before it closes anyway
+# (what is left replays from the oplog on the next start): inside Kubernetes' default 30 s grace.
+SHUTDOWN_BUDGET_S = 20.0
+
+
 def serve(config: ServerConfig, *, allow_unauthenticated: bool = False) -> None:
     """Open the persist directory, serve it until SIGTERM/SIGINT, then close it (checkpoint).
 
@@ -116,8 +121,8 @@ def serve(config: ServerConfig, *, allow_unauthenticated: bool = False) -> None:
     def close() -> None:
         if not closed.is_set():
             closed.set()
-            backend.close()
-            logger.warning("retrieval run: closed %s (checkpointed)", config.path)
+            backend.close(SHUTDOWN_BUDGET_S)
+            logger.warning("retrieval run: closed %s", config.path)
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # flush the last spans to the collector
 

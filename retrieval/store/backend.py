@@ -64,11 +64,13 @@ class EmbeddedBackend:
         self.engine.reset()
         return True
 
-    def close(self) -> None:
+    def close(self, budget_s: float | None = None) -> None:
+        """Close the store; ``budget_s`` bounds the indexing and checkpoint a large backlog owes
+        (the rest is replayed from the oplog on the next open)."""
         if self._release is not None:
-            self._release(self.engine)
+            self._release(self.engine, budget_s)
         else:
-            self.engine.close()
+            self.engine.close(budget_s)
 
     def verify(self, repair: bool = False, sample: int | None = 1000) -> list[Any]:
         """Index-versus-SQLite check of every collection (see ``retrieval.store.verify``)."""

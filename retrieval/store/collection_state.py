@@ -554,9 +554,14 @@ class CollectionState:
             if self.durable and index is not None and (self.backlog or index.changed_since_sweep or self._sweep_owed):
                 self.refresh_stragglers(index)
 
-    def checkpoint_if_due(self) -> None:
+    def checkpoint_if_due(self, deadline: float | None = None) -> None:
         """Index what is pending and checkpoint, when the changes the last checkpoint lacks (the
-        graph's backlog plus the pending tail) reach the checkpoint threshold; otherwise nothing."""
+        graph's backlog plus the pending tail) reach the checkpoint threshold; otherwise nothing.
+
+        ``deadline`` (``time.monotonic()``): stop there, indexed or not, and save nothing unless the
+        graph holds every record and is swept by then. Nothing is lost either way: the oplog after
+        the last checkpoint goes into the pending tail on the next open (a server stopped with a
+        grace period must not be killed mid-save)."""
         with self.lock:
             index, pending = self._index, self.pending
             if not self.durable or index is None or self.cancelled:
@@ -564,10 +569,28 @@ class CollectionState:
             owed = self.backlog + len(pending) + len(pending.deletes)
             if owed < max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count):
                 return
-        self.wait_until_indexed()
-        with self.graph_lock, self.lock:
-            if self._index is not None and (self.backlog or self._index.changed_since_sweep):
-                self.refresh_stragglers(self._index)
+        if deadline is None:
+            self.wait_until_indexed()
+            with self.graph_lock, self.lock:
+                if self._index is not None and (self.backlog or self._index.changed_since_sweep):
+                    self.refresh_stragglers(self._index)
+            return
+
+        def should_stop() -> bool:
+            return self.cancelled or time.monotonic() >= deadline
+
+        with self.graph_lock:
+            while self.background_step(should_stop, checkpoints=False) and not should_stop():
+                pass
+            with self.lock:
+                index, done = self._index, self.pending is not None and self.pending.empty
+            if index is None or not done or should_stop():
+                return  # out of time: the next open replays the oplog instead
+            if (index.changed_since_sweep or self._sweep_owed) and not self._sweep(index, should_stop):
+                return
+            with self.lock:
+                if self._index is index and self.pending.empty and (self.backlog or index.changed_since_sweep):
+                    self._save(index, self.applied_seq)
 
     def stop_background(self) -> None:
         """No more background work for this collection (its client closes): wait for the step in flight."""

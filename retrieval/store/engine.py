@@ -372,7 +372,7 @@ class Engine(Reader, Namespaces):
         for state in list(self._states.values()):
             state.stop_background()
 
-    def close(self) -> None:
+    def close(self, budget_s: float | None = None) -> None:
         """Finish what is owed only where a checkpoint is due anyway, then stop and close.
 
         Costs what changed, not what exists: after a small write nothing is swept or saved
@@ -380,12 +380,16 @@ class Engine(Reader, Namespaces):
         checkpoint lacks). A collection whose changes since its checkpoint reach the checkpoint
         threshold (a fifth of it) is indexed and checkpointed first, as the builder would have done:
         O(N) for at least N/5 changes, so a bulk load reopens without replaying it.
+
+        ``budget_s`` bounds that work (``retrieval run`` on SIGTERM passes its shutdown budget): what
+        is not indexed and saved by then is replayed from the oplog on the next open.
         """
         if self.closed:
             return
         try:
+            deadline = None if budget_s is None else time.monotonic() + budget_s
             for state in list(self._states.values()):
-                state.checkpoint_if_due()
+                state.checkpoint_if_due(deadline)
             self.stop_background()
             for state in list(self._states.values()):
                 state.close_files()

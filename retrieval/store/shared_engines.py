@@ -31,7 +31,8 @@ def acquire(path: Path, synchronous: str) -> Engine:
         return engine
 
 
-def release(engine: Engine) -> None:
+def release(engine: Engine, budget_s: float | None = None) -> None:
+    """One user fewer; the last one closes the engine (``budget_s``: see ``Engine.close``)."""
     with _lock:
         for key, (shared, users) in list(_shared.items()):
             if shared is engine:
@@ -42,7 +43,7 @@ def release(engine: Engine) -> None:
         # Close while holding the lock: a thread opening this path meanwhile must wait until the
         # engine has released the path lock, or it would find the lock held by its own process and
         # fail with "in use by another process" (tests/test_concurrency.py).
-        engine.close()
+        engine.close(budget_s)
 
 
 def open_count() -> int:
