@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--path", default=default_path)
     doctor.add_argument("--repair", action="store_true", help="rebuild every index found faulty")
     doctor.add_argument("--sample", type=int, default=1000, help="records self-queried per collection (default %(default)s)")
-    doctor.add_argument("--full", action="store_true", help="self-query every record")
+    doctor.add_argument("--full", action="store_true", help="self-query every record and check every stored vector's checksum")
     doctor.set_defaults(func=cmd_doctor)
 
     run = add_parser("run", help="serve a persist directory over HTTP (Chroma's v2 REST API)")

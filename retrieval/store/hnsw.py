@@ -34,7 +34,7 @@ import hnswlib
 import numpy as np
 
 from retrieval.config import HnswConfig
-from retrieval.store.graph_file import restore_vectors, strip_vectors
+from retrieval.store.graph_file import GraphFileError, restore_vectors, strip_vectors
 from retrieval.store.stragglers import Stragglers
 
 logger = logging.getLogger("retrieval")
@@ -339,9 +339,7 @@ class HnswIndex:
                     full.unlink(missing_ok=True)
             else:
                 self.index.load_index(str(index_path), max_elements=manifest.element_count)
-        except CorruptIndexError:
-            raise
-        except Exception as e:  # hnswlib raises RuntimeError on malformed files; damaged slots IndexError
+        except (RuntimeError, OSError, ValueError, IndexError, GraphFileError) as e:  # hnswlib: RuntimeError
             raise CorruptIndexError(f"hnswlib could not load the index: {e}") from e
         if self.index.element_count != manifest.element_count or self.index.dim != dim:
             raise CorruptIndexError("index contents disagree with its manifest")

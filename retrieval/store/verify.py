@@ -84,7 +84,7 @@ class VerifyReport:
                 (self.stale_vectors, "stale vectors"),
                 (self.self_query_misses, "not found by their own vector"),
                 (self.damaged_vectors, "damaged vectors in the vector file"),
-                (self.vector_file_problem is not None, f"vector file unusable ({self.vector_file_problem})"),
+                (int(self.vector_file_problem is not None), f"vector file unusable ({self.vector_file_problem})"),
             ]
             if n
         )
@@ -94,6 +94,8 @@ class VerifyReport:
                 f"repair left {self.problems_after_repair} problems"
             )
             return f"{head}: {found}{tail}; {fixed}"
+        if self.vector_file_problem is not None:
+            return f"{head}: {found}{tail}; restore the vector file from a backup (nothing else holds those vectors)"
         return f"{head}: {found}{tail}; repair (--repair) rebuilds the index from the records"
 
 
