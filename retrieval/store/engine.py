@@ -165,7 +165,7 @@ class Engine(Reader, Namespaces):
         return self.get_collection_by_id(collection_id)
 
     def state(self, record: CollectionRecord) -> CollectionState:
-        self._require_live(record)
+        self.require_live(record)
         with self._states_lock:
             state = self._states.get(record.id)
             if state is None:
@@ -193,7 +193,7 @@ class Engine(Reader, Namespaces):
     def upsert(self, record: CollectionRecord, batch: RecordBatch) -> int:
         return self._write(record, batch, mode="upsert")
 
-    def _require_live(self, record: CollectionRecord) -> None:
+    def require_live(self, record: CollectionRecord) -> None:
         """Refuse a stale handle to a deleted collection: a write through it would be acknowledged,
         then unreachable. Writers call this under the state lock, which delete_collection holds."""
         if record.id in self._deleted:
@@ -205,7 +205,7 @@ class Engine(Reader, Namespaces):
         state = self.state(record)
         state.wait_for_room()
         with state.lock:
-            self._require_live(record)
+            self.require_live(record)
             if batch.embeddings is not None:
                 check_dimension(batch.embeddings, state.dimension, record.name)
             state.begin_write()
@@ -267,10 +267,10 @@ class Engine(Reader, Namespaces):
         """Delete the matching records (the first ``limit`` in insertion order); returns how many."""
         state = self.state(record)
         with state.lock:
-            self._require_live(record)
+            self.require_live(record)
             state.begin_write()
             with self.db.transaction() as conn:
-                labels = self._select_labels(conn, record.id, ids, where, where_document)
+                labels = self.select_labels(conn, record.id, ids, where, where_document)
                 if limit is not None:
                     labels = sorted(labels)[:limit]
                 if not labels:
@@ -286,7 +286,8 @@ class Engine(Reader, Namespaces):
             )
             return len(labels)
 
-    def _select_labels(self, conn, collection_id: str, ids, where, where_document) -> list[int]:
+    def select_labels(self, conn, collection_id: str, ids, where, where_document) -> list[int]:
+        """Labels of the collection's records matching ``ids`` and the filters (the caller holds ``conn``)."""
         sql, params = compile_filter(where, where_document)
         # A filter that is one positive metadata lookup drives the query from the metadata index;
         # `+` keeps SQLite from scanning the whole collection through its id index instead.
@@ -308,7 +309,7 @@ class Engine(Reader, Namespaces):
         with state.lock, self.db.reading() as conn:
             candidates = None
             if where is not None or where_document is not None:
-                candidates = set(self._select_labels(conn, record.id, None, where, where_document))
+                candidates = set(self.select_labels(conn, record.id, None, where, where_document))
             n_docs = state.sparse_doc_count(key, lambda: sparse_doc_count(conn, record.id, key))
             hits = sparse_knn(conn, record.id, key, query, limit, candidate_labels=candidates, idf=True, n_docs=n_docs)
             if not hits:

@@ -52,7 +52,8 @@ class Rows:
 
 
 class Reader:
-    """Mixin of the engine's read verbs; needs ``self.db`` and ``self.state(record)``."""
+    """The engine's read verbs, mixed into ``Engine``; they use only its public seams: ``db``,
+    ``state(record)``, ``require_live(record)`` and ``select_labels(...)``."""
 
     def count(self, record: CollectionRecord) -> int:
         state = self.state(record)
@@ -71,7 +72,7 @@ class Reader:
         fields: set[str],
     ) -> Rows:
         """Records matching all given conditions: in the order of ``ids`` when given, else insertion order."""
-        self._require_live(record)
+        self.require_live(record)
         sql, params = compile_filter(where, where_document)
         columns = _columns(fields)
         query = f"SELECT {columns} FROM records r WHERE r.collection_id = ? AND ({sql})"
@@ -113,7 +114,7 @@ class Reader:
 
                 def select() -> np.ndarray:
                     with self.db.reading() as conn:
-                        found = self._select_labels(conn, record.id, ids, where, where_document)
+                        found = self.select_labels(conn, record.id, ids, where, where_document)
                     return np.asarray(found, dtype=np.int64)
 
                 # repr, not the trees themselves: dataclass equality says False == 0.
