@@ -301,3 +301,19 @@ def test_loading_the_graph_does_not_keep_the_vector_file_in_memory(tmp_path):
                 elif inside and line.startswith("Rss:"):
                     resident += int(line.split()[1])
         assert resident * 1024 < big.nbytes / 10, resident
+
+
+def test_undo_steps_run_only_when_a_transaction_does_not_commit(tmp_path):
+    from retrieval.store.db import Database
+
+    db = Database(tmp_path)
+    undone = []
+    with db.transaction():
+        db.on_rollback(lambda: undone.append("committed"))
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.on_rollback(lambda: undone.append("first"))
+            db.on_rollback(lambda: undone.append("second"))
+            raise RuntimeError("fails before the commit")
+    db.close()
+    assert undone == ["second", "first"]

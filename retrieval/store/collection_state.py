@@ -25,7 +25,6 @@ import numpy as np
 from retrieval.config import HnswConfig
 from retrieval.store.db import Database
 from retrieval.store.graph_builder import GraphBuilder, shared_builder
-from retrieval.store.graph_file import as_stored
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
 from retrieval.store.pending import PendingWrites
 from retrieval.store.recovery import has_checkpoint, load_checkpoint, replay_into
@@ -236,23 +235,6 @@ class CollectionState:
         if self.durable:
             self._save(index, self.applied_seq)
 
-    def restore_vectors_from_graph(self, labels: np.ndarray) -> None:
-        """Put back damaged stored vectors from the graph's copy (``verify(repair=True)``): exact for l2
-        and ip; a cosine graph keeps unit vectors, scaled back by the norm stored with the slot.
-
-        A graph loaded after the damage took the damaged vector itself: those stay damaged (reported)."""
-        index = self.index()
-        held_labels = np.intersect1d(np.asarray(labels, dtype=np.int64), index.labels())
-        if not len(held_labels):
-            return
-        held = index.vectors(held_labels)
-        _, damaged = self.vectors.read(held_labels)
-        intact = ~np.all(as_stored(damaged, self.config.space) == held, axis=1)  # else: loaded from the damage
-        if self.config.space == "cosine":
-            held = held * self.vectors.norms(held_labels)[:, None]
-        if intact.any():
-            self.vectors.replace(held_labels[intact], held[intact])
-
     def record_labels(self) -> list[int]:
         """Every label in the collection's records table (what the index must hold)."""
         with self.db.reading() as conn:
@@ -354,10 +336,6 @@ class CollectionState:
             if self._index is None and self.dimension is not None and len(upserted):
                 self._index = HnswIndex(self.dimension, self.config)  # the collection's first vectors
                 self.pending = PendingWrites(self.dimension, self.config.space)
-            if self.durable and len(upserted):
-                self._unmoved += len(upserted)
-                if self._unmoved >= MOVE_BATCH:  # the writer pays, amortised: SQLite keeps few vectors
-                    self.move_vectors()
             if self._index is not None:
                 self.pending.put(np.asarray(upserted, dtype=np.int64), vectors, first_seq)
                 self.pending.delete(removed, first_seq)
@@ -366,6 +344,15 @@ class CollectionState:
         except BaseException:
             self.drop_caches()
             raise
+
+    def left_in_sqlite(self, count: int) -> None:
+        """A committed write left ``count`` vectors in SQLite: once MOVE_BATCH gathered, the writer
+        moves them into the vector file itself (amortised; SQLite keeps few vectors)."""
+        if not self.durable or not count:
+            return
+        self._unmoved += count
+        if self._unmoved >= MOVE_BATCH:
+            self.move_vectors()
 
     def move_vectors(self) -> None:
         """Move the collection's recent vectors from SQLite into its vector file (vector_store.py).

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from retrieval.errors import InternalError, PersistPathLockedError
 from retrieval.query.filter_sql import METADATA_INDEX_DDL, register_sql_functions
@@ -117,6 +117,7 @@ class Database:
     def __init__(self, directory: Path | None, synchronous: str = "FULL"):
         self.directory = directory
         self.lock = threading.RLock()
+        self._undo: list[Callable[[], None]] = []  # the open transaction's on_rollback steps
         self._path_lock = PathLock(directory) if directory is not None else None
         try:
             target = str(directory / DB_FILENAME) if directory is not None else ":memory:"
@@ -158,15 +159,27 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on any exception."""
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on any exception, the commit's own included,
+        and then runs the undo steps registered with ``on_rollback`` (newest first)."""
         with self.lock:
+            self._undo = []
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                for undo in reversed(self._undo):
+                    undo()
                 raise
-            self.conn.execute("COMMIT")
+            finally:
+                self._undo = []
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Inside ``transaction()``: run ``undo`` if the transaction does not commit (a file appended
+        to before the commit that makes the appended part count is cut back)."""
+        self._undo.append(undo)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

@@ -209,51 +209,46 @@ class Engine(Reader, Namespaces):
             if batch.embeddings is not None:
                 check_dimension(batch.embeddings, state.dimension, record.name)
             state.begin_write()
-            appended_from = None
-            try:
-                with self.db.transaction() as conn:
-                    existing = existing_records(conn, record.id, batch.ids)
-                    if mode == "add" and existing:
-                        skipped = [i for i in batch.ids if i in existing]
-                        logger.warning("add: %d ids already exist and were skipped: %s", len(skipped), skipped[:10])
-                    if mode == "update":
-                        missing = [i for i in batch.ids if i not in existing]
-                        if missing:
-                            logger.error("update: %d ids do not exist and were skipped: %s", len(missing), missing[:10])
-                    new_positions = [p for p, i in enumerate(batch.ids) if i not in existing] if mode != "update" else []
-                    old_positions = [p for p, i in enumerate(batch.ids) if i in existing] if mode != "add" else []
-                    if new_positions and batch.embeddings is None:
-                        raise AssertionError("new records need embeddings")  # the Collection layer guarantees this
-                    first_vectors = state.dimension is None and batch.embeddings is not None and bool(new_positions)
-                    if first_vectors:  # the first write fixes the collection's dimension
-                        conn.execute(
-                            "UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id)
-                        )
-                    changed = changed_vectors(batch, old_positions, existing, lambda labels: state.vectors.read(labels))
-                    first = next_label(conn)
-                    new_labels = np.arange(first, first + len(new_positions), dtype=np.int64)
-                    labels = np.concatenate(
-                        [new_labels, np.asarray([existing[batch.ids[p]][0] for p in changed], dtype=np.int64)]
+            with self.db.transaction() as conn:
+                existing = existing_records(conn, record.id, batch.ids)
+                if mode == "add" and existing:
+                    skipped = [i for i in batch.ids if i in existing]
+                    logger.warning("add: %d ids already exist and were skipped: %s", len(skipped), skipped[:10])
+                if mode == "update":
+                    missing = [i for i in batch.ids if i not in existing]
+                    if missing:
+                        logger.error("update: %d ids do not exist and were skipped: %s", len(missing), missing[:10])
+                new_positions = [p for p, i in enumerate(batch.ids) if i not in existing] if mode != "update" else []
+                old_positions = [p for p, i in enumerate(batch.ids) if i in existing] if mode != "add" else []
+                if new_positions and batch.embeddings is None:
+                    raise AssertionError("new records need embeddings")  # the Collection layer guarantees this
+                first_vectors = state.dimension is None and batch.embeddings is not None and bool(new_positions)
+                if first_vectors:  # the first write fixes the collection's dimension
+                    conn.execute(
+                        "UPDATE collections SET dimension = ? WHERE id = ?", (batch.embeddings.shape[1], record.id)
                     )
-                    positions = new_positions + changed
-                    vectors = batch.embeddings[positions] if positions else None
-                    slots = None
-                    if state.durable and state.dimension is not None and len(positions) >= DIRECT_WRITE_MIN:
-                        # A large write's vectors go straight into the vector file (one more fsync, no
-                        # second pass through SQLite); small ones wait in SQLite for a batched move.
-                        appended_from = state.vectors.file.count
-                        slots = state.vectors.append_in(conn, labels, vectors)
-                    insert_records(conn, record.id, batch, new_positions, new_labels, slots)
-                    update_records(conn, record.id, batch, old_positions, existing, set(changed), labels, slots)
-                    last_seq = log_changes(conn, record.id, labels, state.durable)
-            except BaseException:
-                if appended_from is not None:  # never committed: nothing may refer to those slots
-                    state.vectors.file.truncate(appended_from)
-                raise
+                changed = changed_vectors(batch, old_positions, existing, lambda labels: state.vectors.read(labels))
+                first = next_label(conn)
+                new_labels = np.arange(first, first + len(new_positions), dtype=np.int64)
+                labels = np.concatenate(
+                    [new_labels, np.asarray([existing[batch.ids[p]][0] for p in changed], dtype=np.int64)]
+                )
+                positions = new_positions + changed
+                vectors = batch.embeddings[positions] if positions else None
+                slots = None
+                if state.durable and state.dimension is not None and len(positions) >= DIRECT_WRITE_MIN:
+                    # A large write's vectors go straight into the vector file (one more fsync, no
+                    # second pass through SQLite); small ones wait in SQLite for a batched move.
+                    slots = state.vectors.append_in(conn, labels, vectors)
+                insert_records(conn, record.id, batch, new_positions, new_labels, slots)
+                update_records(conn, record.id, batch, old_positions, existing, set(changed), labels, slots)
+                last_seq = log_changes(conn, record.id, labels, state.durable)
             if first_vectors:  # only once committed: a rolled-back first write leaves no dimension behind
                 state.dimension = batch.embeddings.shape[1]
             with span("retrieval.index", collection=record.name, records=len(labels)):
                 state.apply(labels, vectors, [], _first_seq(last_seq, len(labels)), last_seq, count_delta=len(new_positions))
+            if slots is None:
+                state.left_in_sqlite(len(labels))
             return len(new_positions) + len(old_positions)
 
     def delete(

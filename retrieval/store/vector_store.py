@@ -22,8 +22,12 @@ from retrieval.store.vector_file import VectorFile
 VECTOR_DIRNAME = "vectors"  # <persist>/vectors/<collection id>.bin: truth, apart from the index caches
 
 
+
+
 def vector_file_path(persist_directory: Path, collection_id: str) -> Path:
     return persist_directory / VECTOR_DIRNAME / f"{collection_id}.bin"
+
+
 # Vectors moved into the file per transaction, and how many a writer leaves in SQLite before it moves
 # them itself: bounds the write lock's hold (~8 MB at 512-d) and the SQLite pages they occupy.
 MOVE_BATCH = 4096
@@ -179,46 +183,30 @@ class CollectionVectors:
         how many moved (0 for in-memory databases). Holds the database's write lock throughout."""
         if self.path is None:
             return 0
-        appended_from = None
-        try:
-            with self.db.transaction() as conn:
-                # The vectors table holds only recent vectors: drive the join from it.
-                rows = conn.execute(
-                    "SELECT v.label, v.embedding FROM vectors v CROSS JOIN records r ON r.label = v.label "
-                    "WHERE r.collection_id = ? ORDER BY v.label LIMIT ?",
-                    (self.collection_id, limit),
-                ).fetchall()
-                if not rows:
-                    return 0
-                labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                appended_from = self.file.count
-                slots = self.file.append(labels, vectors_from_blobs([r[1] for r in rows], self.dim))
-                conn.executemany("UPDATE records SET slot = ? WHERE label = ?", zip(slots.tolist(), labels.tolist()))
-                conn.executemany("DELETE FROM vectors WHERE label = ?", ((label,) for label in labels.tolist()))
-                conn.execute("UPDATE collections SET vector_slots = ? WHERE id = ?", (self.file.count, self.collection_id))
-        except BaseException:
-            if appended_from is not None:  # the slots were never committed: nothing may refer to them
-                self.file.truncate(appended_from)
-            raise
+        with self.db.transaction() as conn:
+            # The vectors table holds only recent vectors: drive the join from it.
+            rows = conn.execute(
+                "SELECT v.label, v.embedding FROM vectors v CROSS JOIN records r ON r.label = v.label "
+                "WHERE r.collection_id = ? ORDER BY v.label LIMIT ?",
+                (self.collection_id, limit),
+            ).fetchall()
+            if not rows:
+                return 0
+            labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            slots = self.append_in(conn, labels, vectors_from_blobs([r[1] for r in rows], self.dim))
+            conn.executemany("UPDATE records SET slot = ? WHERE label = ?", zip(slots.tolist(), labels.tolist()))
+            conn.executemany("DELETE FROM vectors WHERE label = ?", ((label,) for label in labels.tolist()))
         return len(rows)
 
     def append_in(self, conn, labels: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        """Inside the caller's write transaction: append the vectors to the file (fsynced) and raise the
-        committed count in the same transaction; returns their slots. If that transaction does not
-        commit, the caller cuts the file back (``file.truncate``)."""
+        """Inside a ``db.transaction()``: append the vectors to the file (fsynced) and raise the
+        committed count in that transaction; returns their slots. If the transaction does not commit,
+        the file is cut back (``db.on_rollback``): nothing may refer to slots never committed."""
+        before = self.file.count
+        self.db.on_rollback(lambda: self.file.truncate(before))
         slots = self.file.append(labels, vectors)
         conn.execute("UPDATE collections SET vector_slots = ? WHERE id = ?", (self.file.count, self.collection_id))
         return slots
-
-    def unmoved(self) -> int:
-        """How many of the collection's vectors are still in SQLite (0 for in-memory databases)."""
-        if self.path is None:
-            return 0
-        with self.db.reading() as conn:
-            return conn.execute(
-                "SELECT COUNT(*) FROM vectors v CROSS JOIN records r ON r.label = v.label WHERE r.collection_id = ?",
-                (self.collection_id,),
-            ).fetchone()[0]
 
     def close(self) -> None:
         if self._file is not None:

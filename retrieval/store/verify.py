@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from retrieval.store.collection_state import CollectionState
+from retrieval.store.graph_file import as_stored
 from retrieval.store.vector_file import VectorFileError
 from retrieval.store.vectors import prepare
 from retrieval.types import CollectionRecord
@@ -111,7 +112,7 @@ def verify_collection(
     if repair and report.problems:
         if report.vector_file_problem is None:  # else: nothing here holds what the file lost
             if len(damaged):
-                state.restore_vectors_from_graph(damaged)  # the graph's copy: the only other one there is
+                _restore_from_graph(state, damaged)  # the graph's copy: the only other one there is
             if report.problems == report.self_query_misses + report.damaged_vectors:
                 state.refresh_stragglers()  # the graph is whole; it only cut some records off since the last sweep
             else:
@@ -159,7 +160,7 @@ def _check(state: CollectionState, report: VerifyReport, sample: int | None, see
     k = min(3, len(live))
     for start in range(0, len(checkable), _CHUNK):
         labels = checkable[start : start + _CHUNK]
-        stored = _sql_vectors(state, labels)
+        stored = _stored_vectors(state, labels)
         held = index.vectors(labels)
         stale = ~np.all(np.isclose(prepare(stored, state.config.space), held, rtol=1e-5, atol=1e-6), axis=1)
         report.stale_vectors += int(stale.sum())
@@ -175,7 +176,25 @@ def _check(state: CollectionState, report: VerifyReport, sample: int | None, see
     return damaged
 
 
-def _sql_vectors(state: CollectionState, labels: np.ndarray) -> np.ndarray:
+def _restore_from_graph(state: CollectionState, labels: np.ndarray) -> None:
+    """Put back damaged stored vectors from the graph's copy: exact for l2 and ip; a cosine graph
+    keeps unit vectors, scaled back by the norm stored with the slot.
+
+    A graph loaded after the damage took the damaged vector itself: those stay damaged (reported)."""
+    index = state.index()
+    held_labels = np.intersect1d(np.asarray(labels, dtype=np.int64), index.labels())
+    if not len(held_labels):
+        return
+    held = index.vectors(held_labels)
+    _, damaged = state.vectors.read(held_labels)
+    intact = ~np.all(as_stored(damaged, state.config.space) == held, axis=1)  # else: loaded from the damage
+    if state.config.space == "cosine":
+        held = held * state.vectors.norms(held_labels)[:, None]
+    if intact.any():
+        state.vectors.replace(held_labels[intact], held[intact])
+
+
+def _stored_vectors(state: CollectionState, labels: np.ndarray) -> np.ndarray:
     found, vectors = state.vectors.read(labels)
     row_of = {label: i for i, label in enumerate(found.tolist())}
     return vectors[[row_of[int(label)] for label in labels]]
