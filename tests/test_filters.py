@@ -17,6 +17,7 @@ from retrieval.query.filter_sql import (
     METADATA_INDEX_DDL,
     METADATA_INDEX_DELETE,
     METADATA_INDEX_INSERT,
+    collection_filter,
     compile_filter,
     metadata_index_rows,
     register_sql_functions,
@@ -66,9 +67,8 @@ class Store:
         return label
 
     def sql_labels(self, collection: str, where, where_document) -> set[int]:
-        expr, params = compile_filter(where, where_document)
-        sql = f"SELECT r.label FROM records r WHERE r.collection_id = ? AND ({expr})"
-        return {label for (label,) in self.conn.execute(sql, [collection, *params])}
+        expr, params = collection_filter(collection, where, where_document)
+        return {label for (label,) in self.conn.execute(f"SELECT r.label FROM records r WHERE {expr}", params)}
 
     def oracle_labels(self, collection: str, where, where_document) -> set[int]:
         return {
@@ -516,3 +516,28 @@ def test_where_document_round_trip(where_document) -> None:
     d = where_document.to_dict()
     assert parse_where_document(d) == where_document
     assert parse_where_document(json.loads(json.dumps(d))) == where_document
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"i": 3},
+        {"$and": [{"i": {"$gte": 10}}, {"i": {"$lt": 20}}]},  # a window: one range scan
+        {"$and": [{"$and": [{"i": {"$gte": 10}}, {"i": {"$lt": 20}}]}, {"tag": {"$ne": "a"}}]},
+        {"$and": [{"tag": {"$in": ["a", "b"]}}, {"#id": {"$ne": "x"}}]},
+    ],
+)
+def test_filters_with_a_positive_metadata_lookup_are_driven_by_the_metadata_index(where):
+    """Without statistics SQLite would walk the whole collection through its id index and test each
+    record (15 ms for a 10% window of 100k records, against 4 ms from the metadata index)."""
+    store = Store()
+    for i in range(50):
+        store.add("c", str(i), {"i": i, "tag": "ab"[i % 2]}, "doc")
+    expr, params = collection_filter("c", parse_where(where), None)
+    plan = " | ".join(row[3] for row in store.conn.execute(f"EXPLAIN QUERY PLAN SELECT r.label FROM records r WHERE {expr}", params))
+    assert "SEARCH r USING INTEGER PRIMARY KEY" in plan and "sqlite_autoindex_records" not in plan, plan
+    assert store.sql_labels("c", parse_where(where), None) == store.oracle_labels("c", parse_where(where), None)
+    # With ids the caller adds `r.id IN (...)`, and the id index drives instead.
+    expr, params = collection_filter("c", parse_where(where), None, by_ids=True)
+    plan = " | ".join(row[3] for row in store.conn.execute(f"EXPLAIN QUERY PLAN SELECT r.label FROM records r WHERE {expr} AND r.id IN ('1', '2')", params))
+    assert "sqlite_autoindex_records" in plan, plan

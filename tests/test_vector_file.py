@@ -17,6 +17,7 @@ from retrieval.store import reads, vector_store
 from retrieval.store.hnsw import INDEX_FILENAME
 from retrieval.store.vector_file import HEADER_BYTES, VectorFileError, slot_dtype
 from retrieval.store.vector_store import vector_file_path
+from tests.test_hnsw import brute_force
 
 DIM = 128
 N = 300
@@ -317,3 +318,51 @@ def test_undo_steps_run_only_when_a_transaction_does_not_commit(tmp_path):
             raise RuntimeError("fails before the commit")
     db.close()
     assert undone == ["second", "first"]
+
+
+def _resident_kib(path: Path) -> int:
+    """The resident kilobytes of this process's mappings of ``path``."""
+    resident, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if head[0].isdigit() or head[0] in "abcdef":
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                resident += int(line.split()[1])
+    return resident
+
+
+@pytest.mark.parametrize("space", ["l2", "cosine", "ip"])
+def test_filtered_exact_queries_score_candidates_in_the_vector_file(tmp_path, monkeypatch, space):
+    """A filter's candidates are scored where their vectors lie: dense slots as one mapped span,
+    scattered ones gathered, recent ones from SQLite; answers and distances equal a brute force,
+    and the scan leaves no pages of the file in the process."""
+    from retrieval.store import collection_state
+
+    monkeypatch.setattr(collection_state, "EXACT_MATRIX_MAX_BYTES", 0)  # no in-memory copy: the file path
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((900, DIM)).astype(np.float32)
+    X[0] *= 3.0
+    with retrieval.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("col", configuration={"hnsw": {"space": space}})
+        col.add(ids=[str(i) for i in range(800)], embeddings=X[:800], metadatas=[{"i": i} for i in range(800)])
+        for i in range(800, 900, 10):  # small writes: their vectors stay in SQLite
+            col.add(ids=[str(j) for j in range(i, i + 10)], embeddings=X[i : i + 10], metadatas=[{"i": j} for j in range(i, i + 10)])
+        X[3] = rng.standard_normal(DIM)  # an update: a recent vector replaces one in the file
+        col.update(ids=["3"], embeddings=X[3:4])
+        col.delete(ids=["5"])
+        live = np.array([i for i in range(900) if i != 5])
+        queries = np.vstack([X[:1], rng.standard_normal((2, DIM)).astype(np.float32)])
+        for where, members in [
+            ({"$and": [{"i": {"$gte": 0}}, {"i": {"$lt": 300}}]}, live[live < 300]),  # dense slots
+            ({"i": {"$in": list(range(0, 900, 7))}}, live[live % 7 == 0]),  # scattered, some recent
+            ({"i": {"$gte": 780}}, live[live >= 780]),  # straddles the file and SQLite
+        ]:
+            got = col.query(query_embeddings=queries, n_results=10, where=where, include=["distances"])
+            for q, ids, dist in zip(queries, got["ids"], got["distances"]):
+                expected = brute_force(X[members], q, space)
+                order = np.argsort(expected, kind="stable")[:10]
+                assert [int(i) for i in ids] == members[order].tolist()
+                np.testing.assert_allclose(dist, expected[order], rtol=1e-4, atol=1e-4)
+        assert _resident_kib(vector_file_path(tmp_path, col.id)) * 1024 < X.nbytes / 10

@@ -28,7 +28,7 @@ from retrieval.store.graph_builder import GraphBuilder, shared_builder
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
 from retrieval.store.pending import PendingWrites
 from retrieval.store.recovery import has_checkpoint, load_checkpoint, replay_into
-from retrieval.store.vector_store import MOVE_BATCH, CollectionVectors, vector_file_path
+from retrieval.store.vector_store import MOVE_BATCH, Candidates, CollectionVectors, vector_file_path
 from retrieval.store.vectors import VectorMatrix, search_chunks
 from retrieval.telemetry import span
 
@@ -132,34 +132,36 @@ class CollectionState:
     # ------------------------------------------------------------------ loading
 
     def exact_search(
-        self, queries: np.ndarray, k: int, candidates: np.ndarray | None = None, cache_key: Any = None
+        self, queries: np.ndarray, k: int, candidates: Candidates | None = None, cache_key: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k among all records or among ``candidates`` (labels).
+        """Exact top-k among all records or among a filter's ``candidates``.
 
         Collections whose vectors fit EXACT_MATRIX_MAX_BYTES keep them in memory. Larger ones do not
         hold a second copy of every vector next to the HNSW graph: a filter's candidate vectors are
-        read from SQLite once and kept with the filter's cache entry (within a byte budget), and a
-        scan of everything streams through in chunks.
+        read from the vector file once and kept with the filter's cache entry (within a byte budget),
+        and a scan of everything streams through in pages.
         """
         if self.dimension is None or self.count() == 0:
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
         in_memory = self.count() * self.dimension * 4 <= EXACT_MATRIX_MAX_BYTES
         if in_memory and (candidates is None or cache_key is None):
             matrix = self._full_matrix()
-            return matrix.search(queries, k, rows=None if candidates is None else matrix.rows_for(candidates))
+            return matrix.search(queries, k, rows=None if candidates is None else matrix.rows_for(candidates.labels))
         if candidates is None:
             return search_chunks(queries, k, self.vectors.pages(), self.config.space)
-        # A filter's candidates are gathered once into a contiguous matrix and kept with the filter's
-        # cache entry: repeating a filter then scans them without copying (or reading) them again.
+        if not in_memory and self.vectors.file is not None:
+            return self.vectors.nearest(queries, k, candidates, self.config.space)
+        # Without a vector file (an in-memory database) a filter's candidates are gathered once into
+        # a contiguous matrix and kept with the filter's cache entry: repeating a filter then scans
+        # them without reading them from SQLite again.
         subset = self._candidate_cache.get(cache_key)
         if subset is None:
-            labels = np.sort(candidates)
             if in_memory:
                 matrix = self._full_matrix()
-                subset = matrix.subset(matrix.rows_for(labels))
+                subset = matrix.subset(matrix.rows_for(candidates.labels))
             else:
-                chunks = [self.vectors.read(labels)]
-                subset = VectorMatrix.from_chunks(self.dimension, self.config.space, chunks, capacity=len(labels))
+                chunks = [self.vectors.read(candidates.labels)]
+                subset = VectorMatrix.from_chunks(self.dimension, self.config.space, chunks, capacity=len(candidates.labels))
             if cache_key is not None and subset.nbytes <= CANDIDATE_CACHE_MAX_BYTES:
                 self._candidate_cache[cache_key] = subset
                 while sum(m.nbytes for m in self._candidate_cache.values()) > CANDIDATE_CACHE_MAX_BYTES:
@@ -242,7 +244,7 @@ class CollectionState:
 
     # ------------------------------------------------------------------ queries over graph + tail
 
-    def ann_search(self, queries: np.ndarray, k: int, filter_fn=None, candidates: np.ndarray | None = None):
+    def ann_search(self, queries: np.ndarray, k: int, filter_fn=None, candidates: Candidates | None = None):
         """Top-k from the graph merged with an exact scan of the pending tail.
 
         Raises RuntimeError when the two together cannot produce k results (the caller answers
@@ -266,7 +268,7 @@ class CollectionState:
         if pending.empty:
             return labels[:, :k], dist[:, :k]
         dist = np.where(pending.hides(labels), np.float32(np.inf), dist).astype(np.float32)
-        tail_labels, tail_dist = pending.search(queries, k, candidates)
+        tail_labels, tail_dist = pending.search(queries, k, None if candidates is None else candidates.labels)
         labels, dist = merge_top_k(tail_labels, tail_dist, labels, dist, k)
         if labels.shape[1] < k or not np.isfinite(dist).all():
             raise RuntimeError("graph and pending tail hold fewer than k results")

@@ -21,7 +21,7 @@ import numpy as np
 
 from retrieval.config import CollectionConfig
 from retrieval.errors import NotFoundError, UniqueConstraintError
-from retrieval.query.filter_sql import METADATA_INDEX_DELETE, compile_filter
+from retrieval.query.filter_sql import METADATA_INDEX_DELETE, collection_filter
 from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import Database, id_chunks
 from retrieval.store.graph_builder import shared_builder
@@ -37,7 +37,7 @@ from retrieval.store.record_rows import (
     update_records,
 )
 from retrieval.store.vector_file import VectorFileError
-from retrieval.store.vector_store import DIRECT_WRITE_MIN
+from retrieval.store.vector_store import DIRECT_WRITE_MIN, Candidates
 from retrieval.store.verify import DEFAULT_SAMPLE, VerifyReport, verify_collection
 from retrieval.store.sparse_index import (
     SPARSE_INDEX_DELETE_COLLECTION,
@@ -283,18 +283,23 @@ class Engine(Reader, Namespaces):
 
     def select_labels(self, conn, collection_id: str, ids, where, where_document) -> list[int]:
         """Labels of the collection's records matching ``ids`` and the filters (the caller holds ``conn``)."""
-        sql, params = compile_filter(where, where_document)
-        # A filter that is one positive metadata lookup drives the query from the metadata index;
-        # `+` keeps SQLite from scanning the whole collection through its id index instead.
-        scope = "+r.collection_id" if sql.startswith("r.label IN (") else "r.collection_id"
-        query = f"SELECT r.label FROM records r WHERE {scope} = ? AND ({sql})"
-        args: list[Any] = [collection_id, *params]
+        return [row[0] for row in self._matching(conn, "r.label", collection_id, ids, where, where_document)]
+
+    def select_candidates(self, conn, collection_id: str, ids, where, where_document) -> Candidates:
+        """The matching records' labels with their vector-file slots, in one pass (the caller holds ``conn``)."""
+        rows = self._matching(conn, "r.label, coalesce(r.slot, -1)", collection_id, ids, where, where_document)
+        return Candidates.from_rows(rows)
+
+    @staticmethod
+    def _matching(conn, columns: str, collection_id: str, ids, where, where_document) -> list[tuple]:
+        sql, args = collection_filter(collection_id, where, where_document, by_ids=ids is not None)
+        query = f"SELECT {columns} FROM records r WHERE {sql}"
         if ids is None:
-            return [row[0] for row in conn.execute(query, args)]
-        labels = []
+            return conn.execute(query, args).fetchall()
+        rows = []
         for placeholders, chunk in id_chunks(ids):
-            labels += [row[0] for row in conn.execute(f"{query} AND r.id IN ({placeholders})", args + chunk)]
-        return labels
+            rows += conn.execute(f"{query} AND r.id IN ({placeholders})", args + chunk).fetchall()
+        return rows
 
     def sparse_query(
         self, record: CollectionRecord, key: str, query: Any, limit: int, where: Any = None, where_document: Any = None

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from retrieval.query.filter_sql import compile_filter
+from retrieval.query.filter_sql import collection_filter
 from retrieval.store.collection_state import CollectionState
 from retrieval.store.db import id_chunks
+from retrieval.store.vector_store import Candidates
 from retrieval.types import CollectionRecord
 from retrieval.validation import check_dimension
 
@@ -53,7 +54,7 @@ class Rows:
 
 class Reader:
     """The engine's read verbs, mixed into ``Engine``; they use only its public seams: ``db``,
-    ``state(record)``, ``require_live(record)`` and ``select_labels(...)``."""
+    ``state(record)``, ``require_live(record)`` and ``select_candidates(...)``."""
 
     def count(self, record: CollectionRecord) -> int:
         state = self.state(record)
@@ -73,10 +74,8 @@ class Reader:
     ) -> Rows:
         """Records matching all given conditions: in the order of ``ids`` when given, else insertion order."""
         self.require_live(record)
-        sql, params = compile_filter(where, where_document)
-        columns = _columns(fields)
-        query = f"SELECT {columns} FROM records r WHERE r.collection_id = ? AND ({sql})"
-        args: list[Any] = [record.id, *params]
+        sql, args = collection_filter(record.id, where, where_document, by_ids=ids is not None)
+        query = f"SELECT {_columns(fields)} FROM records r WHERE {sql}"
         with self.db.reading() as conn:
             if ids is None:
                 query += " ORDER BY r.label LIMIT ? OFFSET ?"
@@ -112,10 +111,9 @@ class Reader:
             candidates = cache_key = None
             if ids is not None or where is not None or where_document is not None:
 
-                def select() -> np.ndarray:
+                def select() -> Candidates:
                     with self.db.reading() as conn:
-                        found = self.select_labels(conn, record.id, ids, where, where_document)
-                    return np.asarray(found, dtype=np.int64)
+                        return self.select_candidates(conn, record.id, ids, where, where_document)
 
                 # repr, not the trees themselves: dataclass equality says False == 0.
                 cache_key = (None if ids is None else tuple(ids), repr(where), repr(where_document))
@@ -194,7 +192,7 @@ def _nearest(
     state: CollectionState,
     queries: np.ndarray,
     n_results: int,
-    candidates: np.ndarray | None,
+    candidates: Candidates | None,
     live: int,
     cache_key: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -206,18 +204,19 @@ def _nearest(
         k = min(n_results, live)
         if live <= EXACT_MAX_ROWS or k >= live:
             return state.exact_search(queries, k)
-        return _ann(state, queries, k, None)
-    if len(candidates) == 0:
+        return _ann(state, queries, k)
+    matching = len(candidates.labels)
+    if matching == 0:
         return empty
-    k = min(n_results, len(candidates))
-    selective = len(candidates) <= EXACT_FILTER_MAX_ROWS or len(candidates) <= EXACT_FILTER_MAX_FRACTION * live
-    if selective or k >= len(candidates) or live <= EXACT_MAX_ROWS:
+    k = min(n_results, matching)
+    selective = matching <= EXACT_FILTER_MAX_ROWS or matching <= EXACT_FILTER_MAX_FRACTION * live
+    if selective or k >= matching or live <= EXACT_MAX_ROWS:
         return state.exact_search(queries, k, candidates, cache_key)
-    allowed = set(candidates.tolist())
+    allowed = set(candidates.labels.tolist())
     return _ann(state, queries, k, allowed.__contains__, candidates, cache_key)
 
 
-def _ann(state: CollectionState, queries: np.ndarray, k: int, filter_fn, candidates=None, cache_key=None):
+def _ann(state: CollectionState, queries: np.ndarray, k: int, filter_fn=None, candidates=None, cache_key=None):
     try:
         return state.ann_search(queries, k, filter_fn, candidates)  # the graph plus its pending tail
     except RuntimeError:

@@ -5,23 +5,24 @@ fsync: acknowledged means durable). Persistent collections then move them, in ba
 collection's vector file (vector_file.py): append and fsync the slots, then one transaction sets
 each record's ``slot``, deletes the moved rows and raises ``collections.vector_slots``. So every
 vector is stored once at full precision: in the ``vectors`` table while recent (or always, for
-in-memory databases), in the file after. A row in ``vectors`` wins over a slot (an update clears
-the slot, so the two never disagree; the rule just makes that not matter).
+in-memory databases), in the file after. A row in ``vectors`` wins over a slot; writers keep a
+record's ``slot`` NULL while its vector has a row (an update clears it, a move sets it as it deletes
+the row), so a filter can read each candidate's slot with the record itself (``Candidates``).
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
 from retrieval.store.db import Database
 from retrieval.store.vector_file import VectorFile
+from retrieval.store.vectors import distances_to_raw, exact_l2, prepare, top_k
 
 VECTOR_DIRNAME = "vectors"  # <persist>/vectors/<collection id>.bin: truth, apart from the index caches
-
-
 
 
 def vector_file_path(persist_directory: Path, collection_id: str) -> Path:
@@ -41,6 +42,20 @@ def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32, copy=False)
+
+
+class Candidates(NamedTuple):
+    """Records matching a filter: their labels, ascending, and each one's slot in the vector file
+    (-1 where the vector is still in SQLite), read in the filter's own SQL pass."""
+
+    labels: np.ndarray
+    slots: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[int, int]]) -> Candidates:
+        pairs = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
+        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+        return cls(np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]))
 
 
 class CollectionVectors:
@@ -87,6 +102,31 @@ class CollectionVectors:
         if not found:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         return np.concatenate(found), np.concatenate(parts)
+
+    def nearest(self, queries: np.ndarray, k: int, candidates: Candidates, space: str) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k labels and distances among a filter's candidates, scored where their vectors
+        lie: in place in the file's mapping (with their stored norms), or in SQLite while recent.
+
+        No vector is copied into a matrix or kept: a new filter costs its SQL and one pass over its
+        candidates' rows. Slots are never rewritten, so a slot read with the filter still holds that
+        record's vector while the collection is locked; one moved to the file since is read by label."""
+        queries = prepare(queries, space)
+        in_file = candidates.slots >= 0
+        labels = [candidates.labels[in_file]]
+        dist = [self.file.scan(candidates.slots[in_file], lambda v, n: distances_to_raw(queries, v, n, space))] if in_file.any() else []
+        if not in_file.all():
+            recent_labels, recent = self.read(candidates.labels[~in_file])
+            labels.append(recent_labels)
+            dist.append(distances_to_raw(queries, recent, np.sqrt(np.einsum("ij,ij->i", recent, recent)), space))
+        labels = np.concatenate(labels)
+        idx, best = top_k(np.concatenate(dist, axis=1), k)
+        if space != "l2" or not idx.size:
+            return labels[idx], best
+        # The fast l2 form cancels for near-identical vectors: recompute the picks exactly (exact_l2).
+        picked, rows = np.unique(labels[idx], return_inverse=True)
+        _, vectors = self.read(picked)
+        idx, best = exact_l2(queries, vectors, rows.reshape(idx.shape), best)
+        return picked[idx], best
 
     def pages(self, page: int | None = None, should_stop=lambda: False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(labels, vectors)`` of every record, in label order, a page at a time; each page is read
@@ -213,4 +253,4 @@ class CollectionVectors:
             self._file.close()
 
 
-__all__ = ["DIRECT_WRITE_MIN", "MOVE_BATCH", "CollectionVectors", "vector_file_path", "vectors_from_blobs"]
+__all__ = ["DIRECT_WRITE_MIN", "MOVE_BATCH", "Candidates", "CollectionVectors", "vector_file_path", "vectors_from_blobs"]

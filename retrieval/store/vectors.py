@@ -28,12 +28,7 @@ def distances(queries: np.ndarray, matrix: np.ndarray, space: str, sq_norms: np.
     l2 is the squared euclidean distance; ip is ``1 - <q, x>``; cosine is ``1 - cos(q, x)``
     (``queries`` and ``matrix`` already prepared).
     """
-    if len(queries) <= _FEW_QUERIES:
-        # einsum runs single-threaded: for a matrix-vector product OpenBLAS's thread wake-ups
-        # cost more than the work, and on a busy machine up to 100x more.
-        dots = np.einsum("ij,kj->ki", matrix, queries)
-    else:
-        dots = queries @ matrix.T
+    dots = _dots(queries, matrix)
     if space == "l2":
         if sq_norms is None:
             sq_norms = np.einsum("ij,ij->i", matrix, matrix)
@@ -41,6 +36,27 @@ def distances(queries: np.ndarray, matrix: np.ndarray, space: str, sq_norms: np.
         out = q_norms[:, None] + sq_norms[None, :] - 2.0 * dots
         return np.maximum(out, 0.0, out=out)
     return 1.0 - dots
+
+
+def distances_to_raw(queries: np.ndarray, vectors: np.ndarray, norms: np.ndarray, space: str) -> np.ndarray:
+    """Chroma's distance from prepared ``queries`` to raw rows with their stored norms: the vector
+    file's rows, scored where they lie (any row stride) instead of copied and prepared first."""
+    dots = _dots(queries, vectors)
+    if space == "cosine":
+        return 1.0 - dots / np.maximum(norms, 1e-30)
+    if space == "ip":
+        return 1.0 - dots
+    q_norms = np.einsum("ij,ij->i", queries, queries)
+    out = q_norms[:, None] + np.square(norms)[None, :] - 2.0 * dots
+    return np.maximum(out, 0.0, out=out)
+
+
+def _dots(queries: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    if len(queries) <= _FEW_QUERIES:
+        # einsum runs single-threaded: for a matrix-vector product OpenBLAS's thread wake-ups
+        # cost more than the work, and on a busy machine up to 100x more.
+        return np.einsum("ij,kj->ki", matrix, queries)
+    return queries @ matrix.T
 
 
 def top_k(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
