@@ -182,3 +182,108 @@ def test_close_with_a_budget_stops_indexing_and_loses_nothing(tmp_path, monkeypa
         assert got["ids"] == [[str(i)] for i in range(0, len(vectors), 300)]
         client._backend.engine.close(budget_s=60.0)  # time enough: indexed and checkpointed
     assert list(tmp_path.glob("*/manifest.json"))
+
+
+def _crash(client) -> None:
+    """What SIGKILL leaves: no background work, nothing at exit."""
+    engine = client._backend.engine
+    engine.stop_background()
+    engine._states.clear()
+    engine.db.close()
+    retrieval.store.shared_engines.forget_all()
+
+
+@pytest.mark.parametrize("space", ["l2", "cosine"])
+def test_a_large_graph_loads_in_the_background_while_queries_answer_exactly(tmp_path, graph_path, monkeypatch, space):
+    """Reopening a large collection answers its first query from an exact scan of the vector file
+    while the graph loads in a background thread; writes meanwhile are queued once, by the load."""
+    import threading
+
+    from retrieval.store import collection_state
+    from tests.test_hnsw import brute_force
+
+    monkeypatch.setattr(collection_state, "BACKGROUND_LOAD_MIN_RECORDS", 1000)
+    path = str(tmp_path / "db")
+    X = _vectors(3000, seed=8)
+    client = retrieval.PersistentClient(path)
+    col = client.create_collection("big", embedding_function=None, configuration={"hnsw": {"space": space}})
+    col.add(ids=[str(i) for i in range(2500)], embeddings=X[:2500], metadatas=[{"i": i} for i in range(2500)])
+    client._backend.engine.flush()  # a checkpoint; then changes after it, left in the oplog
+    col.add(ids=[str(i) for i in range(2500, 2600)], embeddings=X[2500:2600], metadatas=[{"i": i} for i in range(2500, 2600)])
+    X[10] = _vectors(1, seed=9)[0]
+    col.update(ids=["10"], embeddings=X[10:11])  # its old slot stays behind in the file
+    col.delete(ids=["11", "2550"])
+    _crash(client)
+
+    release = threading.Event()
+    original = collection_state.load_checkpoint
+
+    def slow_load(*args, **kwargs):
+        assert release.wait(60)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(collection_state, "load_checkpoint", slow_load)
+    client = retrieval.PersistentClient(path)
+    col = client.get_collection("big")
+    state = client._backend.engine.state(col._record)
+    live = np.array([i for i in range(2600) if i not in (11, 2550)])
+    queries = np.vstack([X[[10, 12, 2599]], _vectors(2, seed=10)])
+
+    def check(members):
+        got = col.query(query_embeddings=queries, n_results=5, include=["distances"])
+        for q, ids, dist in zip(queries, got["ids"], got["distances"]):
+            expected = brute_force(X[members], q, space)
+            order = np.argsort(expected, kind="stable")[:5]
+            assert [int(i) for i in ids] == members[order].tolist()
+            np.testing.assert_allclose(dist, expected[order], rtol=1e-4, atol=1e-4)
+
+    check(live)  # the first answer: exact, the graph not loaded
+    assert state.loading and state.pending is None
+    filtered = col.query(query_embeddings=queries[:1], n_results=3, where={"i": {"$gte": 100}})["ids"][0]
+    assert filtered == [str(i) for i in live[live >= 100][np.argsort(brute_force(X[live[live >= 100]], queries[0], space))[:3]]]
+    col.add(ids=[str(i) for i in range(2600, 3000)], embeddings=X[2600:], metadatas=[{"i": i} for i in range(2600, 3000)])
+    live = np.concatenate([live, np.arange(2600, 3000)])
+    check(live)  # a write while loading: found at once (it is in the records the scan reads)
+    release.set()
+    state.wait_until_indexed()
+    assert not state.loading and state.graph() is not None
+    assert col.query(query_embeddings=X[2999:3000], n_results=1)["ids"] == [["2999"]]
+    assert col.count() == len(live)
+    assert client._backend.engine.builder.idle(timeout=120)
+    if space == "l2":  # (a cosine graph holds unit vectors, which the helper does not compare)
+        check_index_matches_sql(client, col)  # the write made while loading went in once
+    client.close()
+
+
+def test_close_while_the_graph_loads_stops_the_load(tmp_path, graph_path, monkeypatch):
+    import time
+
+    from retrieval.store import collection_state, vector_store
+
+    monkeypatch.setattr(collection_state, "BACKGROUND_LOAD_MIN_RECORDS", 1000)
+    path = str(tmp_path / "db")
+    X = _vectors(2000, seed=11)
+    with retrieval.PersistentClient(path) as client:
+        col = client.create_collection("big", embedding_function=None)
+        col.add(ids=[str(i) for i in range(2000)], embeddings=X)
+        client._backend.engine.flush()
+    reads_done = []
+    original = vector_store.CollectionVectors.read_slots
+
+    def slow_read_slots(self, slots):
+        reads_done.append(len(slots))
+        time.sleep(0.05)
+        return original(self, slots)
+
+    monkeypatch.setattr(vector_store.CollectionVectors, "read_slots", slow_read_slots)
+    monkeypatch.setattr("retrieval.store.graph_file._CHUNK", 16)  # 125 chunks: over 6 s to load
+    client = retrieval.PersistentClient(path)
+    col = client.get_collection("big")
+    assert col.query(query_embeddings=X[:1], n_results=1)["ids"] == [["0"]]
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 2.0 and 0 < len(reads_done) < 125
+    monkeypatch.undo()
+    with retrieval.PersistentClient(path) as client:  # the checkpoint is intact
+        col = client.get_collection("big")
+        assert col.query(query_embeddings=X[1999:], n_results=1)["ids"] == [["1999"]]

@@ -27,7 +27,7 @@ from retrieval.store.db import Database
 from retrieval.store.graph_builder import GraphBuilder, shared_builder
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
 from retrieval.store.pending import PendingWrites
-from retrieval.store.recovery import has_checkpoint, load_checkpoint, replay_into
+from retrieval.store.recovery import LoadCancelled, has_checkpoint, load_checkpoint, replay_into
 from retrieval.store.vector_store import MOVE_BATCH, Candidates, CollectionVectors, vector_file_path
 from retrieval.store.vectors import VectorMatrix, search_chunks
 from retrieval.telemetry import span
@@ -52,6 +52,10 @@ OVERFETCH_MAX_FACTOR = 4
 # exact scan every query makes of the tail).
 PENDING_MAX_BYTES = 256 << 20
 FILTER_CACHE_ENTRIES = 64
+# A persistent collection with at least this many records loads its graph in a background thread;
+# queries meanwhile scan the vector file exactly (vector_store.nearest_all: ~0.1 s at 1M x 512).
+# Smaller graphs load in the call that needs them (well under that).
+BACKGROUND_LOAD_MIN_RECORDS = 20_000
 # Keep every vector in memory for exact search only while that copy stays this small; beyond it
 # the HNSW graph is the only in-memory copy (see exact_search).
 EXACT_MATRIX_MAX_BYTES = 64 << 20
@@ -91,6 +95,8 @@ class CollectionState:
         self._vectors: CollectionVectors | None = None
         self._vectors_lock = threading.Lock()
         self._unmoved = 0  # vectors this process wrote to SQLite since it last moved them to the file
+        self._loader: threading.Thread | None = None  # loading the graph in the background
+        self._loaded = threading.Condition(self.lock)  # notified when a background load ends
 
     @property
     def vectors(self) -> CollectionVectors:
@@ -147,6 +153,8 @@ class CollectionState:
         if in_memory and (candidates is None or cache_key is None):
             matrix = self._full_matrix()
             return matrix.search(queries, k, rows=None if candidates is None else matrix.rows_for(candidates.labels))
+        if candidates is None and self.vectors.file is not None:
+            return self.vectors.nearest_all(queries, k, self.config.space)
         if candidates is None:
             return search_chunks(queries, k, self.vectors.pages(), self.config.space)
         if not in_memory and self.vectors.file is not None:
@@ -178,51 +186,103 @@ class CollectionState:
         return self._matrix
 
     def index(self) -> HnswIndex | None:
-        """The HNSW index, loading or rebuilding it on first use; None while the collection has no vectors."""
+        """The HNSW index, loaded now if need be (after a background load in flight, if any); None
+        while the collection has no vectors."""
+        while self._loader is not None:
+            self._loaded.wait()  # releases self.lock meanwhile, so the loader can install the graph
         if self._index is None and self.dimension is not None:
-            self.pending = PendingWrites(self.dimension, self.config.space)
-            self._index = self._load_or_rebuild()
-            self._wake()
+            self._install(*self._read_graph(lambda: self.cancelled))
         return self._index
 
-    def _load_or_rebuild(self) -> HnswIndex:
-        """The checkpoint plus the oplog after it in the pending tail (recovery.py), else a rebuild."""
+    def graph(self) -> HnswIndex | None:
+        """The index if it is in memory; else a large collection's starts loading in a background
+        thread and None is returned: the caller answers exactly meanwhile. Small ones load now."""
+        if self._index is None and self._loader is None and self.dimension is not None:
+            if self.durable and self.count() >= BACKGROUND_LOAD_MIN_RECORDS:
+                self._loader = threading.Thread(
+                    target=self._load_in_background, name=f"retrieval-load-{self.collection_id[:8]}", daemon=True
+                )
+                self._loader.start()
+            else:
+                self.index()
+        return self._index
+
+    @property
+    def loading(self) -> bool:
+        return self._loader is not None
+
+    def _load_in_background(self) -> None:
+        graph = None
+        try:
+            graph = self._read_graph(lambda: self.cancelled)
+        except LoadCancelled:
+            pass
+        except Exception:
+            if not self.cancelled:  # else its files were closed or deleted under it: expected
+                logger.exception("collection %s: loading the index failed; queries stay exact", self.collection_id)
+        with self.lock:
+            try:
+                if graph is not None and not self.cancelled and self._index is None:
+                    self._install(*graph)
+            except Exception:
+                logger.exception("collection %s: loading the index failed; queries stay exact", self.collection_id)
+            finally:
+                self._loader = None
+                self._loaded.notify_all()
+
+    def _read_graph(self, should_stop: Callable[[], bool]) -> tuple[HnswIndex, int]:
+        """The graph from its checkpoint, else rebuilt from the records, and the oplog seq it
+        reflects: the long part of loading, run without the collection's lock."""
         if has_checkpoint(self.directory):
             try:
-                index, manifest = load_checkpoint(self.db, self.collection_id, self.directory, self.config, self.vectors)
-                self.applied_seq = replay_into(self.pending, self.db, self.collection_id, manifest.applied_seq, self.vectors)
-                # Checkpoints are swept before they are saved; one written by an older version may
-                # not be: sweep it in the background (until then a cut-off record may be missed).
-                self._sweep_owed = index.changed_since_sweep > 0
-                return index
+                index, manifest = load_checkpoint(
+                    self.db, self.collection_id, self.directory, self.config, self.vectors, should_stop
+                )
+                return index, manifest.applied_seq
             except CorruptIndexError as e:
                 self.load_problem = str(e)
                 logger.warning(
                     "collection %s: index checkpoint not usable (%s); rebuilding it from the records", self.collection_id, e
                 )
-        return self._rebuild()
+        return self._rebuild(should_stop)
 
-    def _rebuild(self) -> HnswIndex:
-        """A graph of every record, built now from SQLite (a damaged checkpoint, ``rebuild_index``)."""
+    def _install(self, index: HnswIndex, seq: int) -> None:
+        """Make ``index`` the graph, with the oplog after ``seq`` in a new pending tail (recovery.py).
+        Under the lock: writes committed while the graph loaded are in that oplog, not yet queued."""
+        self.pending = PendingWrites(self.dimension, self.config.space)
+        self.applied_seq = replay_into(self.pending, self.db, self.collection_id, seq, self.vectors)
+        # Checkpoints are swept before they are saved; one written by an older version may not be:
+        # sweep it in the background (until then a cut-off record may be missed).
+        self._sweep_owed = index.changed_since_sweep > 0
+        self.backlog = 0
+        self._index = index
+        self._wake()
+
+    def _rebuild(self, should_stop: Callable[[], bool] = lambda: False) -> tuple[HnswIndex, int]:
+        """A graph of every record, built from SQLite (no or a damaged checkpoint, ``rebuild_index``),
+        swept and checkpointed; and the oplog seq it reflects."""
         with self.db.reading() as conn:
             seq = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ?", (self.collection_id,)
             ).fetchone()[0]
-        index = HnswIndex(self.dimension, self.config, capacity=self.count())
-        for labels, vectors in self.vectors.pages():
+            count = conn.execute("SELECT COUNT(*) FROM records WHERE collection_id = ?", (self.collection_id,)).fetchone()[0]
+        index = HnswIndex(self.dimension, self.config, capacity=count)
+        for labels, vectors in self.vectors.pages(should_stop=should_stop):
             index.upsert(labels, vectors)
-        self.applied_seq = seq
-        self.backlog = 0
-        self.pending = PendingWrites(self.dimension, self.config.space)
-        self.refresh_stragglers(index)
-        return index
+        if should_stop():
+            raise LoadCancelled
+        index.sweep(self.vectors.pages())
+        if self.durable:
+            self._save(index, seq)
+        return index, seq
 
     def rebuild_index(self) -> HnswIndex | None:
         """Replace the index with one built from SQLite (and checkpoint it when durable)."""
+        self.index()  # not while a background load is in flight
         self._index = None
         if self.dimension is None:
             return None
-        self._index = self._rebuild()
+        self._install(*self._rebuild())
         return self._index
 
     def refresh_stragglers(self, index: HnswIndex | None = None) -> None:
@@ -250,7 +310,9 @@ class CollectionState:
         Raises RuntimeError when the two together cannot produce k results (the caller answers
         exactly instead).
         """
-        index = self.index()
+        index = self.graph()
+        if index is None:  # loading in the background: answer exactly meanwhile
+            return self.exact_search(queries, k, candidates)
         pending = self.pending
         hidden_bound = pending.overlap_bound(index.max_label)
         if hidden_bound > OVERFETCH_MAX_FACTOR * k:
@@ -288,9 +350,10 @@ class CollectionState:
     # ------------------------------------------------------------------ writes
 
     def begin_write(self) -> None:
-        """Load the index before a write commits, so loading cannot replay that write twice."""
+        """Before a write commits: have the graph in memory or loading, so the builder can index the
+        write (a load replays it from the oplog, under this lock: never twice)."""
         if self.dimension is not None:
-            self.index()
+            self.graph()
 
     def wait_for_room(self, timeout: float = 60.0) -> None:
         """Hold a writer while the pending tail is over PENDING_MAX_BYTES and the builder is catching up."""
@@ -335,8 +398,8 @@ class CollectionState:
                         self._matrix.upsert(upserted, vectors)
                     if removed:
                         self._matrix.remove(np.asarray(removed, dtype=np.int64))
-            if self._index is None and self.dimension is not None and len(upserted):
-                self._index = HnswIndex(self.dimension, self.config)  # the collection's first vectors
+            if self._index is None and self._loader is None and len(upserted) and self.count() == count_delta:
+                self._index = HnswIndex(self.dimension, self.config)  # the collection's first records
                 self.pending = PendingWrites(self.dimension, self.config.space)
             if self._index is not None:
                 self.pending.put(np.asarray(upserted, dtype=np.int64), vectors, first_seq)
@@ -587,6 +650,9 @@ class CollectionState:
         self.builder.forget(self)
         with self.graph_lock:
             pass
+        loader = self._loader
+        if loader is not None:
+            loader.join()  # stops at its next chunk (should_stop)
 
     def close_files(self) -> None:
         if self._vectors is not None:

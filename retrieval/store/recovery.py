@@ -9,6 +9,7 @@ trusted raises CorruptIndexError and the caller rebuilds from SQLite.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -23,12 +24,28 @@ def has_checkpoint(directory: Path | None) -> bool:
     return directory is not None and (directory / MANIFEST_FILENAME).exists()
 
 
+class LoadCancelled(Exception):
+    """A load stopped early: its collection closed or was deleted meanwhile."""
+
+
 def load_checkpoint(
-    db: Database, collection_id: str, directory: Path, config: HnswConfig, vectors: CollectionVectors
+    db: Database,
+    collection_id: str,
+    directory: Path,
+    config: HnswConfig,
+    vectors: CollectionVectors,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[HnswIndex, Manifest]:
-    """The checkpointed graph, or CorruptIndexError saying why it cannot be trusted."""
+    """The checkpointed graph, or CorruptIndexError saying why it cannot be trusted; LoadCancelled
+    once ``should_stop()`` (asked between chunks of vectors read back)."""
+
+    def read_slots(slots: np.ndarray) -> np.ndarray:
+        if should_stop():
+            raise LoadCancelled
+        return vectors.read_slots(slots)
+
     try:
-        index, manifest = HnswIndex.load(directory, vectors.dim, config, vectors.read_slots, vectors.read)
+        index, manifest = HnswIndex.load(directory, vectors.dim, config, read_slots, vectors.read)
     finally:
         vectors.release_pages()  # the load read every slot: hnswlib holds its own copy now
     check_database_has(db, collection_id, manifest.applied_seq)
@@ -81,4 +98,4 @@ def replay_into(pending: PendingWrites, db: Database, collection_id: str, after_
     return rows[-1][0]
 
 
-__all__ = ["check_database_has", "has_checkpoint", "load_checkpoint", "replay_into"]
+__all__ = ["LoadCancelled", "check_database_has", "has_checkpoint", "load_checkpoint", "replay_into"]

@@ -31,6 +31,8 @@ _DENSE_MIN = 256
 # A scan scores the whole span of its slots when they fill at least 1/_SCAN_SPAN of it: scoring a
 # mapped row costs less than a third of gathering it.
 _SCAN_SPAN = 3
+# Slots a whole-file scan scores at a time (~130 MB at 512-d): bounds its scratch memory and RSS.
+_SCAN_STRETCH = 1 << 16
 
 
 class VectorFileError(Exception):
@@ -157,6 +159,36 @@ class VectorFile:
                 return score(span["vector"], span["norm"])[..., slots - low]
             rows = mapped[slots]
             return score(rows["vector"], rows["norm"])
+        finally:
+            self._release(mapping)
+
+    def nearest_slots(
+        self, score: Callable[[np.ndarray, np.ndarray], np.ndarray], want: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``want`` best slots per query of the whole file by ``score(vectors, norms)`` (smaller
+        is better), scored in place a stretch at a time: ``(slots, labels, scores)``, each of shape
+        (queries, want), ascending. Includes slots no record names any more: the caller checks."""
+        with self._lock:
+            mapped, mapping = self._slots, self._mmap
+        best_slots, best = None, None
+        try:
+            for start in range(0, len(mapped), _SCAN_STRETCH):
+                stretch = mapped[start : start + _SCAN_STRETCH]
+                found = score(stretch["vector"], stretch["norm"])
+                keep = min(want, found.shape[1])
+                picked = np.argpartition(found, keep - 1, axis=1)[:, :keep] if keep < found.shape[1] else np.broadcast_to(
+                    np.arange(found.shape[1]), found.shape)
+                slots = picked + start
+                values = np.take_along_axis(found, picked, axis=1)
+                if best is not None:
+                    slots, values = np.concatenate([best_slots, slots], axis=1), np.concatenate([best, values], axis=1)
+                keep = min(want, values.shape[1])
+                order = np.argsort(values, axis=1, kind="stable")[:, :keep]
+                best_slots, best = np.take_along_axis(slots, order, axis=1), np.take_along_axis(values, order, axis=1)
+                self._release(mapping)  # a stretch at a time: the scan never holds the file in the process
+            if best is None:
+                raise ValueError("nearest_slots of an empty vector file")
+            return best_slots, np.asarray(mapped["label"][best_slots]), best
         finally:
             self._release(mapping)
 

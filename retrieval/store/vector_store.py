@@ -58,6 +58,14 @@ class Candidates(NamedTuple):
         return cls(np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]))
 
 
+def _scorer(queries: np.ndarray, space: str):
+    return lambda vectors, norms: distances_to_raw(queries, vectors, norms, space)
+
+
+def _norms(vectors: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+
+
 class CollectionVectors:
     """The vectors of one collection, read by label; moves recent ones into the file."""
 
@@ -112,20 +120,66 @@ class CollectionVectors:
         record's vector while the collection is locked; one moved to the file since is read by label."""
         queries = prepare(queries, space)
         in_file = candidates.slots >= 0
-        labels = [candidates.labels[in_file]]
-        dist = [self.file.scan(candidates.slots[in_file], lambda v, n: distances_to_raw(queries, v, n, space))] if in_file.any() else []
+        labels = [np.broadcast_to(candidates.labels[in_file], (len(queries), int(in_file.sum())))]
+        dist = [self.file.scan(candidates.slots[in_file], _scorer(queries, space))] if in_file.any() else []
         if not in_file.all():
             recent_labels, recent = self.read(candidates.labels[~in_file])
-            labels.append(recent_labels)
-            dist.append(distances_to_raw(queries, recent, np.sqrt(np.einsum("ij,ij->i", recent, recent)), space))
-        labels = np.concatenate(labels)
-        idx, best = top_k(np.concatenate(dist, axis=1), k)
-        if space != "l2" or not idx.size:
-            return labels[idx], best
+            labels.append(np.broadcast_to(recent_labels, (len(queries), len(recent_labels))))
+            dist.append(_scorer(queries, space)(recent, _norms(recent)))
+        return self._top(queries, k, np.concatenate(labels, axis=1), np.concatenate(dist, axis=1), space)
+
+    def nearest_all(self, queries: np.ndarray, k: int, space: str) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k labels and distances among all the collection's records, without a graph
+        (queries while it loads): every slot of the file scored in place, the best of them checked
+        against the records, merged with the recent vectors still in SQLite.
+
+        A slot counts while its record still names it: updates and deletes leave old slots behind,
+        so the scan takes more than k and, when too many of those were left behind, takes more again."""
+        queries = prepare(queries, space)
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT v.label, v.embedding FROM vectors v CROSS JOIN records r ON r.label = v.label WHERE r.collection_id = ?",
+                (self.collection_id,),
+            ).fetchall()
+        recent_labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        recent = vectors_from_blobs([r[1] for r in rows], self.dim)
+        labels = np.broadcast_to(recent_labels, (len(queries), len(rows)))
+        dist = _scorer(queries, space)(recent, _norms(recent))
+        total = self.file.count if self.file is not None else 0
+        want = k + 16
+        while total:
+            slots, slot_labels, slot_dist = self.file.nearest_slots(_scorer(queries, space), min(want, total))
+            current = self._current(slot_labels, slots)
+            if want >= total or (current.sum(axis=1) + len(rows) >= k).all():
+                labels = np.concatenate([labels, np.where(current, slot_labels, -1)], axis=1)
+                dist = np.concatenate([dist, np.where(current, slot_dist, np.float32(np.inf))], axis=1)
+                break
+            want *= 4
+        return self._top(queries, k, labels, dist, space)
+
+    def _current(self, labels: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Whether each slot is the one its label's record names now."""
+        unique = np.unique(labels)
+        slot_of: dict[int, int] = {}
+        with self.db.reading() as conn:
+            for start in range(0, len(unique), _READ_CHUNK):
+                chunk = unique[start : start + _READ_CHUNK].tolist()
+                slot_of.update(conn.execute(
+                    f"SELECT label, slot FROM records WHERE label IN ({', '.join('?' * len(chunk))}) AND slot IS NOT NULL", chunk
+                ).fetchall())
+        named = np.fromiter((slot_of.get(label, -1) for label in labels.ravel().tolist()), dtype=np.int64, count=labels.size)
+        return named.reshape(labels.shape) == slots
+
+    def _top(self, queries: np.ndarray, k: int, labels: np.ndarray, dist: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of per-query ``labels`` and ``dist`` (prepared ``queries``)."""
+        idx, best = top_k(dist, k)
+        top = np.take_along_axis(labels, idx, axis=1)
+        if space != "l2" or not top.size:
+            return top, best
         # The fast l2 form cancels for near-identical vectors: recompute the picks exactly (exact_l2).
-        picked, rows = np.unique(labels[idx], return_inverse=True)
+        picked, rows = np.unique(top, return_inverse=True)
         _, vectors = self.read(picked)
-        idx, best = exact_l2(queries, vectors, rows.reshape(idx.shape), best)
+        idx, best = exact_l2(queries, vectors, rows.reshape(top.shape), best)
         return picked[idx], best
 
     def pages(self, page: int | None = None, should_stop=lambda: False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
