@@ -210,6 +210,7 @@ def test_a_large_graph_loads_in_the_background_while_queries_answer_exactly(tmp_
     col.add(ids=[str(i) for i in range(2500)], embeddings=X[:2500], metadatas=[{"i": i} for i in range(2500)])
     client._backend.engine.flush()  # a checkpoint; then changes after it, left in the oplog
     col.add(ids=[str(i) for i in range(2500, 2600)], embeddings=X[2500:2600], metadatas=[{"i": i} for i in range(2500, 2600)])
+    replaced = X[10].copy()
     X[10] = _vectors(1, seed=9)[0]
     col.update(ids=["10"], embeddings=X[10:11])  # its old slot stays behind in the file
     col.delete(ids=["11", "2550"])
@@ -227,7 +228,8 @@ def test_a_large_graph_loads_in_the_background_while_queries_answer_exactly(tmp_
     col = client.get_collection("big")
     state = client._backend.engine.state(col._record)
     live = np.array([i for i in range(2600) if i not in (11, 2550)])
-    queries = np.vstack([X[[10, 12, 2599]], _vectors(2, seed=10)])
+    # The replaced vector's stale slot and a deleted record's are the best matches of the first two.
+    queries = np.vstack([replaced, X[[11, 10, 12, 2599]], _vectors(2, seed=10)])
 
     def check(members):
         got = col.query(query_embeddings=queries, n_results=5, include=["distances"])

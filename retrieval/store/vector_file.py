@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from retrieval.store.vectors import top_k
+
 MAGIC = b"RVECF001"
 HEADER_BYTES = 64
 # Reads of at least this many slots spread over at most twice as many are read as one run.
@@ -174,17 +176,12 @@ class VectorFile:
         try:
             for start in range(0, len(mapped), _SCAN_STRETCH):
                 stretch = mapped[start : start + _SCAN_STRETCH]
-                found = score(stretch["vector"], stretch["norm"])
-                keep = min(want, found.shape[1])
-                picked = np.argpartition(found, keep - 1, axis=1)[:, :keep] if keep < found.shape[1] else np.broadcast_to(
-                    np.arange(found.shape[1]), found.shape)
+                picked, values = top_k(score(stretch["vector"], stretch["norm"]), want)
                 slots = picked + start
-                values = np.take_along_axis(found, picked, axis=1)
-                if best is not None:
-                    slots, values = np.concatenate([best_slots, slots], axis=1), np.concatenate([best, values], axis=1)
-                keep = min(want, values.shape[1])
-                order = np.argsort(values, axis=1, kind="stable")[:, :keep]
-                best_slots, best = np.take_along_axis(slots, order, axis=1), np.take_along_axis(values, order, axis=1)
+                if best is not None:  # merge with the best so far
+                    picked, values = top_k(np.concatenate([best, values], axis=1), want)
+                    slots = np.take_along_axis(np.concatenate([best_slots, slots], axis=1), picked, axis=1)
+                best_slots, best = slots, values
                 self._release(mapping)  # a stretch at a time: the scan never holds the file in the process
             if best is None:
                 raise ValueError("nearest_slots of an empty vector file")
