@@ -289,3 +289,26 @@ def test_close_while_the_graph_loads_stops_the_load(tmp_path, graph_path, monkey
     with retrieval.PersistentClient(path) as client:  # the checkpoint is intact
         col = client.get_collection("big")
         assert col.query(query_embeddings=X[1999:], n_results=1)["ids"] == [["1999"]]
+
+
+def test_close_after_a_bulk_load_sweeps_the_graph_once(tmp_path, graph_path, monkeypatch):
+    """The builder's steps sweep a graph that grew; the checkpoint close() then writes does not sweep
+    it again (at 1M records a sweep takes minutes)."""
+    sweeps = []
+    monkeypatch.setattr(HnswIndex, "set_stragglers", lambda self, *a, _o=HnswIndex.set_stragglers: sweeps.append("step") or _o(self, *a))
+    monkeypatch.setattr(HnswIndex, "sweep", lambda self, *a, _o=HnswIndex.sweep: sweeps.append("refresh") or _o(self, *a))
+    client = retrieval.PersistentClient(str(tmp_path / "db"))
+    col = client.create_collection("bulk", embedding_function=None)
+    X = _vectors(3000, seed=12)
+    client._backend.engine.builder.pause()
+    try:
+        col.add(ids=[str(i) for i in range(3000)], embeddings=X)
+        client.close()  # a load past the checkpoint threshold: indexed, swept and saved here
+    finally:
+        client._backend.engine.builder.resume()
+    assert sweeps == ["step"] and list(tmp_path.glob("db/*/manifest.json"))
+    with retrieval.PersistentClient(str(tmp_path / "db")) as client:
+        col = client.get_collection("bulk")
+        state = client._backend.engine.state(col._record)
+        assert col.query(query_embeddings=X[:3], n_results=1)["ids"] == [["0"], ["1"], ["2"]]
+        assert state.pending is not None and len(state.pending) == 0  # nothing replayed

@@ -285,15 +285,18 @@ class CollectionState:
         self._install(*self._rebuild())
         return self._index
 
-    def refresh_stragglers(self, index: HnswIndex | None = None) -> None:
+    def refresh_stragglers(self, index: HnswIndex | None = None, *, if_changed: bool = False) -> None:
         """Sweep the index for records the graph no longer finds, and checkpoint when durable.
+        ``if_changed``: sweep only if the graph changed since its last sweep (the builder's steps
+        may just have swept it: at 1M a sweep takes minutes).
 
         Synchronous: for a graph that holds every record (after a rebuild, or ``wait_until_indexed``)."""
         index = index if index is not None else self._index
         if index is None:
             return
-        index.sweep(self.vectors.pages())
-        self._sweep_owed = False
+        if not if_changed or index.changed_since_sweep or self._sweep_owed:
+            index.sweep(self.vectors.pages())
+            self._sweep_owed = False
         if self.durable:
             self._save(index, self.applied_seq)
 
@@ -604,7 +607,7 @@ class CollectionState:
         with self.graph_lock, self.lock:
             index = self._index
             if self.durable and index is not None and (self.backlog or index.changed_since_sweep or self._sweep_owed):
-                self.refresh_stragglers(index)
+                self.refresh_stragglers(index, if_changed=True)
 
     def checkpoint_if_due(self, deadline: float | None = None) -> None:
         """Index what is pending and checkpoint, when the changes the last checkpoint lacks (the
@@ -625,7 +628,7 @@ class CollectionState:
             self.wait_until_indexed()
             with self.graph_lock, self.lock:
                 if self._index is not None and (self.backlog or self._index.changed_since_sweep):
-                    self.refresh_stragglers(self._index)
+                    self.refresh_stragglers(self._index, if_changed=True)
             return
 
         def should_stop() -> bool:
