@@ -116,6 +116,8 @@ def measure(n: int, dist: str, args, pythons: dict[str, str], workdir: Path) -> 
                   "--n", str(n), "--d", str(args.d), "--batch", str(args.batch), "--settle-s", str(args.settle_s)]
         if args.lance_ef:
             common += ["--lance-ef", str(args.lance_ef)]
+        if args.wide_ef:
+            common += ["--wide-ef", str(args.wide_ef)]
         phases = run_phases(system, pythons[system], common, store, workdir, args.timeout)
         run["systems"][system] = {"phases": phases, "metrics": scale_report.metrics(phases, run["raw_bytes"])}
         if not args.keep:
@@ -240,6 +242,8 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--batch", type=int, default=5_000, help="records per add() during ingest")
     ap.add_argument("--settle-s", type=float, default=5.0, help="seconds of latency trace after each open")
     ap.add_argument("--lance-ef", type=int, default=100, help="LanceDB HNSW ef (0: LanceDB's default, 1.5 x k)")
+    ap.add_argument("--wide-ef", type=int, default=400,
+                    help="also measure query p50 and recall@10 at this search ef (ours: ef_search; 0: skip)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds allowed to one phase")
     ap.add_argument("--ours-python", default=sys.executable)

@@ -66,6 +66,10 @@ class ChromaApi:
         )
         return row_numbers(r["ids"][0])
 
+    def set_ef(self, ef: int | None) -> None:
+        """Search with this ef (None: the default, 100), as a user would: through the configuration."""
+        self.collection.modify(configuration={"hnsw": {"ef_search": ef or 100}})
+
     def close(self) -> None:
         self.client.close()
 
@@ -85,6 +89,7 @@ class Lance:
         self.lancedb, self.pa = lancedb, pa
         self.version = f"lancedb {lancedb.__version__}"
         self.indexed, self.ef = indexed, ef
+        self.default_ef = ef
         self.db = self.table = None
 
     def open(self, path: str, create: bool) -> None:
@@ -125,6 +130,9 @@ class Lance:
         if window is not None:
             q = q.where(f"i >= {int(window[0])} AND i < {int(window[1])}", prefilter=True)
         return row_numbers(q.select(["id", "i", "tag", "_distance"]).to_arrow()["id"].to_pylist())
+
+    def set_ef(self, ef: int | None) -> None:
+        self.ef = ef or self.default_ef
 
     def close(self) -> None:
         # LanceDB 0.40's sync table and connection have no close(): every add() is already a

@@ -282,6 +282,9 @@ def test_close_while_the_graph_loads_stops_the_load(tmp_path, graph_path, monkey
     client = retrieval.PersistentClient(path)
     col = client.get_collection("big")
     assert col.query(query_embeddings=X[:1], n_results=1)["ids"] == [["0"]]
+    deadline = time.monotonic() + 30
+    while not reads_done and time.monotonic() < deadline:  # the loader is under way
+        time.sleep(0.01)
     started = time.monotonic()
     client.close()
     assert time.monotonic() - started < 2.0 and 0 < len(reads_done) < 125

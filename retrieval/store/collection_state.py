@@ -194,11 +194,17 @@ class CollectionState:
             self._install(*self._read_graph(lambda: self.cancelled))
         return self._index
 
+    def loads_in_background(self) -> bool:
+        """Whether the graph is not in memory and is, or would be, loaded by a background thread."""
+        if self._index is not None or self.dimension is None:
+            return False
+        return self._loader is not None or (self.durable and self.count() >= BACKGROUND_LOAD_MIN_RECORDS)
+
     def graph(self) -> HnswIndex | None:
         """The index if it is in memory; else a large collection's starts loading in a background
         thread and None is returned: the caller answers exactly meanwhile. Small ones load now."""
         if self._index is None and self._loader is None and self.dimension is not None:
-            if self.durable and self.count() >= BACKGROUND_LOAD_MIN_RECORDS:
+            if self.loads_in_background():
                 self._loader = threading.Thread(
                     target=self._load_in_background, name=f"retrieval-load-{self.collection_id[:8]}", daemon=True
                 )
@@ -313,9 +319,11 @@ class CollectionState:
         Raises RuntimeError when the two together cannot produce k results (the caller answers
         exactly instead).
         """
-        index = self.graph()
-        if index is None:  # loading in the background: answer exactly meanwhile
-            return self.exact_search(queries, k, candidates)
+        if self._index is None and self.loads_in_background():
+            answer = self.exact_search(queries, k, candidates)  # first, then start the load
+            self.graph()
+            return answer
+        index = self.index()
         pending = self.pending
         hidden_bound = pending.overlap_bound(index.max_label)
         if hidden_bound > OVERFETCH_MAX_FACTOR * k:
