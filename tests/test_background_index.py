@@ -199,7 +199,7 @@ def test_a_large_graph_loads_in_the_background_while_queries_answer_exactly(tmp_
     while the graph loads in a background thread; writes meanwhile are queued once, by the load."""
     import threading
 
-    from retrieval.store import collection_state
+    from retrieval.store import collection_state, recovery
     from tests.test_hnsw import brute_force
 
     monkeypatch.setattr(collection_state, "BACKGROUND_LOAD_MIN_RECORDS", 1000)
@@ -217,13 +217,13 @@ def test_a_large_graph_loads_in_the_background_while_queries_answer_exactly(tmp_
     _crash(client)
 
     release = threading.Event()
-    original = collection_state.load_checkpoint
+    original = recovery.load_checkpoint
 
     def slow_load(*args, **kwargs):
         assert release.wait(60)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(collection_state, "load_checkpoint", slow_load)
+    monkeypatch.setattr(recovery, "load_checkpoint", slow_load)
     client = retrieval.PersistentClient(path)
     col = client.get_collection("big")
     state = client._backend.engine.state(col._record)

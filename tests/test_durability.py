@@ -22,7 +22,7 @@ import pytest
 
 import retrieval
 import retrieval.store.shared_engines
-from retrieval.store import collection_state, reads
+from retrieval.store import collection_state, reads, recovery
 from retrieval.store.collection_state import CollectionState
 
 from durability_model import (
@@ -436,7 +436,7 @@ def test_reopen_uses_the_checkpoint_without_rebuilding(persist_dir, monkeypatch,
     else:
         simulate_crash(client)
     rebuilds = []
-    monkeypatch.setattr(CollectionState, "_rebuild", lambda self: rebuilds.append(1) or _original_rebuild(self))
+    monkeypatch.setattr(recovery, "rebuild_graph", lambda *a, **k: rebuilds.append(1) or _original_rebuild(*a, **k))
     with caplog.at_level("WARNING", logger="retrieval"):
         client = retrieval.PersistentClient(persist_dir)
         col = client.get_collection(COLLECTION)
@@ -446,4 +446,4 @@ def test_reopen_uses_the_checkpoint_without_rebuilding(persist_dir, monkeypatch,
     client.close()
 
 
-_original_rebuild = CollectionState._rebuild
+_original_rebuild = recovery.rebuild_graph

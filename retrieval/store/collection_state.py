@@ -27,7 +27,7 @@ from retrieval.store.db import Database
 from retrieval.store.graph_builder import GraphBuilder, shared_builder
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
 from retrieval.store.pending import PendingWrites
-from retrieval.store.recovery import LoadCancelled, has_checkpoint, load_checkpoint, replay_into
+from retrieval.store.recovery import LoadCancelled, read_graph, rebuild_graph, replay_into
 from retrieval.store.vector_store import MOVE_BATCH, Candidates, CollectionVectors, vector_file_path
 from retrieval.store.vectors import VectorMatrix, search_chunks
 from retrieval.telemetry import span
@@ -237,20 +237,13 @@ class CollectionState:
                 self._loaded.notify_all()
 
     def _read_graph(self, should_stop: Callable[[], bool]) -> tuple[HnswIndex, int]:
-        """The graph from its checkpoint, else rebuilt from the records, and the oplog seq it
-        reflects: the long part of loading, run without the collection's lock."""
-        if has_checkpoint(self.directory):
-            try:
-                index, manifest = load_checkpoint(
-                    self.db, self.collection_id, self.directory, self.config, self.vectors, should_stop
-                )
-                return index, manifest.applied_seq
-            except CorruptIndexError as e:
-                self.load_problem = str(e)
-                logger.warning(
-                    "collection %s: index checkpoint not usable (%s); rebuilding it from the records", self.collection_id, e
-                )
-        return self._rebuild(should_stop)
+        """The graph from its checkpoint, else rebuilt from the records (and checkpointed), and the
+        oplog seq it reflects: the long part of loading, run without the collection's lock."""
+        found = read_graph(self.db, self.collection_id, self.directory, self.config, self.vectors, self.dimension, should_stop)
+        self.load_problem = found.problem
+        if found.rebuilt and self.durable:
+            self._save(found.index, found.seq)
+        return found.index, found.seq
 
     def _install(self, index: HnswIndex, seq: int) -> None:
         """Make ``index`` the graph, with the oplog after ``seq`` in a new pending tail (recovery.py).
@@ -264,31 +257,16 @@ class CollectionState:
         self._index = index
         self._wake()
 
-    def _rebuild(self, should_stop: Callable[[], bool] = lambda: False) -> tuple[HnswIndex, int]:
-        """A graph of every record, built from SQLite (no or a damaged checkpoint, ``rebuild_index``),
-        swept and checkpointed; and the oplog seq it reflects."""
-        with self.db.reading() as conn:
-            seq = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ?", (self.collection_id,)
-            ).fetchone()[0]
-            count = conn.execute("SELECT COUNT(*) FROM records WHERE collection_id = ?", (self.collection_id,)).fetchone()[0]
-        index = HnswIndex(self.dimension, self.config, capacity=count)
-        for labels, vectors in self.vectors.pages(should_stop=should_stop):
-            index.upsert(labels, vectors)
-        if should_stop():
-            raise LoadCancelled
-        index.sweep(self.vectors.pages())
-        if self.durable:
-            self._save(index, seq)
-        return index, seq
-
     def rebuild_index(self) -> HnswIndex | None:
         """Replace the index with one built from SQLite (and checkpoint it when durable)."""
         self.index()  # not while a background load is in flight
         self._index = None
         if self.dimension is None:
             return None
-        self._install(*self._rebuild())
+        rebuilt = rebuild_graph(self.db, self.collection_id, self.config, self.vectors, self.dimension)
+        if self.durable:
+            self._save(rebuilt.index, rebuilt.seq)
+        self._install(rebuilt.index, rebuilt.seq)
         return self._index
 
     def refresh_stragglers(self, index: HnswIndex | None = None, *, if_changed: bool = False) -> None:

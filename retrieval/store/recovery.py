@@ -2,12 +2,15 @@
 
 A checkpoint (hnsw.py) is trusted only if the database has the oplog row it claims to reflect; then
 the oplog after it goes into the pending tail (pending.py), where queries find it at once and the
-background builder inserts it later. Nothing here sweeps or rebuilds: a checkpoint that cannot be
-trusted raises CorruptIndexError and the caller rebuilds from SQLite.
+background builder inserts it later. A checkpoint that cannot be trusted (or none) means a rebuild
+from SQLite, the one open that costs the whole collection. Large collections run this in a
+background thread while queries scan the vector file exactly (collection_state.py).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +21,62 @@ from retrieval.store.db import Database
 from retrieval.store.hnsw import MANIFEST_FILENAME, CorruptIndexError, HnswIndex, Manifest
 from retrieval.store.pending import PendingWrites
 from retrieval.store.vector_store import CollectionVectors
+
+logger = logging.getLogger("retrieval")
+
+
+@dataclass
+class LoadedGraph:
+    index: HnswIndex
+    seq: int  # the newest oplog entry the graph reflects: replay starts after it
+    rebuilt: bool = False  # built from the records, not loaded (the caller checkpoints it)
+    problem: str | None = None  # why the checkpoint could not be used
+
+
+def read_graph(
+    db: Database,
+    collection_id: str,
+    directory: Path | None,
+    config: HnswConfig,
+    vectors: CollectionVectors,
+    dimension: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> LoadedGraph:
+    """The collection's graph from its checkpoint, else rebuilt from the records (no checkpoint, or
+    one that cannot be trusted). Needs no lock: it reads files and committed rows only."""
+    problem = None
+    if has_checkpoint(directory):
+        try:
+            index, manifest = load_checkpoint(db, collection_id, directory, config, vectors, should_stop)
+            return LoadedGraph(index, manifest.applied_seq)
+        except CorruptIndexError as e:
+            problem = str(e)
+            logger.warning("collection %s: index checkpoint not usable (%s); rebuilding it from the records", collection_id, e)
+    rebuilt = rebuild_graph(db, collection_id, config, vectors, dimension, should_stop)
+    rebuilt.problem = problem
+    return rebuilt
+
+
+def rebuild_graph(
+    db: Database,
+    collection_id: str,
+    config: HnswConfig,
+    vectors: CollectionVectors,
+    dimension: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> LoadedGraph:
+    """A swept graph of every record, built from SQLite: O(collection). Writes committed meanwhile
+    may or may not be in it; they are all after the seq it returns, so a replay queues them."""
+    with db.reading() as conn:
+        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ?", (collection_id,)).fetchone()[0]
+        count = conn.execute("SELECT COUNT(*) FROM records WHERE collection_id = ?", (collection_id,)).fetchone()[0]
+    index = HnswIndex(dimension, config, capacity=count)
+    for labels, page in vectors.pages(should_stop=should_stop):
+        index.upsert(labels, page)
+    if should_stop():
+        raise LoadCancelled
+    index.sweep(vectors.pages())
+    return LoadedGraph(index, seq, rebuilt=True)
 
 
 def has_checkpoint(directory: Path | None) -> bool:
@@ -98,4 +157,4 @@ def replay_into(pending: PendingWrites, db: Database, collection_id: str, after_
     return rows[-1][0]
 
 
-__all__ = ["LoadCancelled", "check_database_has", "has_checkpoint", "load_checkpoint", "replay_into"]
+__all__ = ["LoadCancelled", "LoadedGraph", "check_database_has", "read_graph", "rebuild_graph", "has_checkpoint", "load_checkpoint", "replay_into"]
