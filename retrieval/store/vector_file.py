@@ -35,6 +35,7 @@ _DENSE_MIN = 256
 _SCAN_SPAN = 3
 # Slots a whole-file scan scores at a time (~130 MB at 512-d): bounds its scratch memory and RSS.
 _SCAN_STRETCH = 1 << 16
+_FAULT_AROUND = 1 << 16  # Linux's fault_around_bytes default
 
 
 class VectorFileError(Exception):
@@ -182,7 +183,9 @@ class VectorFile:
                     picked, values = top_k(np.concatenate([best, values], axis=1), want)
                     slots = np.take_along_axis(np.concatenate([best_slots, slots], axis=1), picked, axis=1)
                 best_slots, best = slots, values
-                self._release(mapping)  # a stretch at a time: the scan never holds the file in the process
+                # A stretch at a time (the whole mapping each time costs 2x the scan): the scan never
+                # holds the file in the process.
+                self._release(mapping, start, start + len(stretch))
             if best is None:
                 raise ValueError("nearest_slots of an empty vector file")
             return best_slots, np.asarray(mapped["label"][best_slots]), best
@@ -210,12 +213,18 @@ class VectorFile:
         with self._lock:
             self._release(self._mmap)
 
-    @staticmethod
-    def _release(mapping: mmap.mmap | None) -> None:
-        """Drop ``mapping``'s pages from this process (not from the OS cache). All of them: the
-        kernel maps pages around each one faulted in, past the slots that were read."""
-        if mapping is not None:
+    def _release(self, mapping: mmap.mmap | None, low: int | None = None, high: int | None = None) -> None:
+        """Drop ``mapping``'s pages from this process (not from the OS cache): all of them, or those of
+        slots ``[low, high)`` and the kernel's fault-around reach beyond them (it maps pages around
+        each one faulted in)."""
+        if mapping is None:
+            return
+        if low is None:
             mapping.madvise(mmap.MADV_DONTNEED)
+            return
+        start = max(0, (HEADER_BYTES + low * self.dtype.itemsize - _FAULT_AROUND) // mmap.PAGESIZE * mmap.PAGESIZE)
+        end = min(len(mapping), HEADER_BYTES + high * self.dtype.itemsize + _FAULT_AROUND)
+        mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def close(self) -> None:
         with self._lock:
