@@ -59,7 +59,7 @@ BACKGROUND_LOAD_MIN_RECORDS = 20_000
 # Keep every vector in memory for exact search only while that copy stays this small; beyond it
 # the HNSW graph is the only in-memory copy (see exact_search).
 EXACT_MATRIX_MAX_BYTES = 64 << 20
-# Candidate vectors of recent filters on large collections (cleared by every write).
+# Candidate vectors of recent filters on large in-memory collections (cleared by every write).
 CANDIDATE_CACHE_MAX_BYTES = 128 << 20
 
 
@@ -143,9 +143,9 @@ class CollectionState:
         """Exact top-k among all records or among a filter's ``candidates``.
 
         Collections whose vectors fit EXACT_MATRIX_MAX_BYTES keep them in memory. Larger ones do not
-        hold a second copy of every vector next to the HNSW graph: a filter's candidate vectors are
-        read from the vector file once and kept with the filter's cache entry (within a byte budget),
-        and a scan of everything streams through in pages.
+        hold a second copy of every vector next to the HNSW graph: a filter's candidates, or every
+        record, are scored in place in the vector file (vector_store.py). Without a file (an in-memory
+        database) candidates are read from SQLite once and kept with the filter's cache entry.
         """
         if self.dimension is None or self.count() == 0:
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
