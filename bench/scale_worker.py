@@ -14,7 +14,7 @@ Roles, in the order ``scale.py`` runs them on one store:
 - ``recover``: open the killed store, answer a first query for the last acknowledged row (timed, and
   whether it was found), record the latency trace, then check that the killed batch is findable.
 
-Each prints one line ``RESULT {json}``; peak RSS is this process's ``ru_maxrss``.
+Each prints one line ``RESULT {json}``; peak RSS is this process's ``VmHWM`` (see ``peak_rss_bytes``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import sys
 import time
@@ -55,8 +54,18 @@ def main() -> None:
     store = scale_systems.make(args.system, args.lance_ef)
     result = {"import_s": round(time.perf_counter() - started, 3), "version": store.version}
     result.update(ROLES[args.role](store, args))
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss_bytes"] = peak_rss_bytes()
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set since its exec (``VmHWM``). Not ``ru_maxrss``: Linux carries that
+    across fork and exec, so every worker would start at the driver's own peak (429 MiB at 100k)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def ingest(store, args) -> dict:
