@@ -247,6 +247,8 @@ def test_a_large_graph_loads_in_the_background_while_queries_answer_exactly(tmp_
     live = np.concatenate([live, np.arange(2600, 3000)])
     check(live)  # a write while loading: found at once (it is in the records the scan reads)
     release.set()
+    many = col.query(query_embeddings=X[live[:20]], n_results=1)["ids"]  # a large batch waits for the graph
+    assert many == [[str(i)] for i in live[:20]] and not state.loading and state.pending is not None
     state.wait_until_indexed()
     assert not state.loading and state.graph() is not None
     assert col.query(query_embeddings=X[2999:3000], n_results=1)["ids"] == [["2999"]]

@@ -56,6 +56,9 @@ FILTER_CACHE_ENTRIES = 64
 # queries meanwhile scan the vector file exactly (vector_store.nearest_all: ~0.1 s at 1M x 512).
 # Smaller graphs load in the call that needs them (well under that).
 BACKGROUND_LOAD_MIN_RECORDS = 20_000
+# A batch of more queries than this waits for the graph instead: each exact answer scans the whole
+# file, and past a few dozen of them the load itself is the faster way.
+EXACT_WHILE_LOADING_MAX_QUERIES = 16
 # Keep every vector in memory for exact search only while that copy stays this small; beyond it
 # the HNSW graph is the only in-memory copy (see exact_search).
 EXACT_MATRIX_MAX_BYTES = 64 << 20
@@ -297,7 +300,7 @@ class CollectionState:
         Raises RuntimeError when the two together cannot produce k results (the caller answers
         exactly instead).
         """
-        if self._index is None and self.loads_in_background():
+        if self._index is None and len(queries) <= EXACT_WHILE_LOADING_MAX_QUERIES and self.loads_in_background():
             answer = self.exact_search(queries, k, candidates)  # first, then start the load
             self.graph()
             return answer
