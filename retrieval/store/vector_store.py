@@ -36,6 +36,12 @@ MOVE_BATCH = 4096
 # transaction (the fsync is amortised over the batch); smaller writes leave them in SQLite.
 DIRECT_WRITE_MIN = 256
 _READ_CHUNK = 8192
+# The collection's vectors still in SQLite, oldest first (parameters: collection id, limit or -1).
+# The vectors table holds only recent vectors: the join is driven from it.
+_RECENT_VECTORS = (
+    "SELECT v.label, v.embedding FROM vectors v CROSS JOIN records r ON r.label = v.label "
+    "WHERE r.collection_id = ? ORDER BY v.label LIMIT ?"
+)
 
 
 def vectors_from_blobs(blobs: list[bytes], dim: int) -> np.ndarray:
@@ -137,10 +143,7 @@ class CollectionVectors:
         so the scan takes more than k and, when too many of those were left behind, takes more again."""
         queries = prepare(queries, space)
         with self.db.reading() as conn:
-            rows = conn.execute(
-                "SELECT v.label, v.embedding FROM vectors v CROSS JOIN records r ON r.label = v.label WHERE r.collection_id = ?",
-                (self.collection_id,),
-            ).fetchall()
+            rows = conn.execute(_RECENT_VECTORS, (self.collection_id, -1)).fetchall()
         recent_labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         recent = vectors_from_blobs([r[1] for r in rows], self.dim)
         labels = np.broadcast_to(recent_labels, (len(queries), len(rows)))
@@ -278,12 +281,7 @@ class CollectionVectors:
         if self.path is None:
             return 0
         with self.db.transaction() as conn:
-            # The vectors table holds only recent vectors: drive the join from it.
-            rows = conn.execute(
-                "SELECT v.label, v.embedding FROM vectors v CROSS JOIN records r ON r.label = v.label "
-                "WHERE r.collection_id = ? ORDER BY v.label LIMIT ?",
-                (self.collection_id, limit),
-            ).fetchall()
+            rows = conn.execute(_RECENT_VECTORS, (self.collection_id, limit)).fetchall()
             if not rows:
                 return 0
             labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
