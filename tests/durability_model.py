@@ -210,7 +210,7 @@ def check_index_matches_sql(client, col) -> None:
     """The loaded HNSW index holds exactly the live labels, with their stored vectors."""
     engine = client._backend.engine
     state = engine.state(col._record)
-    state.wait_until_indexed()  # the pending tail is not in the graph yet
+    state.upkeep.wait_until_indexed()  # the pending tail is not in the graph yet
     with state.lock:
         index = state.index()
         if index is None:
@@ -314,12 +314,12 @@ def _install_kill_hook(spec: str) -> None:
 def main(argv: list[str]) -> None:
     path, mode, start, stop = argv[0], argv[1], int(argv[2]), int(argv[3])
     import retrieval
-    from retrieval.store import collection_state
+    from retrieval.store import graph_upkeep
 
     configuration = None
     if mode == "churn":
         # Checkpoint on every write, so a kill lands inside or around a checkpoint.
-        collection_state.CHECKPOINT_BACKLOG_FRACTION = 0
+        graph_upkeep.CHECKPOINT_BACKLOG_FRACTION = 0
         configuration = {"hnsw": {"sync_threshold": 2, "batch_size": 2}}
     if os.environ.get("KILL_AT"):
         _install_kill_hook(os.environ["KILL_AT"])

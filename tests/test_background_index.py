@@ -158,10 +158,10 @@ def test_writers_wait_for_the_builder_when_the_tail_is_full(monkeypatch, graph_p
 def test_close_with_a_budget_stops_indexing_and_loses_nothing(tmp_path, monkeypatch):
     """A server stopped with a grace period closes within its budget even with a large unindexed
     backlog; what it did not index and save is replayed from the oplog on the next open."""
-    from retrieval.store import collection_state, reads
+    from retrieval.store import graph_upkeep, reads
 
     monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
-    monkeypatch.setattr(collection_state, "INSERT_CHUNK", 64)  # many small steps: the budget can cut in
+    monkeypatch.setattr(graph_upkeep, "INSERT_CHUNK", 64)  # many small steps: the budget can cut in
     rng = np.random.default_rng(5)
     vectors = rng.standard_normal((3000, 32)).astype(np.float32)
     client = retrieval.PersistentClient(path=str(tmp_path))
@@ -249,7 +249,7 @@ def test_a_large_graph_loads_in_the_background_while_queries_answer_exactly(tmp_
     release.set()
     many = col.query(query_embeddings=X[live[:20]], n_results=1)["ids"]  # a large batch waits for the graph
     assert many == [[str(i)] for i in live[:20]] and not state.loading and state.pending is not None
-    state.wait_until_indexed()
+    state.upkeep.wait_until_indexed()
     assert not state.loading and state.graph() is not None
     assert col.query(query_embeddings=X[2999:3000], n_results=1)["ids"] == [["2999"]]
     assert col.count() == len(live)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import retrieval
-from retrieval.store import collection_state, reads
+from retrieval.store import graph_upkeep, reads
 
 from durability_model import check_index_matches_sql
 
@@ -111,7 +111,7 @@ def hammer(col, seconds: float) -> dict:
 @pytest.mark.parametrize("kind", ["ephemeral", "persistent"])
 def test_sixteen_threads_mix_writes_and_reads(kind, tmp_path, monkeypatch):
     # Small thresholds so checkpoints, compactions and the HNSW path all run under contention.
-    monkeypatch.setattr(collection_state, "CHECKPOINT_BACKLOG_FRACTION", 0)
+    monkeypatch.setattr(graph_upkeep, "CHECKPOINT_BACKLOG_FRACTION", 0)
     monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 50)
     path = str(tmp_path / "db")
     client = retrieval.EphemeralClient() if kind == "ephemeral" else retrieval.PersistentClient(path)
@@ -131,7 +131,7 @@ def test_sixteen_threads_mix_writes_and_reads(kind, tmp_path, monkeypatch):
 
 def test_threads_on_several_collections_and_clients_of_one_path(persist_dir, monkeypatch):
     """Two clients of one path (one shared engine) and two collections, written at once."""
-    monkeypatch.setattr(collection_state, "CHECKPOINT_BACKLOG_FRACTION", 0)
+    monkeypatch.setattr(graph_upkeep, "CHECKPOINT_BACKLOG_FRACTION", 0)
     a = retrieval.PersistentClient(persist_dir)
     b = retrieval.PersistentClient(persist_dir)
     cols = [a.create_collection("one", embedding_function=None, configuration={"hnsw": {"sync_threshold": 10}}),
@@ -262,7 +262,7 @@ def test_writes_racing_delete_collection_are_visible_or_refused(persist_dir):
 
 @pytest.mark.slow
 def test_sixteen_threads_for_half_a_minute(persist_dir, monkeypatch):
-    monkeypatch.setattr(collection_state, "CHECKPOINT_BACKLOG_FRACTION", 0)
+    monkeypatch.setattr(graph_upkeep, "CHECKPOINT_BACKLOG_FRACTION", 0)
     monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 50)
     client = retrieval.PersistentClient(persist_dir)
     col = client.create_collection("threads", embedding_function=None, configuration={"hnsw": {"sync_threshold": 20}})

@@ -22,8 +22,8 @@ import pytest
 
 import retrieval
 import retrieval.store.shared_engines
-from retrieval.store import collection_state, reads, recovery
-from retrieval.store.collection_state import CollectionState
+from retrieval.store import graph_upkeep, reads, recovery
+from retrieval.store.graph_upkeep import GraphUpkeep
 
 from durability_model import (
     COLLECTION,
@@ -205,7 +205,7 @@ def test_kill9_during_checkpoints_many_trials(tmp_path):
 
 def _checkpoint_keeping_oplog(self, index, seq):
     """A checkpoint that dies after the manifest and before the oplog truncation."""
-    index.save(self.directory, seq)
+    index.save(self.state.directory, seq)
     self.backlog = 0
 
 
@@ -215,8 +215,8 @@ def _manifest(path: str, collection_id: str) -> Path:
 
 @pytest.mark.parametrize("rollback", ["zero", "middle", "one_back"])
 def test_replay_is_idempotent_when_applied_seq_rolls_back(persist_dir, monkeypatch, rollback):
-    monkeypatch.setattr(CollectionState, "_save", _checkpoint_keeping_oplog)
-    monkeypatch.setattr(collection_state, "CHECKPOINT_BACKLOG_FRACTION", 0)
+    monkeypatch.setattr(GraphUpkeep, "save", _checkpoint_keeping_oplog)
+    monkeypatch.setattr(graph_upkeep, "CHECKPOINT_BACKLOG_FRACTION", 0)
     client = retrieval.PersistentClient(persist_dir)
     col = client.create_collection(COLLECTION, embedding_function=None, configuration={"hnsw": {"sync_threshold": 2}})
     model = Model()
@@ -302,9 +302,9 @@ def test_delete_then_readd_survives_every_boundary(persist_dir, monkeypatch, b1,
 TWO_STATES_CHILD = """
 import os, sys, time
 import retrieval
-from retrieval.store import collection_state
+from retrieval.store import graph_upkeep
 from durability_model import op
-collection_state.CHECKPOINT_BACKLOG_FRACTION = 0   # thresholds are the collections' sync_threshold
+graph_upkeep.CHECKPOINT_BACKLOG_FRACTION = 0   # thresholds are the collections' sync_threshold
 client = retrieval.PersistentClient(sys.argv[1])
 engine = client._backend.engine
 alpha = client.create_collection("alpha", embedding_function=None, configuration={"hnsw": {"sync_threshold": 2}})
@@ -318,7 +318,7 @@ def run(col, ks):
 run(alpha, range(40))          # checkpointed after (nearly) every write
 run(beta, range(25))           # never checkpointed: everything is in the oplog
 run(gamma, range(21))
-engine.state(gamma._record).flush()   # one checkpoint, then more writes (deletes included) after it
+engine.state(gamma._record).upkeep.flush()   # one checkpoint, then more writes (deletes included) after it
 run(gamma, range(21, 33))
 run(alpha, range(40, 42))
 engine.builder.idle(timeout=60)   # alpha's checkpoints are written in the background
@@ -423,7 +423,7 @@ def test_checkpoint_from_another_point_in_time_is_not_trusted(persist_dir, monke
 @pytest.mark.parametrize("ending", ["close", "crash"])
 def test_reopen_uses_the_checkpoint_without_rebuilding(persist_dir, monkeypatch, caplog, ending):
     """Clean close and crash-after-checkpoint both load the checkpoint (plus replay): no rebuild."""
-    monkeypatch.setattr(collection_state, "CHECKPOINT_BACKLOG_FRACTION", 0)
+    monkeypatch.setattr(graph_upkeep, "CHECKPOINT_BACKLOG_FRACTION", 0)
     client = retrieval.PersistentClient(persist_dir)
     col = client.create_collection(COLLECTION, embedding_function=None, configuration={"hnsw": {"sync_threshold": 30}})
     model = Model()

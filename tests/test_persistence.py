@@ -16,7 +16,7 @@ import pytest
 import retrieval
 import retrieval.store.shared_engines
 from retrieval import PersistPathLockedError
-from retrieval.store import collection_state
+from retrieval.store import graph_upkeep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def test_clients_in_one_process_share_the_path(persist_dir):
 
 def test_checkpoint_and_oplog_replay(persist_dir, monkeypatch):
     """Writes after the last checkpoint are replayed from the oplog on open."""
-    monkeypatch.setattr(collection_state, "CHECKPOINT_BACKLOG_FRACTION", 1e9)  # never checkpoint on writes
+    monkeypatch.setattr(graph_upkeep, "CHECKPOINT_BACKLOG_FRACTION", 1e9)  # never checkpoint on writes
     client = retrieval.PersistentClient(persist_dir)
     col = client.create_collection("replay", embedding_function=None, configuration={"hnsw": {"sync_threshold": 10}})
     X = fill(col, n=200)
@@ -121,7 +121,7 @@ def test_checkpoint_and_oplog_replay(persist_dir, monkeypatch):
     col2 = client2.get_collection("replay")
     assert col2.count() == 101
     state = client2._backend.engine.state(col2._record)
-    state.wait_until_indexed()  # replayed deletions are marked in the graph by the builder
+    state.upkeep.wait_until_indexed()  # replayed deletions are marked in the graph by the builder
     with state.lock:
         index = state.index()
     assert index.live_count == 101

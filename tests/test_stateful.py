@@ -24,7 +24,7 @@ import retrieval
 import retrieval.store.shared_engines
 from retrieval.query.evaluate import matches
 from retrieval.query.filters import parse_where, parse_where_document
-from retrieval.store import collection_state, hnsw
+from retrieval.store import graph_upkeep, hnsw
 
 from durability_model import Model, Rec, check_index_matches_sql, l2_squared
 
@@ -96,8 +96,8 @@ where_documents = st.one_of(
 class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self._old_fraction = collection_state.CHECKPOINT_BACKLOG_FRACTION
-        collection_state.CHECKPOINT_BACKLOG_FRACTION = 0  # checkpoint every sync_threshold (2) writes
+        self._old_fraction = graph_upkeep.CHECKPOINT_BACKLOG_FRACTION
+        graph_upkeep.CHECKPOINT_BACKLOG_FRACTION = 0  # checkpoint every sync_threshold (2) writes
         # This test checks logic, not the disk (its crashes lose no OS cache): skip fsyncs, which
         # would otherwise dominate its run time and make shrinking a failure take many minutes.
         self._old_fsyncs = hnsw._fsync_file, hnsw._fsync_dir
@@ -118,7 +118,7 @@ class StoreMachine(RuleBasedStateMachine):
             if not self.client._closed:
                 self.client.close()
         finally:
-            collection_state.CHECKPOINT_BACKLOG_FRACTION = self._old_fraction
+            graph_upkeep.CHECKPOINT_BACKLOG_FRACTION = self._old_fraction
             hnsw._fsync_file, hnsw._fsync_dir = self._old_fsyncs
             retrieval.store.shared_engines.forget_all()
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,14 +1,14 @@
-"""The in-memory side of one collection: its vector index, its pending tail, exact-search matrix, checkpoints.
+"""The in-memory side of one collection: its graph, its pending tail, exact search, filter caches.
 
-SQLite holds the truth; this object holds caches derived from it and keeps them in step. Both
-caches load lazily: opening a collection reads nothing, the first ANN query loads the index
-checkpoint (and puts the oplog after it into the pending tail), the first exact search loads the matrix.
+SQLite and the vector file hold the truth; this object holds what is derived from them and keeps
+it in step. Nothing loads at open: the first ANN query loads the graph (recovery.py: its checkpoint
+plus the oplog after it, put into the pending tail), in a background thread for large collections,
+while queries are answered by an exact scan of the vector file.
 
 Costs follow the change (DESIGN section 4): a write commits to SQLite and lands in the pending
-tail (pending.py), searched exactly next to the graph; the background builder (graph_builder.py)
-inserts it into the graph later. A checkpoint is always swept first (hnsw.py, stragglers), so a
-reopened graph finds every record it holds and the tail covers the rest: neither ``close()`` nor
-recovery sweeps or saves anything, and recovery reads only the oplog after the last checkpoint.
+tail (pending.py), searched exactly next to the graph; the graph's owed work (graph_upkeep.py:
+insertions, sweeps, checkpoints) runs in the background builder (graph_builder.py). Neither
+``close()`` nor recovery sweeps or saves anything after a small write.
 """
 
 from __future__ import annotations
@@ -25,26 +25,15 @@ import numpy as np
 from retrieval.config import HnswConfig
 from retrieval.store.db import Database
 from retrieval.store.graph_builder import GraphBuilder, shared_builder
+from retrieval.store.graph_upkeep import GraphUpkeep
 from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
 from retrieval.store.pending import PendingWrites
 from retrieval.store.recovery import LoadCancelled, read_graph, rebuild_graph, replay_into
 from retrieval.store.vector_store import MOVE_BATCH, Candidates, CollectionVectors, vector_file_path
 from retrieval.store.vectors import VectorMatrix, search_chunks
-from retrieval.telemetry import span
 
 logger = logging.getLogger("retrieval")
 
-# Compact (rebuild) the HNSW graph once this fraction of its elements are deletion marks:
-# marked elements still cost search time and degrade recall after heavy churn.
-COMPACT_DELETED_FRACTION = 0.25
-# Checkpoint when the changes the graph took since its last checkpoint reach this fraction of the
-# index (and at least sync_threshold): bounded replay on a crash, amortised O(1) checkpoint (and
-# sweep) cost per write. Checkpoints run in the background builder.
-CHECKPOINT_BACKLOG_FRACTION = 0.2
-# The builder inserts pending vectors this many at a time (close() waits for at most one chunk).
-INSERT_CHUNK = 2048
-# Pages of vectors a background sweep or compaction reads (and holds the collection lock for).
-SWEEP_PAGE = 2048
 # A search over-fetches past graph elements the pending tail hides up to this many times k; beyond
 # that it excludes them inside hnswlib (a per-candidate callback: slower, but k stays k).
 OVERFETCH_MAX_FACTOR = 4
@@ -77,8 +66,6 @@ class CollectionState:
         self.graph_lock = threading.Lock()  # held by whoever mutates the graph: the builder, flush, verify
         self.pending: PendingWrites | None = None  # acknowledged writes the graph does not hold yet
         self.cancelled = False  # the collection is being deleted: background work stops
-        self._sweep_owed = False  # a checkpoint from before checkpoints were always swept
-        self._inserting = False  # the builder is inside hnswlib's add_items
         self.collection_id = collection_id
         self.config = config
         self.dimension = dimension
@@ -87,7 +74,6 @@ class CollectionState:
         self._index: HnswIndex | None = None
         self._matrix: VectorMatrix | None = None
         self.applied_seq = 0  # newest oplog entry reflected in the graph plus the pending tail
-        self.backlog = 0  # changes the graph took since its last checkpoint
         self.load_problem: str | None = None  # why the last load rebuilt instead of using the checkpoint
         self._count: int | None = None
         # Filter cache: label sets of recent filters, valid until the next write (like a search
@@ -100,6 +86,7 @@ class CollectionState:
         self._unmoved = 0  # vectors this process wrote to SQLite since it last moved them to the file
         self._loader: threading.Thread | None = None  # loading the graph in the background
         self._loaded = threading.Condition(self.lock)  # notified when a background load ends
+        self.upkeep = GraphUpkeep(self)  # the graph's owed work: insertions, sweeps, checkpoints
 
     @property
     def vectors(self) -> CollectionVectors:
@@ -197,6 +184,19 @@ class CollectionState:
             self._install(*self._read_graph(lambda: self.cancelled))
         return self._index
 
+    @property
+    def loaded_index(self) -> HnswIndex | None:
+        """The graph if it is in memory (nothing is loaded)."""
+        return self._index
+
+    def swap_index(self, old: HnswIndex, new: HnswIndex) -> bool:
+        """Make ``new`` the graph if ``old`` still is and the collection is open (a compaction's swap)."""
+        with self.lock:
+            if self._index is not old or self.cancelled:
+                return False
+            self._index = new
+            return True
+
     def loads_in_background(self) -> bool:
         """Whether the graph is not in memory and is, or would be, loaded by a background thread."""
         if self._index is not None or self.dimension is None:
@@ -245,7 +245,7 @@ class CollectionState:
         found = read_graph(self.db, self.collection_id, self.directory, self.config, self.vectors, self.dimension, should_stop)
         self.load_problem = found.problem
         if found.rebuilt and self.durable:
-            self._save(found.index, found.seq)
+            self.upkeep.save(found.index, found.seq)
         return found.index, found.seq
 
     def _install(self, index: HnswIndex, seq: int) -> None:
@@ -255,10 +255,9 @@ class CollectionState:
         self.applied_seq = replay_into(self.pending, self.db, self.collection_id, seq, self.vectors)
         # Checkpoints are swept before they are saved; one written by an older version may not be:
         # sweep it in the background (until then a cut-off record may be missed).
-        self._sweep_owed = index.changed_since_sweep > 0
-        self.backlog = 0
+        self.upkeep.reset(sweep_owed=index.changed_since_sweep > 0)
         self._index = index
-        self._wake()
+        self.upkeep.wake()
 
     def rebuild_index(self) -> HnswIndex | None:
         """Replace the index with one built from SQLite (and checkpoint it when durable)."""
@@ -268,24 +267,9 @@ class CollectionState:
             return None
         rebuilt = rebuild_graph(self.db, self.collection_id, self.config, self.vectors, self.dimension)
         if self.durable:
-            self._save(rebuilt.index, rebuilt.seq)
+            self.upkeep.save(rebuilt.index, rebuilt.seq)
         self._install(rebuilt.index, rebuilt.seq)
         return self._index
-
-    def refresh_stragglers(self, index: HnswIndex | None = None, *, if_changed: bool = False) -> None:
-        """Sweep the index for records the graph no longer finds, and checkpoint when durable.
-        ``if_changed``: sweep only if the graph changed since its last sweep (the builder's steps
-        may just have swept it: at 1M a sweep takes minutes).
-
-        Synchronous: for a graph that holds every record (after a rebuild, or ``wait_until_indexed``)."""
-        index = index if index is not None else self._index
-        if index is None:
-            return
-        if not if_changed or index.changed_since_sweep or self._sweep_owed:
-            index.sweep(self.vectors.pages())
-            self._sweep_owed = False
-        if self.durable:
-            self._save(index, self.applied_seq)
 
     def record_labels(self) -> list[int]:
         """Every label in the collection's records table (what the index must hold)."""
@@ -335,7 +319,7 @@ class CollectionState:
             try:
                 return index.search(queries, k, filter_fn)
             except RuntimeError:
-                if not self._inserting or attempt == 2:
+                if not self.upkeep.inserting or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
@@ -397,7 +381,7 @@ class CollectionState:
                 self.pending.put(np.asarray(upserted, dtype=np.int64), vectors, first_seq)
                 self.pending.delete(removed, first_seq)
                 self.applied_seq = max(self.applied_seq, last_seq)
-                self._wake()
+                self.upkeep.wake()
         except BaseException:
             self.drop_caches()
             raise
@@ -425,221 +409,10 @@ class CollectionState:
         except Exception:
             logger.warning("collection %s: could not move vectors into the vector file", self.collection_id, exc_info=True)
 
-    # ------------------------------------------------------------------ background work
-
-    def _wake(self) -> None:
-        if self.pending is not None and not self.pending.empty or self._sweep_owed:
-            self.builder.wake(self)
-
-    def background_step(self, should_stop: Callable[[], bool], checkpoints: bool = True) -> bool:
-        """One bounded piece of owed graph work; True while more remains. Caller holds ``graph_lock``.
-
-        ``checkpoints=False``: leave checkpoints to the caller (``flush``, ``close``), which writes one
-        at the end.
-
-        In order: pending deletions (cheap), a checkpoint when one is due, a compaction when too
-        many elements are deletion marks, one chunk of pending insertions, then an owed sweep.
-        """
-        with self.lock:
-            index, pending = self._index, self.pending
-            if index is None or self.cancelled:
-                return False
-            deletes = pending.take_deletes()
-            if deletes:
-                index.remove(deletes)
-                self.backlog += len(deletes)
-            compact = bool(index.deleted) and len(index.deleted) >= COMPACT_DELETED_FRACTION * index.element_count
-            # Every checkpoint sweeps the whole graph first: during a bulk load (a long tail still to
-            # insert) checkpoint only as the graph doubles, so sweeps cost at most ~2x the load's size.
-            checkpoint_due = checkpoints and self.backlog >= max(
-                self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count
-            ) and (len(pending) < INSERT_CHUNK or self.backlog >= index.element_count)
-            labels = np.zeros(0, dtype=np.int64)
-            if not compact and not checkpoint_due:
-                labels, vectors, versions = pending.take(INSERT_CHUNK)
-                if len(labels):
-                    index.prepare(labels)  # resizing the graph needs searches excluded
-        if compact:
-            self._compact(index, should_stop)
-            return True
-        if checkpoint_due:
-            if self.durable:
-                self._checkpoint(index, should_stop)  # resets the backlog once saved
-            elif not index.needs_sweep() or self._sweep(index, should_stop):
-                self.backlog = 0  # nothing to save, but stragglers still need finding
-            return True
-        if len(labels):
-            self._inserting = True
-            try:
-                index.insert(labels, vectors)  # the long part: searches go on meanwhile
-            finally:
-                self._inserting = False
-            with self.lock:
-                if self._index is index and self.pending is pending:
-                    index.note_inserted(labels, vectors)
-                    pending.settle(labels, versions)
-                    self.backlog += len(labels)
-            return True
-        self.move_vectors()  # idle: what small writes left in SQLite goes into the vector file
-        # The tail is drained: once the graph grew by SWEEP_GROWTH since its last sweep, sweep for
-        # records the insertions cut off (hnsw.py, stragglers). Writes arriving meanwhile wait in the tail.
-        if (self._sweep_owed or index.needs_sweep()) and not self._sweep(index, should_stop):
-            return True  # stopped early (close, pause): the sweep is still owed
-        with self.lock:
-            return self._index is index and not pending.empty
-
-    def wait_until_indexed(self, sweep: bool = False) -> None:
-        """Do the owed graph work now (in this thread), until the graph holds every record.
-
-        Args:
-            sweep: also sweep if the graph changed at all since its last sweep (``verify``), not
-                only once it grew by SWEEP_GROWTH.
-        """
-        with self.graph_lock:
-            with self.lock:
-                index = self.index()
-            while self.background_step(lambda: self.cancelled, checkpoints=False):
-                pass
-            if sweep and index is not None and self._index is index and index.changed_since_sweep:
-                self._sweep(index, lambda: self.cancelled)
-        if self.backlog:  # a checkpoint may be due: the builder writes it (this caller may be a reader)
-            self.builder.wake(self)
-
-    def _sweep(self, index: HnswIndex, should_stop: Callable[[], bool]) -> bool:
-        """Sweep the graph a page at a time (the lock is held per page: the sweep changes hnswlib's ef).
-
-        Records still pending are skipped (the tail finds them). Returns False when stopped early."""
-        missed, live = [], 0
-        for labels, vectors in self.vectors.pages(SWEEP_PAGE, should_stop=should_stop):
-            with self.lock:
-                if self._index is not index or self.cancelled:
-                    return False
-                # Pending records are not in the graph yet, and a record deleted since its page was
-                # read is gone: neither is a straggler.
-                settled = ~self.pending.hides(labels)
-                labels, vectors = labels[settled], vectors[settled]
-                live += len(labels)
-                missed.append(index.misses(labels, vectors))
-        if should_stop():
-            return False
-        with self.lock:
-            if self._index is not index:
-                return False
-            index.set_stragglers(missed, live)
-            self._sweep_owed = False
-        return True
-
-    def _checkpoint(self, index: HnswIndex, should_stop: Callable[[], bool]) -> None:
-        """Sweep, then save the graph with the newest oplog seq it is known to reflect.
-
-        Only the builder (holding ``graph_lock``) changes the graph, so it stands still from the
-        sweep to the save while queries go on and new writes queue in the pending tail. The seq is
-        the last one before the oldest pending entry: replay after a crash re-queues the rest.
-        """
-        with self.lock:
-            deletes = self.pending.take_deletes()
-            if deletes:
-                index.remove(deletes)
-            oldest = self.pending.first_seq()
-            bound = self.applied_seq if oldest is None else oldest - 1
-        if not self._sweep(index, should_stop):
-            return
-        with self.db.reading() as conn:
-            seq = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM oplog WHERE collection_id = ? AND seq <= ?",
-                (self.collection_id, bound),
-            ).fetchone()[0]
-        self._save(index, seq)
-
-    def _save(self, index: HnswIndex, seq: int) -> None:
-        """Write the index durably, then forget the oplog it covers (never past it).
-
-        The row at ``seq`` itself stays: it is the database's evidence that it has every write
-        the checkpoint reflects (see ``_check_database_has``); replay starts after it.
-        """
-        with span("retrieval.checkpoint", collection_id=self.collection_id, applied_seq=seq):
-            self.move_vectors()  # so the checkpoint can leave out (nearly) every vector
-            index.save(self.directory, seq, self.vectors.slots_of)
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq < ?", (self.collection_id, seq))
-        self.backlog = 0
-
-    def _compact(self, index: HnswIndex, should_stop: Callable[[], bool]) -> None:
-        """Rebuild the graph without its deletion marks, off to the side, then swap it in.
-
-        Reads SQLite a page at a time; a write committed meanwhile is in the pending tail, which
-        the builder inserts into the new graph after the swap (twice is harmless: same vector).
-        """
-        logger.info("collection %s: compacting index (%d deleted elements)", self.collection_id, len(index.deleted))
-        fresh = HnswIndex(self.dimension, self.config, capacity=self.count())
-        for labels, vectors in self.vectors.pages(SWEEP_PAGE, should_stop=should_stop):
-            fresh.upsert(labels, vectors)
-        if should_stop():
-            return
-        # Sweep what the new graph holds: records added since their page was read are pending.
-        fresh.sweep((labels[keep], vectors[keep]) for labels, vectors in self.vectors.pages(SWEEP_PAGE, should_stop=should_stop)
-                    if (keep := labels <= fresh.max_label).any())
-        if should_stop():
-            return
-        with self.lock:
-            if self._index is not index or self.cancelled:
-                return
-            self._index = fresh
-            # Every pending vector goes into the new graph (its labels were hidden from the old one).
-            self.backlog = max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * fresh.element_count)
-
-    def flush(self) -> None:
-        """Finish the owed graph work, then sweep and checkpoint if anything is not yet in one.
-
-        Explicit maintenance (``engine.flush()``): O(collection). ``close()`` does not call it."""
-        self.wait_until_indexed()
-        with self.graph_lock, self.lock:
-            index = self._index
-            if self.durable and index is not None and (self.backlog or index.changed_since_sweep or self._sweep_owed):
-                self.refresh_stragglers(index, if_changed=True)
-
-    def checkpoint_if_due(self, deadline: float | None = None) -> None:
-        """Index what is pending and checkpoint, when the changes the last checkpoint lacks (the
-        graph's backlog plus the pending tail) reach the checkpoint threshold; otherwise nothing.
-
-        ``deadline`` (``time.monotonic()``): stop there, indexed or not, and save nothing unless the
-        graph holds every record and is swept by then. Nothing is lost either way: the oplog after
-        the last checkpoint goes into the pending tail on the next open (a server stopped with a
-        grace period must not be killed mid-save)."""
-        with self.lock:
-            index, pending = self._index, self.pending
-            if not self.durable or index is None or self.cancelled:
-                return
-            owed = self.backlog + len(pending) + len(pending.deletes)
-            if owed < max(self.config.sync_threshold, CHECKPOINT_BACKLOG_FRACTION * index.element_count):
-                return
-        if deadline is None:
-            self.wait_until_indexed()
-            with self.graph_lock, self.lock:
-                if self._index is not None and (self.backlog or self._index.changed_since_sweep):
-                    self.refresh_stragglers(self._index, if_changed=True)
-            return
-
-        def should_stop() -> bool:
-            return self.cancelled or time.monotonic() >= deadline
-
-        with self.graph_lock:
-            while self.background_step(should_stop, checkpoints=False) and not should_stop():
-                pass
-            with self.lock:
-                index, done = self._index, self.pending is not None and self.pending.empty
-            if index is None or not done or should_stop():
-                return  # out of time: the next open replays the oplog instead
-            if (index.changed_since_sweep or self._sweep_owed) and not self._sweep(index, should_stop):
-                return
-            with self.lock:
-                if self._index is index and self.pending.empty and (self.backlog or index.changed_since_sweep):
-                    self._save(index, self.applied_seq)
-
     def stop_background(self) -> None:
         """No more background work for this collection (its client closes): wait for the step in flight."""
         self.cancelled = True
-        self.builder.forget(self)
+        self.builder.forget(self.upkeep)
         with self.graph_lock:
             pass
         loader = self._loader
@@ -662,12 +435,12 @@ class CollectionState:
         self._matrix = None
         self._count = None
         self._invalidate()
-        self.backlog = 0
+        self.upkeep.reset(sweep_owed=False)
 
     def destroy(self) -> None:
         """Forget the collection's caches and checkpoint (it was deleted). Callers set ``cancelled``
         and hold ``graph_lock`` first, so no background step is writing a checkpoint meanwhile."""
-        self.builder.forget(self)
+        self.builder.forget(self.upkeep)
         self.drop_caches()
         self.close_files()
         if self.db.directory is not None:

@@ -338,7 +338,7 @@ class Engine(Reader, Namespaces):
             record = _collection(row)
             state = self.state(record)
             try:
-                state.wait_until_indexed(sweep=True)  # verify checks the graph itself: first the owed work
+                state.upkeep.wait_until_indexed(sweep=True)  # verify checks the graph itself: first the owed work
             except VectorFileError:
                 pass  # verify_collection reports it
             with state.graph_lock, state.lock:
@@ -350,7 +350,7 @@ class Engine(Reader, Namespaces):
     def flush(self) -> None:
         """Finish all owed graph work and checkpoint every collection: O(collections' size), explicit only."""
         for state in list(self._states.values()):
-            state.flush()
+            state.upkeep.flush()
 
     def reset(self) -> None:
         """Delete every collection and record."""
@@ -390,7 +390,7 @@ class Engine(Reader, Namespaces):
         try:
             deadline = None if budget_s is None else time.monotonic() + budget_s
             for state in list(self._states.values()):
-                state.checkpoint_if_due(deadline)
+                state.upkeep.checkpoint_if_due(deadline)
             self.stop_background()
             for state in list(self._states.values()):
                 state.close_files()

@@ -4,7 +4,7 @@ A write is acknowledged once SQLite commits it; its vectors wait in the collecti
 (pending.py), where queries find them by an exact scan. This thread does the rest, one bounded
 step at a time and never as a precondition for answering: insert pending vectors into the graph
 (hnswlib, several threads), mark pending deletions, sweep for cut-off records, checkpoint, compact.
-Each step is ``CollectionState.background_step``, run with the collection's ``graph_lock`` held, so
+Each step is ``GraphUpkeep.background_step`` (graph_upkeep.py), run with the collection's ``graph_lock`` held, so
 an explicit ``flush()`` or ``verify()`` in another thread waits for the step in flight and then does
 the remaining work itself.
 

@@ -114,7 +114,7 @@ def verify_collection(
             if len(damaged):
                 _restore_from_graph(state, damaged)  # the graph's copy: the only other one there is
             if report.problems == report.self_query_misses + report.damaged_vectors:
-                state.refresh_stragglers()  # the graph is whole; it only cut some records off since the last sweep
+                state.upkeep.refresh_stragglers()  # the graph is whole; it only cut some records off since the last sweep
             else:
                 state.rebuild_index()
         after = VerifyReport(record.name, record.tenant, record.database)
