@@ -155,6 +155,25 @@ def test_writers_wait_for_the_builder_when_the_tail_is_full(monkeypatch, graph_p
     assert col.query(query_embeddings=X[:5], n_results=1)["ids"] == [[str(i)] for i in range(5)]
 
 
+def test_a_drained_tail_gives_its_memory_back():
+    """The tail's rows are freed as the builder drains it: at the end of a bulk load the graph has
+    grown by what the tail held, and both at their peak at once would be the load's peak memory."""
+    from retrieval.store.pending import PendingWrites
+
+    tail = PendingWrites(DIM, "cosine")
+    X = _vectors(50_000, seed=5)
+    tail.put(np.arange(len(X)), X, first_seq=1)
+    full = tail.vectors.nbytes
+    while len(tail):
+        labels, _, versions = tail.take(2048)
+        tail.settle(labels, versions)
+        assert tail.vectors.nbytes <= max(full, 4 * len(tail) * DIM * 4 + full // 8)
+    assert tail.vectors.nbytes < full / 4
+    tail.put(np.arange(5), X[:5], first_seq=2)  # and it still works after shrinking
+    labels, dist = tail.search(X[:5], 1)
+    assert labels[:, 0].tolist() == [0, 1, 2, 3, 4] and np.allclose(dist, 0, atol=1e-5)
+
+
 def test_close_with_a_budget_stops_indexing_and_loses_nothing(tmp_path, monkeypatch):
     """A server stopped with a grace period closes within its budget even with a large unindexed
     backlog; what it did not index and save is replayed from the oplog on the next open."""

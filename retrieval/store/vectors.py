@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 _GROWTH = 1.5
+# Below this many rows a matrix keeps its capacity when it empties (reallocating costs more than it saves).
+_SHRINK_MIN_ROWS = 4096
 _FEW_QUERIES = 4
 
 
@@ -197,6 +199,7 @@ class VectorMatrix:
                 self._row_of[moved] = row
             self._row_of[label] = -1
             self.count = last
+        self._shrink_if_sparse()
 
     def subset(self, rows: np.ndarray) -> VectorMatrix:
         """A new matrix holding just ``rows`` (vectors already prepared for the space)."""
@@ -233,6 +236,14 @@ class VectorMatrix:
             grown = np.zeros((capacity,) + old.shape[1:], dtype=old.dtype)
             grown[: self.count] = old[: self.count]
             setattr(self, name, grown)
+
+    def _shrink_if_sparse(self) -> None:
+        """Give rows back once three quarters of them are free: a drained pending tail must not keep
+        its peak size resident while the graph it drained into grows (at 1M, 256 MiB of the peak)."""
+        if len(self._data) > _SHRINK_MIN_ROWS and self.count * 4 < len(self._data):
+            capacity = max(self.count * 2, 16)
+            for name in ("_data", "_sq_norms", "_labels"):
+                setattr(self, name, getattr(self, name)[:capacity].copy())
 
     def _ensure_label_capacity(self, needed: int) -> None:
         if needed <= len(self._row_of):
