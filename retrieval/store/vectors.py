@@ -7,11 +7,16 @@ contiguous (a delete moves the last row into the hole) so a scan touches only li
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 _GROWTH = 1.5
-# Below this many rows a matrix keeps its capacity when it empties (reallocating costs more than it saves).
-_SHRINK_MIN_ROWS = 4096
+# Vectors of a matrix at least this large live in an anonymous memory mapping, so that rows freed
+# by deletions can be handed back to the OS in place (``_release_free_rows``)...
+_MAPPED_MIN_BYTES = 4 << 20
+# ... once this many bytes of them are free.
+_RELEASE_MIN_BYTES = 8 << 20
 _FEW_QUERIES = 4
 
 
@@ -118,6 +123,18 @@ def search_chunks(
     return best_labels, best_dist
 
 
+def _zeroed_rows(capacity: int, dim: int) -> tuple[np.ndarray, mmap.mmap | None]:
+    """A zeroed float32 (capacity, dim) array, in an anonymous mapping when large (and the platform
+    can hand pages back: ``madvise``), with that mapping."""
+    nbytes = capacity * dim * 4
+    if nbytes < _MAPPED_MIN_BYTES or not hasattr(mmap, "MAP_PRIVATE") or not hasattr(mmap.mmap, "madvise"):
+        return np.zeros((capacity, dim), dtype=np.float32), None
+    # Private and anonymous: zero pages, resident once written, freed by MADV_DONTNEED (a shared
+    # mapping, mmap's default, would keep them in shared memory).
+    mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(mapping, dtype=np.float32).reshape(capacity, dim), mapping
+
+
 class VectorMatrix:
     """Live vectors of one collection, addressable by label."""
 
@@ -132,12 +149,16 @@ class VectorMatrix:
 
     @property
     def nbytes(self) -> int:
-        return self._data.nbytes + self._sq_norms.nbytes + self._labels.nbytes + self._row_of.nbytes
+        """Bytes held in memory (a mapped matrix: only the rows not handed back)."""
+        data = self._data.nbytes if self._mapping is None else self._touched * self.dim * 4
+        return data + self._sq_norms.nbytes + self._labels.nbytes + self._row_of.nbytes
 
     def __init__(self, dim: int, space: str):
         self.dim = dim
         self.space = space
         self._data = np.zeros((0, dim), dtype=np.float32)
+        self._mapping: mmap.mmap | None = None  # backs ``_data`` when it is large (_MAPPED_MIN_BYTES)
+        self._touched = 0  # rows of ``_data`` that may be resident: live ones, and freed ones not yet handed back
         self._sq_norms = np.zeros(0, dtype=np.float32)
         self._labels = np.zeros(0, dtype=np.int64)  # row -> label
         self._row_of = np.full(0, -1, dtype=np.int64)  # label -> row, -1 when absent
@@ -180,6 +201,7 @@ class VectorMatrix:
         self._ensure_row_capacity(self.count + n_new)
         rows[new] = np.arange(self.count, self.count + n_new)
         self.count += n_new
+        self._touched = max(self._touched, self.count)
         self._row_of[labels] = rows
         self._labels[rows] = labels
         self._data[rows] = vectors
@@ -199,7 +221,7 @@ class VectorMatrix:
                 self._row_of[moved] = row
             self._row_of[label] = -1
             self.count = last
-        self._shrink_if_sparse()
+        self._release_free_rows()
 
     def subset(self, rows: np.ndarray) -> VectorMatrix:
         """A new matrix holding just ``rows`` (vectors already prepared for the space)."""
@@ -231,19 +253,28 @@ class VectorMatrix:
         if needed <= len(self._data):
             return
         capacity = max(needed, int(len(self._data) * _GROWTH) + 16)
-        for name in ("_data", "_sq_norms", "_labels"):
+        data, self._mapping = _zeroed_rows(capacity, self.dim)
+        data[: self.count] = self._data[: self.count]
+        self._data = data
+        self._touched = self.count
+        for name in ("_sq_norms", "_labels"):
             old = getattr(self, name)
-            grown = np.zeros((capacity,) + old.shape[1:], dtype=old.dtype)
+            grown = np.zeros(capacity, dtype=old.dtype)
             grown[: self.count] = old[: self.count]
             setattr(self, name, grown)
 
-    def _shrink_if_sparse(self) -> None:
-        """Give rows back once three quarters of them are free: a drained pending tail must not keep
-        its peak size resident while the graph it drained into grows (at 1M, 256 MiB of the peak)."""
-        if len(self._data) > _SHRINK_MIN_ROWS and self.count * 4 < len(self._data):
-            capacity = max(self.count * 2, 16)
-            for name in ("_data", "_sq_norms", "_labels"):
-                setattr(self, name, getattr(self, name)[:capacity].copy())
+    def _release_free_rows(self) -> None:
+        """Hand the pages of rows past the live ones back to the OS, in place (no copy).
+
+        A pending tail drains as the builder inserts it into the graph: its freed rows must not stay
+        resident while the graph grows by the same vectors, or the end of a bulk load holds both."""
+        row_bytes = self.dim * 4
+        if self._mapping is None or (self._touched - self.count) * row_bytes < _RELEASE_MIN_BYTES:
+            return
+        start = -(-self.count * row_bytes // mmap.PAGESIZE) * mmap.PAGESIZE  # the first page past the live rows
+        if start < len(self._mapping):
+            self._mapping.madvise(mmap.MADV_DONTNEED, start, len(self._mapping) - start)
+        self._touched = self.count
 
     def _ensure_label_capacity(self, needed: int) -> None:
         if needed <= len(self._row_of):
