@@ -36,10 +36,12 @@ def test_every_listed_straggler_is_found_by_its_own_vector(listed, space):
     labels = np.arange(10, 3010, dtype=np.int64)
     found = Stragglers(DIM, space)
     found.upsert(labels, x)
-    assert found.indexed
-    got, dist = found.search(x, 1)
-    assert (got[:, 0] == labels).all()
-    assert np.allclose(dist[:, 0], 0.0, atol=1e-5)
+    built_at_once = Stragglers.of(DIM, space, labels, x)  # a sweep's result: straight into lists
+    for each in (found, built_at_once):
+        assert each.indexed and sorted(each.labels.tolist()) == labels.tolist()
+        got, dist = each.search(x, 1)
+        assert (got[:, 0] == labels).all()
+        assert np.allclose(dist[:, 0], 0.0, atol=1e-5)
 
 
 def test_lists_follow_changes_and_removals(listed):

@@ -226,11 +226,12 @@ class HnswIndex:
         return labels, vectors
 
     def set_stragglers(self, missed: list[tuple[np.ndarray, np.ndarray]], live_count: int) -> int:
-        """Install a finished sweep's misses as the stragglers."""
-        self.stragglers = Stragglers(self.dim, self.config.space)
+        """Install a finished sweep's misses as the stragglers (``missed`` is emptied: its pages go
+        as soon as they are joined, not after the lists are built)."""
         labels = np.concatenate([m[0] for m in missed]) if missed else np.zeros(0, dtype=np.int64)
-        if len(labels):
-            self.stragglers.upsert(labels, np.concatenate([m[1] for m in missed]))
+        vectors = np.concatenate([m[1] for m in missed]) if missed else np.zeros((0, self.dim), dtype=np.float32)
+        missed.clear()
+        self.stragglers = Stragglers.of(self.dim, self.config.space, labels, vectors)
         self.changed_since_sweep = 0
         self.swept_size = live_count
         return len(labels)
@@ -362,9 +363,9 @@ class HnswIndex:
                 # From the store, not hnswlib's get_items (~40 us a vector): a straggler deleted or
                 # changed since is the pending tail's business after the replay.
                 found, vectors = read_vectors(stragglers)
-                self.stragglers.upsert(found, vectors)
+                self.stragglers = Stragglers.of(dim, config.space, found, vectors)
             elif len(stragglers):
-                self.stragglers.upsert(stragglers, self.vectors(stragglers))
+                self.stragglers = Stragglers.of(dim, config.space, stragglers, self.vectors(stragglers))
         except (RuntimeError, ValueError, TypeError) as e:  # a label hnswlib does not hold
             raise CorruptIndexError(f"manifest lists stragglers the index does not hold: {e}") from e
         return self, manifest

@@ -57,6 +57,19 @@ class Stragglers:
         self._lists: InvertedLists | None = None
         self._loose = VectorMatrix(dim, space)  # searched by an exact scan
 
+    @classmethod
+    def of(cls, dim: int, space: str, labels: np.ndarray, vectors: np.ndarray) -> Stragglers:
+        """The stragglers ``labels`` (distinct) with their raw ``vectors``: a sweep's result, or a checkpoint's
+        list. A large set goes straight into lists, not through the exact matrix first (at 1M the
+        stragglers are ~100 MB of vectors, and each pass through a copy was held at the sweep's end)."""
+        out = cls(dim, space)
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) >= LISTS_MIN_ROWS:
+            out._lists = InvertedLists.build(labels, prepare(vectors, space), space)
+        elif len(labels):
+            out._loose.upsert(labels, vectors)
+        return out
+
     @property
     def count(self) -> int:
         return self._loose.count + (self._lists.live_count if self._lists is not None else 0)
