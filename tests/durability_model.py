@@ -218,12 +218,14 @@ def check_index_matches_sql(client, col) -> None:
             return
         pages = list(state.vectors.pages())  # every record's vector, wherever it is kept
         want_labels = np.concatenate([p[0] for p in pages]) if pages else np.zeros(0, np.int64)
+        by_label = np.argsort(want_labels)
+        want_labels = want_labels[by_label]
         labels = np.sort(index.labels())
         assert labels.tolist() == want_labels.tolist(), "index labels differ from the records table"
         assert index.live_count == len(want_labels) == col.count()
         if len(want_labels):
             stored = np.asarray(index.index.get_items(labels), dtype=np.float32)
-            np.testing.assert_array_equal(stored, np.concatenate([p[1] for p in pages]))
+            np.testing.assert_array_equal(stored, np.concatenate([p[1] for p in pages])[by_label])
 
 
 def check_queries(col, model: Model, k: int = 10, n_queries: int = 8, seed: int = 0) -> None:

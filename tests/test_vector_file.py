@@ -366,3 +366,23 @@ def test_filtered_exact_queries_score_candidates_in_the_vector_file(tmp_path, mo
                 assert [int(i) for i in ids] == members[order].tolist()
                 np.testing.assert_allclose(dist, expected[order], rtol=1e-4, atol=1e-4)
         assert _resident_kib(vector_file_path(tmp_path, col.id)) * 1024 < X.nbytes / 10
+
+
+def test_pages_walk_the_id_index_without_sorting_the_collection(tmp_path):
+    """A sweep reads every record a page at a time; in label order SQLite read and sorted the whole
+    collection for each page (quadratic: most of a 1M sweep's time)."""
+    client = retrieval.PersistentClient(str(tmp_path))
+    col = client.create_collection("paged", embedding_function=None)
+    X = np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32)
+    col.add(ids=[f"r{i:03d}" for i in range(300)], embeddings=X)
+    state = client._backend.engine.state(col._record)
+    with state.db.reading() as conn:
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + vector_store.PAGE_AFTER_ID, (col.id, "", 64)))
+    assert "sqlite_autoindex_records_1 (collection_id=? AND id>?)" in plan and "TEMP B-TREE" not in plan, plan
+    pages = list(state.vectors.pages(64))
+    assert [len(labels) for labels, _ in pages] == [64, 64, 64, 64, 44]
+    labels = np.concatenate([labels for labels, _ in pages])
+    assert sorted(labels.tolist()) == sorted(set(labels.tolist())) and len(labels) == 300
+    vectors = np.concatenate([vectors for _, vectors in pages])
+    assert {v.tobytes() for v in vectors} == {x.tobytes() for x in X}
+    client.close()
