@@ -225,3 +225,44 @@ def test_repeated_filters_stay_correct_across_writes_and_types(collection):
     assert collection.query(query_embeddings=q, where={"a": 0})["ids"] == [["zero2"]]
     collection.update(ids=["zero2"], metadatas=[{"a": 5}])
     assert collection.query(query_embeddings=q, where={"a": 0})["ids"] == [[]]
+
+
+def test_get_pages_in_insertion_order_whichever_plan_reads_them(monkeypatch):
+    """A collection holding most of the database is paged by walking the records table in label
+    order (no sort of the collection); a small one beside it by sorting its own records. Both give
+    insertion order, with records of the two collections interleaved in the table."""
+    import retrieval
+    from retrieval.query.filter_sql import collection_filter
+    from retrieval.store import reads
+
+    walked = {}
+
+    def spy(collection_id, *args, **kwargs):
+        walked[collection_id] = kwargs.get("walk_labels", False)
+        return collection_filter(collection_id, *args, **kwargs)
+
+    monkeypatch.setattr(reads, "collection_filter", spy)
+
+    client = retrieval.EphemeralClient()
+    big = client.create_collection("most_of_it", embedding_function=None)
+    small = client.create_collection("a_little", embedding_function=None)
+    big_ids, small_ids = [], []
+    for batch in range(20):
+        ids = [f"b{batch:02d}-{i:02d}" for i in range(30)][::-1]  # ids not in insertion order
+        big.add(ids=ids, embeddings=[vec(i, batch, 1) for i in range(30)])
+        big_ids += ids
+        if batch % 5 == 0:
+            small.add(ids=[f"s{batch:02d}"], embeddings=[vec(batch, 0, 1)])
+            small_ids.append(f"s{batch:02d}")
+    big.delete(ids=big_ids[40:45])
+    del big_ids[40:45]
+    for limit, offset in [(1, 0), (10, 0), (7, 33), (50, 550), (1, len(big_ids) - 1)]:
+        assert big.get(limit=limit, offset=offset)["ids"] == big_ids[offset : offset + limit]
+        assert small.get(limit=limit, offset=offset)["ids"] == small_ids[offset : offset + limit]
+    assert big.peek(3)["ids"] == big_ids[:3] and small.peek(3)["ids"] == small_ids[:3]
+    assert walked == {big.id: True, small.id: False}
+    walk, args = collection_filter(big.id, None, None, walk_labels=True)
+    conn = client._backend.engine.db
+    with conn.reading() as c:
+        plan = " | ".join(r[3] for r in c.execute(f"EXPLAIN QUERY PLAN SELECT r.id FROM records r WHERE {walk} ORDER BY r.label LIMIT 5", args))
+    assert "TEMP B-TREE" not in plan and "autoindex" not in plan, plan

@@ -160,7 +160,12 @@ def compile_filter(where: Where | None, where_document: WhereDocument | None) ->
 
 
 def collection_filter(
-    collection_id: str, where: Where | None, where_document: WhereDocument | None, *, by_ids: bool = False
+    collection_id: str,
+    where: Where | None,
+    where_document: WhereDocument | None,
+    *,
+    by_ids: bool = False,
+    walk_labels: bool = False,
 ) -> tuple[str, list]:
     """A ``WHERE`` clause over ``records r`` for one collection's records matching the filters
     (``by_ids``: the caller adds ``AND r.id IN (...)``, and the id index drives the query).
@@ -169,9 +174,13 @@ def collection_filter(
     the metadata index: the unary ``+`` keeps SQLite (which has no statistics) from walking every
     record of the collection through its ``(collection_id, id)`` index and testing each one instead.
     A 10% window at 100k records: 4 ms instead of 15.
+
+    ``walk_labels``: the caller reads the first few records in label order (``ORDER BY r.label
+    LIMIT``) of a collection that holds most of the database; the table itself is then walked in
+    label (rowid) order and stops after them, instead of sorting the whole collection first.
     """
     sql, params, indexed = _compile_conjuncts(where, where_document)
-    scope = "+r.collection_id" if indexed and not by_ids else "r.collection_id"
+    scope = "+r.collection_id" if (indexed or walk_labels) and not by_ids else "r.collection_id"
     return f"{scope} = ? AND {sql}", [collection_id, *params]
 
 

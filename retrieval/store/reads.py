@@ -74,7 +74,8 @@ class Reader:
     ) -> Rows:
         """Records matching all given conditions: in the order of ``ids`` when given, else insertion order."""
         self.require_live(record)
-        sql, args = collection_filter(record.id, where, where_document, by_ids=ids is not None)
+        walk = ids is None and limit is not None and self._label_walk_pays(record, offset + limit)
+        sql, args = collection_filter(record.id, where, where_document, by_ids=ids is not None, walk_labels=walk)
         query = f"SELECT {_columns(fields)} FROM records r WHERE {sql}"
         with self.db.reading() as conn:
             if ids is None:
@@ -92,6 +93,17 @@ class Reader:
             end = None if limit is None else offset + limit
             rows = rows.take(order[offset:end])
         return rows
+
+    def _label_walk_pays(self, record: CollectionRecord, rows: int) -> bool:
+        """Whether the first ``rows`` records in label order are found sooner by walking the records
+        table (labels are its rowids) than by sorting the collection: a walk passes other collections'
+        records too, about ``rows / share`` in all (``share``: the collection's part of the labels
+        given out), where a sort reads the whole collection. So a photo archive's ``peek()`` or the
+        web page's first page costs its rows, not the archive (measured at 1M: 0.36 s before)."""
+        with self.db.reading() as conn:
+            labels_given = conn.execute("SELECT coalesce(max(label), 0) FROM records").fetchone()[0]
+        size = self.count(record)
+        return size > 0 and rows * labels_given < size * size
 
     def query(
         self,
