@@ -7,6 +7,8 @@ sees between an acknowledgement and the builder's next step.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -345,3 +347,42 @@ def test_close_after_a_bulk_load_sweeps_the_graph_once(tmp_path, graph_path, mon
         state = client._backend.engine.state(col._record)
         assert col.query(query_embeddings=X[:3], n_results=1)["ids"] == [["0"], ["1"], ["2"]]
         assert state.pending is not None and len(state.pending) == 0  # nothing replayed
+
+
+EXIT_CHILD = """
+import sys, numpy as np, retrieval
+from retrieval.store import shared_engines
+shared_engines.EXIT_BUDGET_S = float(sys.argv[2])
+client = retrieval.PersistentClient(sys.argv[1])
+col = client.get_or_create_collection("left_open", embedding_function=None)
+X = np.random.default_rng(0).standard_normal((6000, 16)).astype(np.float32)
+for start in range(0, 6000, 1000):
+    col.add(ids=[str(i) for i in range(start, start + 1000)], embeddings=X[start : start + 1000])
+print(col.id, flush=True)
+# no close(): the interpreter's exit closes the client
+"""
+
+
+@pytest.mark.parametrize("budget", [0.0, 60.0])
+def test_a_client_left_open_is_closed_at_exit_within_a_budget(tmp_path, budget):
+    """A script that ends without close() does not wait at exit for the graph to take a bulk load:
+    past EXIT_BUDGET_S it leaves the rest to the oplog, and the next open finds every record."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    env = {"PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")]), "PATH": os.environ["PATH"]}
+    child = subprocess.run([sys.executable, "-c", EXIT_CHILD, str(tmp_path), str(budget)], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert child.returncode == 0, child.stderr
+    collection_id = child.stdout.split()[0]
+    saved = (tmp_path / collection_id / "manifest.json").exists()
+    assert saved == (budget > 0)  # a whole load owes a checkpoint: made only when the budget allows
+    client = retrieval.PersistentClient(str(tmp_path))
+    col = client.get_collection("left_open")
+    X = np.random.default_rng(0).standard_normal((6000, 16)).astype(np.float32)
+    assert col.count() == 6000
+    found = col.query(query_embeddings=X[::250], n_results=1)["ids"]
+    assert found == [[str(i)] for i in range(0, 6000, 250)]
+    client.close()

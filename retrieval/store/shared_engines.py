@@ -58,9 +58,16 @@ def forget_all() -> None:
         _shared.clear()
 
 
+# How long the interpreter's exit spends on clients never closed (chromadb code rarely closes). A
+# script that ends right after a bulk load would otherwise sit silently in close() while the graph
+# takes the load (minutes at 1M); what is left is replayed from the oplog by the next open and
+# indexed in the background there, while queries answer. An explicit close() does all of it.
+EXIT_BUDGET_S = 10.0
+
+
 @atexit.register
 def _close_at_exit() -> None:
-    """Checkpoint indexes of clients never closed (chromadb code rarely closes), so the next open is fast.
+    """Index and checkpoint what clients never closed owe, within EXIT_BUDGET_S, so the next open is fast.
 
     Nothing depends on it for safety: every acknowledged write is already in SQLite.
     """
@@ -69,6 +76,6 @@ def _close_at_exit() -> None:
         _shared.clear()
     for engine in engines:
         try:
-            engine.close()
+            engine.close(EXIT_BUDGET_S)
         except Exception:  # noqa: BLE001 - best effort at exit; the oplog replays on next open
             logger.warning("could not checkpoint %s at exit", engine.db.directory, exc_info=True)
