@@ -164,3 +164,22 @@ def test_exact_search_with_and_without_an_in_memory_copy(client, monkeypatch, bu
     check(2)
     res = col.query(query_embeddings=Q[:1], n_results=len(X))  # k >= live: a streamed full scan
     assert sorted(map(int, res["ids"][0])) == sorted(map(int, alive))
+
+
+@pytest.mark.parametrize("space", ["cosine", "l2"])
+def test_holds_tells_which_labels_the_graph_has_with_the_same_vector(space):
+    """What a load settles instead of re-inserting: held, not deleted, same vector (cosine vectors
+    are compared as hnswlib keeps them, normalised)."""
+    from retrieval.config import HnswConfig
+    from retrieval.store.hnsw import HnswIndex
+    from retrieval.store.vectors import prepare
+
+    x = np.random.default_rng(7).standard_normal((50, 12)).astype(np.float32) * 3
+    index = HnswIndex(12, HnswConfig(space=space))
+    index.upsert(np.arange(40), x[:40])
+    index.remove([5])
+    changed = x[6] + 0.01
+    labels = np.array([1, 5, 6, 45, 2])  # held; deleted; held with another vector; never given; held
+    vectors = prepare(np.stack([x[1], x[5], changed, x[45], x[2]]), space)
+    assert index.holds(labels, vectors).tolist() == [True, False, False, False, True]
+    assert index.holds(labels[[0, 4]], vectors[[0, 4]]).tolist() == [True, True]

@@ -51,6 +51,9 @@ BACKGROUND_LOAD_MIN_RECORDS = 20_000
 # A batch of more queries than this waits for the graph instead: each exact answer scans the whole
 # file, and past a few dozen of them the load itself is the faster way.
 EXACT_WHILE_LOADING_MAX_QUERIES = 16
+# Replayed records the graph may already hold are compared with it on load up to this many (about
+# 40 us each): a half-inserted write. More than that is a large update, which the builder redoes.
+SETTLE_ON_LOAD_MAX = 8192
 # Keep every vector in memory for exact search only while that copy stays this small; beyond it
 # the HNSW graph is the only in-memory copy (see exact_search).
 EXACT_MATRIX_MAX_BYTES = 64 << 20
@@ -256,6 +259,13 @@ class CollectionState:
         Under the lock: writes committed while the graph loaded are in that oplog, not yet queued."""
         self.pending = PendingWrites(self.dimension, self.config.space)
         self.applied_seq = replay_into(self.pending, self.db, self.collection_id, seq, self.vectors)
+        # A checkpoint claims the oplog only up to its oldest pending write, so the replay may queue
+        # records the graph already holds: the rest of a write the builder had half inserted. Those
+        # it holds with the same vector are settled now; left pending, every query would have to hide
+        # them from the graph (hnswlib's per-candidate filter) until the builder re-inserted them.
+        held, vectors = self.pending.overlap(index.max_label)
+        if 0 < len(held) <= SETTLE_ON_LOAD_MAX:
+            self.pending.drop(held[index.holds(held, vectors)])
         # Checkpoints are swept before they are saved; one written by an older version may not be:
         # sweep it in the background (until then a cut-off record may be missed).
         self.upkeep.reset(sweep_owed=index.changed_since_sweep > 0)

@@ -189,6 +189,17 @@ class HnswIndex:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.asarray(self.index.get_items(np.asarray(labels, dtype=np.int64).tolist()), dtype=np.float32)
 
+    def holds(self, labels: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Per label: does the graph hold it (not deleted) with this vector (prepared for the space)?"""
+        try:
+            stored = self.vectors(labels)
+        except RuntimeError:  # a label it does not hold, or holds deleted: ask one at a time
+            if len(labels) == 1:
+                return np.zeros(1, dtype=bool)
+            return np.concatenate([self.holds(labels[i : i + 1], vectors[i : i + 1]) for i in range(len(labels))])
+        # hnswlib normalises cosine vectors itself: allow for rounding in the last bits.
+        return np.all(np.abs(stored - vectors) <= 1e-6 * np.maximum(1.0, np.abs(vectors)), axis=1)
+
     def sweep(self, vector_chunks: Iterable[tuple[np.ndarray, np.ndarray]] | None = None) -> int:
         """Self-query every live element; those the graph does not return become the stragglers.
 

@@ -84,6 +84,21 @@ class PendingWrites:
         if done:
             self.vectors.remove(np.asarray(done, dtype=np.int64))
 
+    def overlap(self, graph_max_label: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pending labels the graph may hold too (it was given every label up to ``graph_max_label``),
+        with their pending vectors (as prepared for the space)."""
+        labels = self.vectors.labels
+        labels = labels[labels <= graph_max_label].copy()
+        return labels, self.vectors.raw_rows(self.vectors.rows_for(labels))
+
+    def drop(self, labels: np.ndarray) -> None:
+        """Forget pending vectors the graph already holds as they are: there is nothing to insert."""
+        self._hidden = None
+        for label in labels.tolist():
+            del self._order[label]
+        if len(labels):
+            self.vectors.remove(labels)
+
     def take_deletes(self) -> list[int]:
         self._hidden = None
         labels = list(self.deletes)
