@@ -117,6 +117,9 @@ class GraphUpkeep:
             with state.lock:
                 if state.loaded_index is index and state.pending is pending:
                     index.note_inserted(labels, vectors)
+                    # Before they leave the tail, the chunk's records must be findable in the graph:
+                    # those its own search misses become stragglers (under the lock: it sets the ef).
+                    index.list_unfound(labels, vectors)
                     pending.settle(labels, versions)
                     self.backlog += len(labels)
             return True

@@ -141,6 +141,15 @@ class HnswIndex:
             if known.any():
                 self.stragglers.upsert(labels[known], np.asarray(vectors, dtype=np.float32)[known])
 
+    def list_unfound(self, labels: np.ndarray, vectors: np.ndarray) -> int:
+        """Self-query just-inserted elements and list those the graph does not return as stragglers:
+        until the next sweep, nothing else would find them once they leave the pending tail. Returns
+        how many were listed. Changes the index's ef: callers exclude concurrent searches."""
+        missed_labels, missed_vectors = self.misses(np.asarray(labels, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
+        if len(missed_labels):
+            self.stragglers.upsert(missed_labels, missed_vectors)
+        return len(missed_labels)
+
     def remove(self, labels) -> None:
         for label in labels:
             label = int(label)
