@@ -387,3 +387,39 @@ def test_a_client_left_open_is_closed_at_exit_within_a_budget(tmp_path, budget):
     found = col.query(query_embeddings=X[::250], n_results=1)["ids"]
     assert found == [[str(i)] for i in range(0, 6000, 250)]
     client.close()
+
+
+def test_a_replay_queues_each_record_with_its_own_oplog_seq(tmp_path):
+    """A checkpoint claims the oplog up to the oldest pending write. Replayed records carry their own
+    writes' seqs, so once the first replayed write is in the graph a checkpoint claims it: with the
+    replay's first seq on every record, no checkpoint could claim anything new until the whole replay
+    was inserted, and the next open replayed records the graph already held."""
+    from retrieval.store.pending import PendingWrites
+    from retrieval.store.recovery import replay_into
+
+    client = retrieval.PersistentClient(str(tmp_path))
+    col = client.create_collection("replayed", embedding_function=None)
+    X = _vectors(400, seed=8)
+    col.add(ids=[str(i) for i in range(100)], embeddings=X[:100])
+    client._backend.engine.flush()
+    for start in (100, 200, 300):  # three writes after the checkpoint, then a deletion from the first
+        col.add(ids=[str(i) for i in range(start, start + 100)], embeddings=X[start : start + 100])
+    col.delete(ids=["150"])
+    engine = client._backend.engine
+    with engine.db.reading() as conn:
+        rows = conn.execute("SELECT seq, label FROM oplog WHERE collection_id = ? ORDER BY seq", (col.id,)).fetchall()
+        live = {row[0] for row in conn.execute("SELECT label FROM records WHERE collection_id = ?", (col.id,))}
+        label_200 = conn.execute("SELECT label FROM records WHERE collection_id = ? AND id = '200'", (col.id,)).fetchone()[0]
+    checkpoint_seq = rows[0][0]  # the row a checkpoint keeps as evidence; replay starts after it
+    after = rows[1:]
+    deleted_first_seq = min(seq for seq, label in after if label not in live)
+    second_write_seq = min(seq for seq, label in after if label == label_200)
+    tail = PendingWrites(DIM, "cosine")
+    assert replay_into(tail, engine.db, col.id, checkpoint_seq, engine.state(col._record).vectors) == rows[-1][0]
+    assert len(tail) == 299 and len(tail.deletes) == 1 and tail.first_seq() == after[0][0]
+    labels, _, versions = tail.take(99)  # the first write's records (less the deleted one), oldest first
+    tail.settle(labels, versions)
+    assert tail.first_seq() == deleted_first_seq  # the deletion is still owed
+    tail.take_deletes()
+    assert tail.first_seq() == second_write_seq  # a checkpoint now claims the whole first write
+    client.close()

@@ -45,28 +45,32 @@ class PendingWrites:
     def nbytes(self) -> int:
         return self.vectors.count * self.vectors.dim * 4
 
-    def put(self, labels: np.ndarray, vectors: np.ndarray, first_seq: int) -> None:
-        """Queue new or changed vectors (a changed label moves to the back: its newest vector wins)."""
+    def put(self, labels: np.ndarray, vectors: np.ndarray, first_seq: int | np.ndarray) -> None:
+        """Queue new or changed vectors (a changed label moves to the back: its newest vector wins).
+
+        ``first_seq``: the oplog seq of the write, or one per label in ascending order (a replay)."""
         self._hidden = None
         if not len(labels):
             return
         self.vectors.upsert(labels, vectors)
         self._version += 1
-        for label in labels.tolist():
+        seqs = np.broadcast_to(np.asarray(first_seq, dtype=np.int64), (len(labels),)).tolist()
+        for label, seq in zip(labels.tolist(), seqs):
             self._order.pop(label, None)
             self.deletes.pop(label, None)
-            self._order[label] = (self._version, first_seq)
+            self._order[label] = (self._version, seq)
 
-    def delete(self, labels, first_seq: int) -> None:
-        """Queue deletions; a deleted label's pending vector is dropped at once."""
+    def delete(self, labels, first_seq: int | list[int]) -> None:
+        """Queue deletions; a deleted label's pending vector is dropped at once (``first_seq`` as for ``put``)."""
         self._hidden = None
         labels = [int(label) for label in labels]
         if not labels:
             return
+        seqs = first_seq if isinstance(first_seq, list) else [first_seq] * len(labels)
         self.vectors.remove(np.asarray(labels, dtype=np.int64))
-        for label in labels:
+        for label, seq in zip(labels, seqs):
             self._order.pop(label, None)
-            self.deletes.setdefault(label, first_seq)
+            self.deletes.setdefault(label, seq)
 
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """The oldest ``n`` pending vectors (copies) and their versions, for the builder to insert."""

@@ -150,10 +150,19 @@ def replay_into(pending: PendingWrites, db: Database, collection_id: str, after_
             return after_seq
         touched = np.unique(np.fromiter((label for _, label in rows), dtype=np.int64, count=len(rows)))
         present, current = vectors.read(touched)  # under the same hold of the database as the oplog
-    first_seq = rows[0][0]
+    # Each label is queued with the seq of its own first entry after the checkpoint, oldest first: a
+    # checkpoint taken while some of them are still pending then claims the oplog up to the oldest
+    # of those, not merely up to this replay's start (which made every later checkpoint claim nothing
+    # new until the whole replay was inserted, so the next open replayed records the graph held).
+    first_seq_of: dict[int, int] = {}
+    for seq, label in rows:
+        first_seq_of.setdefault(label, seq)
     if len(present):
-        pending.put(present, current, first_seq)
-    pending.delete(set(touched.tolist()) - set(present.tolist()), first_seq)
+        seqs = np.fromiter((first_seq_of[label] for label in present.tolist()), dtype=np.int64, count=len(present))
+        order = np.argsort(seqs, kind="stable")
+        pending.put(present[order], current[order], seqs[order])
+    gone = sorted(set(touched.tolist()) - set(present.tolist()), key=first_seq_of.__getitem__)
+    pending.delete(gone, [first_seq_of[label] for label in gone])
     return rows[-1][0]
 
 
