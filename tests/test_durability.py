@@ -55,7 +55,7 @@ def run_child(path: str, mode: str, start: int, *, kill_after_acks: int | None =
     ``kill_at``: the child kills itself at a checkpoint stage (see ``_install_kill_hook``).
     """
     if stop is None:  # a self-killing child must not run forever if its stage never comes
-        stop = start + (300 if kill_at else 100_000)
+        stop = start + (1000 if kill_at else 100_000)
     # Unbuffered bytes: a buffered reader's readline() reads ahead, and communicate() below reads the
     # pipe itself, so acknowledgements already read ahead would be lost (seen once adds got fast).
     proc = subprocess.Popen(
@@ -120,11 +120,17 @@ def crash_loop(path: str, mode: str, trials: int, seed: int, kill_plan) -> dict:
     rng = random.Random(seed)
     model = Model()
     done = 0  # ops known applied
-    stats = {"in_flight_applied": 0, "in_flight_absent": 0, "acked": 0}
+    stats = {"in_flight_applied": 0, "in_flight_absent": 0, "acked": 0, "stage_killed": 0, "stage_not_reached": 0}
     for trial in range(trials):
         kwargs = kill_plan(rng, trial)
         acked, rc, err = run_child(path, mode, done, **kwargs)
-        assert rc == -signal.SIGKILL, f"child was not killed (rc={rc}): {err[-2000:]}"
+        # A checkpoint sweeps the whole graph, so as the store grows its checkpoints come further
+        # apart: a child may end all its ops before its n-th one. That trial is a clean run (checked
+        # like the others); the tests require most staged trials to be killed.
+        staged = "kill_at" in kwargs
+        stats["stage_not_reached"] += staged and rc == 0
+        stats["stage_killed"] += staged and rc == -signal.SIGKILL
+        assert rc == -signal.SIGKILL or (staged and rc == 0), f"child was not killed (rc={rc}): {err[-2000:]}"
         assert "Traceback" not in err, err[-2000:]
         for k in acked:
             model.apply(*op(k, mode))
@@ -191,13 +197,13 @@ def _stage_kill(stages):
 
 def test_kill9_at_each_checkpoint_stage_reopens_without_repair(tmp_path):
     stats = crash_loop(str(tmp_path / "db"), "churn", trials=10, seed=3, kill_plan=_stage_kill(STAGES + ["random"]))
-    assert stats["acked"] > 0
+    assert stats["acked"] > 0 and stats["stage_killed"] >= 3 * stats["stage_not_reached"], stats
 
 
 @pytest.mark.slow
 def test_kill9_during_checkpoints_many_trials(tmp_path):
     stats = crash_loop(str(tmp_path / "db"), "churn", trials=60, seed=4, kill_plan=_stage_kill(STAGES + ["random"] * 4))
-    assert stats["acked"] > 0
+    assert stats["acked"] > 0 and stats["stage_killed"] >= 3 * stats["stage_not_reached"], stats
 
 
 # ------------------------------------------------------------------------------ 3. replay idempotence
