@@ -108,11 +108,17 @@ def test_recent_writes_stay_in_sqlite_until_moved_and_are_found(tmp_path):
     extra = _vectors(5, seed=3)
     with retrieval.PersistentClient(path=str(tmp_path)) as client:
         col = client.get_collection("col")
-        client._backend.engine.stop_background()  # nothing moves them now
-        col.add(ids=[f"x{i}" for i in range(5)], embeddings=extra)
-        assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(5,)]
-        got = col.get(ids=["x2", "5"], include=["embeddings"])
-        np.testing.assert_array_equal(got["embeddings"], np.stack([extra[2], vectors[5]]))
+        # Nothing moves them now. (Not stop_background(): it cancels only collections already open,
+        # and the builder would move these once idle, racing the check below.)
+        builder = client._backend.engine.builder
+        builder.pause()
+        try:
+            col.add(ids=[f"x{i}" for i in range(5)], embeddings=extra)
+            assert _sql(tmp_path, "SELECT COUNT(*) FROM vectors") == [(5,)]
+            got = col.get(ids=["x2", "5"], include=["embeddings"])
+            np.testing.assert_array_equal(got["embeddings"], np.stack([extra[2], vectors[5]]))
+        finally:
+            builder.resume()
     with retrieval.PersistentClient(path=str(tmp_path)) as client:
         col = client.get_collection("col")
         assert col.query(query_embeddings=extra[4:5], n_results=1, include=[])["ids"] == [["x4"]]
