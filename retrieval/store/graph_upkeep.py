@@ -16,15 +16,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 
+from retrieval.config import HnswConfig
+from retrieval.store.db import Database
+from retrieval.store.graph_builder import GraphBuilder
 from retrieval.store.hnsw import HnswIndex
+from retrieval.store.pending import PendingWrites
+from retrieval.store.vector_store import CollectionVectors
 from retrieval.telemetry import span
-
-if TYPE_CHECKING:
-    from retrieval.store.collection_state import CollectionState
 
 logger = logging.getLogger("retrieval")
 
@@ -41,10 +44,41 @@ INSERT_CHUNK = 2048
 SWEEP_PAGE = 2048
 
 
+class CollectionGraph(Protocol):
+    """What the upkeep needs of its collection (``CollectionState`` is the one implementation)."""
+
+    db: Database
+    collection_id: str
+    config: HnswConfig
+    dimension: int | None
+    directory: Path | None
+    lock: threading.RLock
+    graph_lock: threading.Lock
+    pending: PendingWrites | None
+    applied_seq: int
+    cancelled: bool
+    builder: GraphBuilder
+    vectors: CollectionVectors
+
+    @property
+    def durable(self) -> bool: ...
+
+    @property
+    def loaded_index(self) -> HnswIndex | None: ...
+
+    def index(self) -> HnswIndex | None: ...
+
+    def swap_index(self, old: HnswIndex, new: HnswIndex) -> bool: ...
+
+    def count(self) -> int: ...
+
+    def move_vectors(self) -> None: ...
+
+
 class GraphUpkeep:
     """The owed graph work of one collection (``state``); the background builder runs its steps."""
 
-    def __init__(self, state: CollectionState):
+    def __init__(self, state: CollectionGraph):
         self.state = state
         self.backlog = 0  # changes the graph took since its last checkpoint
         self.sweep_owed = False  # a checkpoint from before checkpoints were always swept
