@@ -54,21 +54,19 @@ class PendingWrites:
             return
         self.vectors.upsert(labels, vectors)
         self._version += 1
-        seqs = np.broadcast_to(np.asarray(first_seq, dtype=np.int64), (len(labels),)).tolist()
-        for label, seq in zip(labels.tolist(), seqs):
+        for label, seq in zip(labels.tolist(), _per_label(first_seq, len(labels))):
             self._order.pop(label, None)
             self.deletes.pop(label, None)
             self._order[label] = (self._version, seq)
 
-    def delete(self, labels, first_seq: int | list[int]) -> None:
+    def delete(self, labels, first_seq: int | list[int] | np.ndarray) -> None:
         """Queue deletions; a deleted label's pending vector is dropped at once (``first_seq`` as for ``put``)."""
         self._hidden = None
         labels = [int(label) for label in labels]
         if not labels:
             return
-        seqs = first_seq if isinstance(first_seq, list) else [first_seq] * len(labels)
         self.vectors.remove(np.asarray(labels, dtype=np.int64))
-        for label, seq in zip(labels, seqs):
+        for label, seq in zip(labels, _per_label(first_seq, len(labels))):
             self._order.pop(label, None)
             self.deletes.setdefault(label, seq)
 
@@ -97,11 +95,7 @@ class PendingWrites:
 
     def drop(self, labels: np.ndarray) -> None:
         """Forget pending vectors the graph already holds as they are: there is nothing to insert."""
-        self._hidden = None
-        for label in labels.tolist():
-            del self._order[label]
-        if len(labels):
-            self.vectors.remove(labels)
+        self.settle(labels, [self._order[label][0] for label in labels.tolist()])
 
     def take_deletes(self) -> list[int]:
         self._hidden = None
@@ -143,6 +137,11 @@ class PendingWrites:
 
     def labels(self) -> np.ndarray:
         return self.vectors.labels.copy()
+
+
+def _per_label(first_seq: int | list[int] | np.ndarray, count: int) -> list[int]:
+    """One oplog seq per label: the write's for all of them, or the replay's own list."""
+    return np.broadcast_to(np.asarray(first_seq, dtype=np.int64), (count,)).tolist()
 
 
 __all__ = ["PendingWrites"]
