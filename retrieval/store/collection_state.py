@@ -263,9 +263,13 @@ class CollectionState:
         # records the graph already holds: the rest of a write the builder had half inserted. Those
         # it holds with the same vector are settled now; left pending, every query would have to hide
         # them from the graph (hnswlib's per-candidate filter) until the builder re-inserted them.
+        # The checkpoint's sweep skipped what was pending then (a re-run upsert of the same vectors
+        # is), so settling lists the ones the graph does not find, as the builder's insertion would.
         held, vectors = self.pending.overlap(index.max_label)
         if 0 < len(held) <= SETTLE_ON_LOAD_MAX:
-            self.pending.drop(held[index.holds(held, vectors)])
+            same = index.holds(held, vectors)
+            self.pending.drop(held[same])
+            index.list_unfound(held[same], vectors[same])  # not installed yet: no search runs on it
         # Checkpoints are swept before they are saved; one written by an older version may not be:
         # sweep it in the background (until then a cut-off record may be missed).
         self.upkeep.reset(sweep_owed=index.changed_since_sweep > 0)
