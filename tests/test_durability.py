@@ -97,18 +97,34 @@ def simulate_crash(client) -> None:
 
 
 def verify_reopen(path: str, candidates: list[Model], *, ann: bool = True) -> int:
-    """Reopen with no repair; the store must equal one of the candidate models. Returns its position."""
+    """Reopen with no repair; the store must equal one of the candidate models. Returns its position.
+
+    The ANN checks run on the graph as loaded (the checkpoint, swept when saved, with the replayed
+    oplog in the pending tail), before the builder inserts anything; then again once the tail is
+    inserted and swept. Not in between: an insertion may cut an old record off until the next sweep
+    finds it (hnsw.py, stragglers), crash or no crash.
+    """
     client = retrieval.PersistentClient(path)
     try:
         col = client.get_collection(COLLECTION)
-        got = snapshot(col)
-        problems = [diff(got, want) for want in candidates]
-        assert "" in problems, f"store matches no allowed state: {problems}"
-        which = problems.index("")
-        model = candidates[which]
-        check_queries(col, model)
+        state = client._backend.engine.state(col._record)
+        client._backend.engine.builder.pause()
+        try:
+            got = snapshot(col)
+            problems = [diff(got, want) for want in candidates]
+            assert "" in problems, f"store matches no allowed state: {problems}"
+            which = problems.index("")
+            model = candidates[which]
+            check_queries(col, model)
+            if ann:
+                with state.lock:
+                    state.index()  # loaded now, not in the background
+                ann_equals_exact(col, model)
+        finally:
+            client._backend.engine.builder.resume()
         check_index_matches_sql(client, col)
         if ann:
+            state.upkeep.wait_until_indexed(sweep=True)
             ann_equals_exact(col, model)
         return which
     finally:
