@@ -13,11 +13,12 @@ is not damage (a rebuild from SQLite has the same holes): 64-d Gaussian vectors,
 ef_construction=100, ef_search=100 leave 1.9% of 20k and 4.8% of 46k elements unfound, mostly old
 ones. ``sweep()`` self-queries every element and keeps the misses as stragglers; every search also
 searches them (stragglers.py: exactly, or through lists once there are many) and merges, so each
-live record is found by its own vector. Sweeps run after every rebuild, at close, and at
-checkpoints once the graph grew by SWEEP_GROWTH since the last one
-(records cut off in between are found by the next sweep). The straggler labels and the count of
-changes since the last sweep persist in the manifest: a load sweeps when that count is not zero or
-the oplog replays anything (a crash), so every reopened index finds every record.
+live record is found by its own vector. A sweep runs after every rebuild, before every checkpoint
+(the straggler labels persist in its manifest), and when the builder has drained the pending tail
+and the graph grew by SWEEP_GROWTH since the last one. In between, the builder self-queries each
+chunk it inserts (``list_unfound``), as does a load for replayed records it settles, so a new
+record is findable when it leaves the tail; an old record that later insertions cut off is found
+by the next sweep.
 """
 
 from __future__ import annotations
