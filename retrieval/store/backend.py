@@ -79,19 +79,19 @@ class EmbeddedBackend:
     # ------------------------------------------------------- tenants/databases
 
     def create_tenant(self, name: str) -> None:
-        self.engine.create_tenant(name)
+        self.engine.namespaces.create_tenant(name)
 
     def get_tenant(self, name: str) -> str:
-        return self.engine.get_tenant(name)
+        return self.engine.namespaces.get_tenant(name)
 
     def create_database(self, name: str, tenant: str) -> None:
-        self.engine.create_database(name, tenant)
+        self.engine.namespaces.create_database(name, tenant)
 
     def get_database(self, name: str, tenant: str) -> dict[str, Any]:
-        return self.engine.get_database(name, tenant)
+        return self.engine.namespaces.get_database(name, tenant)
 
     def list_databases(self, tenant: str, limit: int | None, offset: int) -> list[dict[str, Any]]:
-        return self.engine.list_databases(tenant, limit, offset)
+        return self.engine.namespaces.list_databases(tenant, limit, offset)
 
     def delete_database(self, name: str, tenant: str) -> None:
         self.engine.delete_database(name, tenant)
@@ -101,7 +101,7 @@ class EmbeddedBackend:
     def create_collection(
         self, tenant: str, database: str, name: str, config: CollectionConfig, metadata: dict | None, get_or_create: bool
     ) -> CollectionRecord:
-        self.engine.require_database(tenant, database)
+        self.engine.namespaces.require_database(tenant, database)
         record, _ = self.engine.create_collection(
             name, config, metadata, get_or_create=get_or_create, tenant=tenant, database=database
         )
@@ -160,10 +160,10 @@ class EmbeddedBackend:
             return self.engine.delete(collection, ids, where, where_document, limit)
 
     def count(self, collection: CollectionRecord) -> int:
-        return self.engine.count(collection)
+        return self.engine.reads.count(collection)
 
     def get(self, collection: CollectionRecord, request: GetRequest) -> Records:
-        rows = self.engine.get(
+        rows = self.engine.reads.get(
             collection,
             ids=request.ids,
             where=request.where,
@@ -179,7 +179,7 @@ class EmbeddedBackend:
             return self._query(collection, request)
 
     def _query(self, collection: CollectionRecord, request: QueryRequest) -> QueryAnswer:
-        per_query, distances = self.engine.query(
+        per_query, distances = self.engine.reads.query(
             collection,
             request.embeddings,
             request.n_results,

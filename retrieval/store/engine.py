@@ -5,6 +5,11 @@ stored state (dimension, existing ids), commits the whole batch in one ``BEGIN I
 transaction, queues it in the collection's pending tail (found by queries from then on), then
 returns (the acknowledgement). The graph takes it in the background (graph_builder.py); closing
 waits for no more than the builder's step in flight.
+
+The engine's other parts: ``reads`` (reads.py: get, count, query planning), ``namespaces``
+(namespaces.py: tenants and databases), each collection's ``CollectionState`` (collection_state.py:
+graph, pending tail, vector store) with its ``upkeep`` (graph_upkeep.py: the background graph work)
+and recovery (recovery.py: the oplog replayed at load).
 """
 
 from __future__ import annotations
@@ -56,13 +61,15 @@ logger = logging.getLogger("retrieval")
 
 
 
-class Engine(Reader, Namespaces):
+class Engine:
     """One database (persistent directory or in-memory) and the collections in it."""
 
     def __init__(self, directory: Path | None, synchronous: str = "FULL"):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
         self.db = Database(directory, synchronous=synchronous)
+        self.namespaces = Namespaces(self.db)  # tenants and databases
+        self.reads = Reader(self.db, self)  # get, count and query
         self._states: dict[str, CollectionState] = {}
         self._states_lock = threading.Lock()
         self._deleted: set[str] = set()  # ids of collections deleted while this engine was open
@@ -139,6 +146,13 @@ class Engine(Reader, Namespaces):
             state.destroy()
         with self._states_lock:
             self._states.pop(record.id, None)
+
+    def delete_database(self, name: str, tenant: str) -> None:
+        """Delete a database and every collection in it."""
+        self.namespaces.get_database(name, tenant)
+        for record in self.list_collections(None, 0, tenant, name):
+            self.delete_collection(record.name, tenant, name)
+        self.namespaces.forget_database(name, tenant)
 
     def modify_collection(
         self,

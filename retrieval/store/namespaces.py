@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrieval.errors import InvalidArgumentError, NotFoundError, UniqueConstraintError
+
+if TYPE_CHECKING:  # db.py creates these tables at open, so it imports this module
+    from retrieval.store.db import Database
 
 DEFAULT_TENANT = "default_tenant"
 DEFAULT_DATABASE = "default_database"
@@ -59,7 +62,10 @@ def validate_namespace_name(name: Any, what: str) -> str:
 
 
 class Namespaces:
-    """Mixin of the engine's tenant and database verbs; needs ``self.db``."""
+    """The tenant and database verbs (deleting a database deletes collections: engine.py does it)."""
+
+    def __init__(self, db: Database):
+        self.db = db
 
     def create_tenant(self, name: str) -> None:
         validate_namespace_name(name, "tenant")
@@ -107,11 +113,8 @@ class Namespaces:
             ).fetchall()
         return [{"id": r[0], "name": r[1], "tenant": r[2]} for r in rows]
 
-    def delete_database(self, name: str, tenant: str) -> None:
-        """Delete a database and every collection in it."""
-        self.get_database(name, tenant)
-        for record in self.list_collections(None, 0, tenant, name):
-            self.delete_collection(record.name, tenant, name)
+    def forget_database(self, name: str, tenant: str) -> None:
+        """Remove the database's row (its collections must be deleted first)."""
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM databases WHERE tenant = ? AND name = ?", (tenant, name))
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
 from retrieval.query.filter_sql import collection_filter
 from retrieval.store.collection_state import CollectionState
-from retrieval.store.db import id_chunks
+from retrieval.store.db import Database, id_chunks
 from retrieval.store.vector_store import Candidates
 from retrieval.types import CollectionRecord
 from retrieval.validation import check_dimension
@@ -52,9 +52,25 @@ class Rows:
         )
 
 
+class Collections(Protocol):
+    """What the read path needs of the engine's collections (engine.py)."""
+
+    def state(self, record: CollectionRecord) -> CollectionState: ...
+
+    def require_live(self, record: CollectionRecord) -> None: ...
+
+    def select_candidates(self, conn, collection_id: str, ids, where, where_document) -> Candidates: ...
+
+
 class Reader:
-    """The engine's read verbs, mixed into ``Engine``; they use only its public seams: ``db``,
-    ``state(record)``, ``require_live(record)`` and ``select_candidates(...)``."""
+    """The engine's read verbs over its database and collections."""
+
+    def __init__(self, db: Database, collections: Collections):
+        self.db = db
+        self.collections = collections
+
+    def state(self, record: CollectionRecord) -> CollectionState:
+        return self.collections.state(record)
 
     def count(self, record: CollectionRecord) -> int:
         state = self.state(record)
@@ -73,7 +89,7 @@ class Reader:
         fields: set[str],
     ) -> Rows:
         """Records matching all given conditions: in the order of ``ids`` when given, else insertion order."""
-        self.require_live(record)
+        self.collections.require_live(record)
         walk = ids is None and limit is not None and self._label_walk_pays(record, offset + limit)
         sql, args = collection_filter(record.id, where, where_document, by_ids=ids is not None, walk_labels=walk)
         query = f"SELECT {_columns(fields)} FROM records r WHERE {sql}"
@@ -125,7 +141,7 @@ class Reader:
 
                 def select() -> Candidates:
                     with self.db.reading() as conn:
-                        return self.select_candidates(conn, record.id, ids, where, where_document)
+                        return self.collections.select_candidates(conn, record.id, ids, where, where_document)
 
                 # repr, not the trees themselves: dataclass equality says False == 0.
                 cache_key = (None if ids is None else tuple(ids), repr(where), repr(where_document))
