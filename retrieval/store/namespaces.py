@@ -7,14 +7,13 @@ A tenant holds databases, a database holds collections. ``default_tenant`` and i
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from retrieval.errors import InvalidArgumentError, NotFoundError, UniqueConstraintError
-
-if TYPE_CHECKING:  # db.py creates these tables at open, so it imports this module
-    from retrieval.store.db import Database
 
 DEFAULT_TENANT = "default_tenant"
 DEFAULT_DATABASE = "default_database"
@@ -61,10 +60,19 @@ def validate_namespace_name(name: Any, what: str) -> str:
     return name
 
 
+class Connections(Protocol):
+    """What the verbs need of the database (db.py's ``Database``, which imports this module to
+    create these tables at open)."""
+
+    def reading(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+
 class Namespaces:
     """The tenant and database verbs (deleting a database deletes collections: engine.py does it)."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Connections):
         self.db = db
 
     def create_tenant(self, name: str) -> None:
