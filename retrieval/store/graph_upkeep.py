@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -42,6 +43,23 @@ CHECKPOINT_BACKLOG_FRACTION = 0.2
 INSERT_CHUNK = 2048
 # Pages of vectors a sweep or compaction reads (and holds the collection lock for).
 SWEEP_PAGE = 2048
+# Once the tail is drained, sweep in the background whenever the graph changed since its last sweep,
+# so a record that later insertions cut off is found again within one sweep's time (False: only when
+# the graph grew by SWEEP_GROWTH, hnsw.py). Such a sweep yields to writes between its pages and goes on
+# where it stopped; it searches on one thread, leaving the others to queries.
+SWEEP_WHEN_IDLE = True
+# Seconds of sweeping in one background step before the builder turns to other collections.
+SWEEP_STEP_S = 0.1
+
+
+@dataclass
+class _SweepRun:
+    """A sweep under way: the pages still to read, what it missed so far, how many it looked at."""
+
+    index: HnswIndex
+    pages: Iterator[tuple[np.ndarray, np.ndarray]]
+    missed: list = field(default_factory=list)
+    live: int = 0
 
 
 class CollectionGraph(Protocol):
@@ -83,6 +101,7 @@ class GraphUpkeep:
         self.backlog = 0  # changes the graph took since its last checkpoint
         self.sweep_owed = False  # a checkpoint from before checkpoints were always swept
         self.inserting = False  # inside hnswlib's add_items (a search may then come back short)
+        self._sweep_run: _SweepRun | None = None
 
     # What the builder needs of a piece of work (graph_builder.BackgroundWork).
     @property
@@ -108,7 +127,7 @@ class GraphUpkeep:
         """One bounded piece of owed graph work; True while more remains. Caller holds ``graph_lock``.
 
         ``checkpoints=False``: leave checkpoints to the caller (``flush``, ``close``), which writes one
-        at the end.
+        at the end, and sweeps only as the graph grew (SWEEP_GROWTH): the caller sweeps as it needs to.
 
         In order: pending deletions (cheap), a checkpoint when one is due, a compaction when too
         many elements are deletion marks, one chunk of pending insertions, then an owed sweep.
@@ -158,12 +177,19 @@ class GraphUpkeep:
                     self.backlog += len(labels)
             return True
         state.move_vectors()  # idle: what small writes left in SQLite goes into the vector file
-        # The tail is drained: once the graph grew by SWEEP_GROWTH since its last sweep, sweep for
-        # records the insertions cut off (hnsw.py, stragglers). Writes arriving meanwhile wait in the tail.
-        if (self.sweep_owed or index.needs_sweep()) and not self._sweep(index, should_stop):
-            return True  # stopped early (close, pause): the sweep is still owed
+        # The tail is drained: sweep for records the insertions cut off (hnsw.py, stragglers), a
+        # bounded step at a time; writes arriving meanwhile are inserted between its pages.
+        if self.sweep_owed or index.needs_sweep() or (checkpoints and SWEEP_WHEN_IDLE and index.changed_since_sweep):
+            if checkpoints:  # the builder: a bounded step that yields to writes
+                step_ends = time.monotonic() + SWEEP_STEP_S
+                swept = self._sweep(index, lambda: should_stop() or time.monotonic() >= step_ends, in_background=True)
+            else:
+                swept = self._sweep(index, should_stop)
+            if not swept:
+                return True  # stopped early (a write, the step's time, close): it goes on from there
         with state.lock:
-            return state.loaded_index is index and not pending.empty
+            swept_meanwhile = checkpoints and SWEEP_WHEN_IDLE and index.changed_since_sweep > 0  # writes came during it
+            return state.loaded_index is index and (not pending.empty or swept_meanwhile)
 
     def wait_until_indexed(self, sweep: bool = False) -> None:
         """Do the owed graph work now (in this thread), until the graph holds every record.
@@ -195,6 +221,7 @@ class GraphUpkeep:
         if index is None:
             return
         if not if_changed or index.changed_since_sweep or self.sweep_owed:
+            self._sweep_run = None  # this sweep replaces one under way
             index.sweep(state.vectors.pages())
             self.sweep_owed = False
         if state.durable:
@@ -261,28 +288,39 @@ class GraphUpkeep:
             conn.execute("DELETE FROM oplog WHERE collection_id = ? AND seq < ?", (state.collection_id, seq))
         self.backlog = 0
 
-    def _sweep(self, index: HnswIndex, should_stop: Callable[[], bool]) -> bool:
+    def _sweep(self, index: HnswIndex, should_stop: Callable[[], bool], in_background: bool = False) -> bool:
         """Sweep the graph a page at a time (the lock is held per page: the sweep changes hnswlib's ef).
+        Returns False when stopped early; the next call goes on from the next page.
 
-        Records still pending are skipped (the tail finds them). Returns False when stopped early."""
+        ``in_background``: stop when writes are waiting (the builder inserts them, then goes on), and
+        search on one thread. Otherwise (a checkpoint, ``verify``) the sweep must see the graph as it
+        is: one that insertions interleaved with is started again. Records still pending are skipped
+        (the tail finds them)."""
         state = self.state
-        missed, live = [], 0
-        for labels, vectors in state.vectors.pages(SWEEP_PAGE, should_stop=should_stop):
+        with state.lock:
+            run = self._sweep_run
+            if run is None or run.index is not index or not (in_background or index.sweep_current):
+                run = self._sweep_run = _SweepRun(index, state.vectors.pages(SWEEP_PAGE))
+                index.begin_sweep()
+        threads = 1 if in_background else None
+        for labels, vectors in run.pages:
             with state.lock:
                 if state.loaded_index is not index or state.cancelled:
+                    self._sweep_run = None
                     return False
                 # Pending records are not in the graph yet, and a record deleted since its page was
                 # read is gone: neither is a straggler.
                 settled = ~state.pending.hides(labels)
                 labels, vectors = labels[settled], vectors[settled]
-                live += len(labels)
-                missed.append(index.misses(labels, vectors))
-        if should_stop():
-            return False
-        with state.lock:
-            if state.loaded_index is not index:
+                run.live += len(labels)
+                run.missed.append(index.misses(labels, vectors, threads))
+            if should_stop() or (in_background and not state.pending.empty):
                 return False
-            index.set_stragglers(missed, live)
+        with state.lock:
+            if state.loaded_index is not index or self._sweep_run is not run:
+                return False
+            index.set_stragglers(run.missed, run.live)
+            self._sweep_run = None
             self.sweep_owed = False
         return True
 

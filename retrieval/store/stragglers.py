@@ -91,6 +91,18 @@ class Stragglers:
             found |= self._lists.has(labels)
         return found
 
+    def held(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stragglers among ``labels`` (distinct) and their vectors, prepared for the space."""
+        labels = np.asarray(labels, dtype=np.int64)
+        loose = self._loose.has(labels)
+        found = [labels[loose]]
+        vectors = [self._loose.raw_rows(self._loose.rows_for(labels[loose]))]
+        if self._lists is not None:
+            listed = self._lists.has(labels) & ~loose
+            found.append(labels[listed])
+            vectors.append(self._lists.vectors_of(labels[listed]))
+        return np.concatenate(found), np.concatenate(vectors).reshape(-1, self.dim)
+
     def upsert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if not len(labels):
@@ -188,6 +200,10 @@ class InvertedLists:
         labels = np.asarray(labels, dtype=np.int64)
         positions = self._positions(labels)
         return (self.labels[positions] == labels) & self.alive[positions]
+
+    def vectors_of(self, labels: np.ndarray) -> np.ndarray:
+        """The prepared vectors of listed, not dropped ``labels`` (a copy)."""
+        return self.vectors[self._positions(np.asarray(labels, dtype=np.int64))]
 
     def drop(self, labels: np.ndarray) -> None:
         """Stop returning ``labels`` (those not listed are ignored)."""
