@@ -50,6 +50,10 @@ SWEEP_PAGE = 2048
 SWEEP_WHEN_IDLE = True
 # Seconds of sweeping in one background step before the builder turns to other collections.
 SWEEP_STEP_S = 0.1
+# Once the tail is drained, the records of a burst's earlier chunks are self-queried again: a later
+# chunk may have cut one off, and the background sweep reaches it only after a pass over every record
+# (minutes at 1M). O(burst); a larger burst (a bulk load) is left to the sweep.
+RECHECK_MAX = 65_536
 
 
 @dataclass
@@ -102,6 +106,7 @@ class GraphUpkeep:
         self.sweep_owed = False  # a checkpoint from before checkpoints were always swept
         self.inserting = False  # inside hnswlib's add_items (a search may then come back short)
         self._sweep_run: _SweepRun | None = None
+        self._burst: list[np.ndarray] | None = []  # chunks inserted since the tail was last drained (None: too many)
 
     # What the builder needs of a piece of work (graph_builder.BackgroundWork).
     @property
@@ -116,6 +121,7 @@ class GraphUpkeep:
         """A new graph was installed (loaded, or rebuilt): it owes nothing but maybe a sweep."""
         self.backlog = 0
         self.sweep_owed = sweep_owed
+        self._burst = []
 
     def wake(self) -> None:
         """Schedule the builder when anything is owed."""
@@ -175,7 +181,9 @@ class GraphUpkeep:
                     index.list_unfound(labels, vectors)
                     pending.settle(labels, versions)
                     self.backlog += len(labels)
+                    self._note_burst(labels)
             return True
+        self._recheck_burst(index)
         state.move_vectors()  # idle: what small writes left in SQLite goes into the vector file
         # The tail is drained: sweep for records the insertions cut off (hnsw.py, stragglers), a
         # bounded step at a time; writes arriving meanwhile are inserted between its pages.
@@ -190,6 +198,26 @@ class GraphUpkeep:
         with state.lock:
             swept_meanwhile = checkpoints and SWEEP_WHEN_IDLE and index.changed_since_sweep > 0  # writes came during it
             return state.loaded_index is index and (not pending.empty or swept_meanwhile)
+
+    def _note_burst(self, labels: np.ndarray) -> None:
+        if self._burst is not None:
+            self._burst.append(labels)
+            if sum(len(chunk) for chunk in self._burst) > RECHECK_MAX:
+                self._burst = None
+
+    def _recheck_burst(self, index: HnswIndex) -> None:
+        """Self-query the records of the drained burst's earlier chunks again and list those the graph
+        now misses as stragglers (the last chunk was checked after every insertion of the burst)."""
+        state = self.state
+        burst, self._burst = self._burst, []
+        if not burst or len(burst) < 2:
+            return
+        labels, vectors = state.vectors.read(np.concatenate(burst[:-1]))  # current vectors of live records
+        with state.lock:
+            if state.loaded_index is not index or state.cancelled:
+                return
+            settled = ~state.pending.hides(labels)  # written again since: rechecked with their new burst
+            index.list_unfound(labels[settled], vectors[settled])
 
     def wait_until_indexed(self, sweep: bool = False) -> None:
         """Do the owed graph work now (in this thread), until the graph holds every record.

@@ -34,8 +34,9 @@ _DENSE_MIN = 256
 # A scan scores the whole span of its slots when they fill at least 1/_SCAN_SPAN of it: scoring a
 # mapped row costs less than a third of gathering it.
 _SCAN_SPAN = 3
-# Slots a whole-file scan scores at a time (~130 MB at 512-d): bounds its scratch memory and RSS.
-_SCAN_STRETCH = 1 << 16
+# Slots a whole-file scan scores at a time on each scan thread (~65 MB at 512-d): bounds its
+# scratch memory and RSS.
+_SCAN_STRETCH = 1 << 15
 _FAULT_AROUND = 1 << 16  # Linux's fault_around_bytes default
 # A scan of many slots is memory-bound and numpy lets go of the GIL while it scores: split it over
 # this many threads. Measured on the 2-core machine, 1M x 512 (2 GB): one thread 0.22 s, two 0.12 s.
