@@ -50,10 +50,12 @@ SWEEP_PAGE = 2048
 SWEEP_WHEN_IDLE = True
 # Seconds of sweeping in one background step before the builder turns to other collections.
 SWEEP_STEP_S = 0.1
-# Background self-queries (sweeps, rechecks) hold the collection lock, since they change hnswlib's
-# ef, this many at a time: a query waits for one slice (a few ms on one thread at 1M), not a page
-# (measured at 1M: pages of 2,048 held queries up to ~150 ms each, p50 2.3-3.6 ms while sweeping).
-SELF_QUERY_SLICE = 128
+# A recheck lists what it finds under the collection lock (searches read the stragglers), this many
+# records at a time, pausing between: Python's locks are not fair, and a lock released and at once
+# taken again is taken before a waiting query thread wakes (measured at 1M: queries waited out a
+# whole sweep that way before sweeps left the lock out of their self-queries).
+SELF_QUERY_SLICE = 32
+_LET_QUERIES_IN_S = 0.001
 # Once the tail is drained, the records of a burst's earlier chunks are self-queried again: a later
 # chunk may have cut one off, and the background sweep reaches it only after a pass over every record
 # (minutes at 1M). O(burst); a larger burst (a bulk load) is left to the sweep.
@@ -224,6 +226,7 @@ class GraphUpkeep:
                 part = slice(start, start + SELF_QUERY_SLICE)
                 settled = ~state.pending.hides(labels[part])  # written again since: rechecked with their new burst
                 index.list_unfound(labels[part][settled], vectors[part][settled])
+            time.sleep(_LET_QUERIES_IN_S)
 
     def wait_until_indexed(self, sweep: bool = False) -> None:
         """Do the owed graph work now (in this thread), until the graph holds every record.
@@ -336,20 +339,18 @@ class GraphUpkeep:
             if run is None or run.index is not index or not (in_background or index.sweep_current):
                 run = self._sweep_run = _SweepRun(index, state.vectors.pages(SWEEP_PAGE))
                 index.begin_sweep()
-        threads, step = (1, SELF_QUERY_SLICE) if in_background else (None, SWEEP_PAGE)
-        for page_labels, page_vectors in run.pages:
-            for start in range(0, len(page_labels), step):
-                labels, vectors = page_labels[start : start + step], page_vectors[start : start + step]
-                with state.lock:
-                    if state.loaded_index is not index or state.cancelled:
-                        self._sweep_run = None
-                        return False
-                    # Pending records are not in the graph yet, and a record deleted since its page
-                    # was read is gone: neither is a straggler.
-                    settled = ~state.pending.hides(labels)
-                    labels, vectors = labels[settled], vectors[settled]
-                    run.live += len(labels)
-                    run.missed.append(index.misses(labels, vectors, threads))
+        for labels, vectors in run.pages:
+            with state.lock:
+                if state.loaded_index is not index or state.cancelled:
+                    self._sweep_run = None
+                    return False
+                # Pending records are not in the graph yet, and a record deleted since its page was
+                # read is gone: neither is a straggler.
+                settled = ~state.pending.hides(labels)
+            # Without the lock: queries go on (only this thread changes the graph, under graph_lock).
+            labels, vectors = labels[settled], vectors[settled]
+            run.live += len(labels)
+            run.missed.append(index.misses(labels, vectors, 1 if in_background else None))
             if should_stop() or (in_background and not state.pending.empty):
                 return False
         with state.lock:

@@ -60,6 +60,11 @@ _SWEEP_PREFILTER_EFS = (4, 16)
 # Gaussian inserts (CPU seconds, misses of a self-query of all 60k in the writing process):
 # no sweeps 11.3 s / 3774; 1.0: 17.2 s / 2439; 0.5: 22.4 s / 0; 0.2: 30.5 s / 0.
 SWEEP_GROWTH = 0.5
+# hnswlib's ef is one setting per index, shared by every thread that searches it: a sweep that
+# lowered it would lower the recall of queries running meanwhile. So it stays at this floor and each
+# search asks for its beam as k (hnswlib searches with max(ef, k)) and keeps the first k it wants:
+# the same work, and self-queries need no lock against queries.
+_EF_FLOOR = 1
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,7 @@ class HnswIndex:
             ef_construction=config.ef_construction,
             M=config.max_neighbors,
         )
-        self.index.set_ef(config.ef_search)
-        self._ef = config.ef_search
+        self.index.set_ef(_EF_FLOOR)
         self.deleted: set[int] = set()
         self.stragglers = Stragglers(dim, config.space)
         self.changed_since_sweep = 0  # insertions and vector changes since the last sweep
@@ -151,7 +155,7 @@ class HnswIndex:
     def list_unfound(self, labels: np.ndarray, vectors: np.ndarray) -> int:
         """Self-query just-inserted elements and list those the graph does not return as stragglers:
         until the next sweep, nothing else would find them once they leave the pending tail. Returns
-        how many were listed. Changes the index's ef: callers exclude concurrent searches."""
+        how many were listed. Changes the stragglers, which searches read: callers hold the collection lock."""
         missed_labels, missed_vectors = self.misses(np.asarray(labels, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
         if len(missed_labels):
             self.stragglers.upsert(missed_labels, missed_vectors)
@@ -192,14 +196,11 @@ class HnswIndex:
 
     def graph_search(self, queries: np.ndarray, k: int, filter_fn=None) -> tuple[np.ndarray, np.ndarray]:
         """hnswlib's top-k alone (what a sweep measures)."""
-        ef = max(self.config.ef_search, k)
-        if ef != self._ef:
-            self.index.set_ef(ef)
-            self._ef = ef
+        beam = max(k, min(self.config.ef_search, self.live_count))  # asked for as k: see _EF_FLOOR
         # hnswlib starts threads per call: worth it for batches, pure overhead for one query.
         threads = 1 if filter_fn is not None or len(queries) < 4 * self.config.num_threads else self.config.num_threads
-        labels, dist = self.index.knn_query(queries, k=k, num_threads=threads, filter=filter_fn)
-        return labels.astype(np.int64), dist
+        labels, dist = self.index.knn_query(queries, k=beam, num_threads=threads, filter=filter_fn)
+        return labels[:, :k].astype(np.int64), dist[:, :k]
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         """The vectors hnswlib holds for ``labels`` (unit length in cosine space)."""
@@ -260,7 +261,7 @@ class HnswIndex:
 
         Cost: a cheap pass at a small ef, then only its misses again at wider beams up to
         ``ef_search`` (a wider beam finds what a narrower one found), on ``threads`` threads
-        (default ``num_threads``). Changes the index's ef: callers exclude concurrent searches.
+        (default ``num_threads``). Safe while queries run: each search asks for its own beam (_EF_FLOOR).
         """
         for ef in (*(e for e in _SWEEP_PREFILTER_EFS if e < self.config.ef_search), self.config.ef_search):
             hit = self._graph_finds(labels, vectors, ef, threads or self.config.num_threads)
@@ -295,19 +296,16 @@ class HnswIndex:
         """Per element: does a search for its own vector at this ef return it?"""
         if not len(labels):
             return np.zeros(0, dtype=bool)
-        k = min(2, self.live_count)  # 2: an exact duplicate may tie with the element at distance 0
-        self.index.set_ef(max(ef, k))
-        self._ef = max(ef, k)
+        beam = min(max(ef, 2), self.live_count)  # asked for as k: see _EF_FLOOR
         try:
-            found, _ = self.index.knn_query(vectors, k=k, num_threads=threads)
-        except RuntimeError:  # fewer than k reachable: count each as not found
+            found, _ = self.index.knn_query(vectors, k=beam, num_threads=threads)
+        except RuntimeError:  # fewer than that reachable: count each as not found
             return np.zeros(len(labels), dtype=bool)
-        return (found.astype(np.int64) == labels[:, None]).any(axis=1)
+        # The first two: an exact duplicate may tie with the element at distance 0.
+        return (found[:, :2].astype(np.int64) == labels[:, None]).any(axis=1)
 
     def set_config(self, config: HnswConfig) -> None:
         self.config = config
-        self.index.set_ef(config.ef_search)
-        self._ef = config.ef_search
         self.index.set_num_threads(config.num_threads)
 
     # ------------------------------------------------------------- checkpoints
@@ -395,8 +393,7 @@ class HnswIndex:
             raise CorruptIndexError(f"hnswlib could not load the index: {e}") from e
         if self.index.element_count != manifest.element_count or self.index.dim != dim:
             raise CorruptIndexError("index contents disagree with its manifest")
-        self.index.set_ef(config.ef_search)
-        self._ef = config.ef_search
+        self.index.set_ef(_EF_FLOOR)
         self.index.set_num_threads(config.num_threads)
         # hnswlib keeps deletion marks in the file but cannot list them; the manifest does.
         self.deleted = {int(label) for label in manifest.deleted_labels}
