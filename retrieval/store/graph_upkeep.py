@@ -50,12 +50,9 @@ SWEEP_PAGE = 2048
 SWEEP_WHEN_IDLE = True
 # Seconds of sweeping in one background step before the builder turns to other collections.
 SWEEP_STEP_S = 0.1
-# A recheck lists what it finds under the collection lock (searches read the stragglers), this many
-# records at a time, pausing between: Python's locks are not fair, and a lock released and at once
-# taken again is taken before a waiting query thread wakes (measured at 1M: queries waited out a
-# whole sweep that way before sweeps left the lock out of their self-queries).
-SELF_QUERY_SLICE = 32
-_LET_QUERIES_IN_S = 0.001
+# Pages of a background sweep: the step in flight is what a close() waits for (measured at 1M on one
+# thread: a page of 2,048 self-queries held a close for 0.6 s).
+BACKGROUND_SWEEP_PAGE = 256
 # Once the tail is drained, the records of a burst's earlier chunks are self-queried again: a later
 # chunk may have cut one off, and the background sweep reaches it only after a pass over every record
 # (minutes at 1M). O(burst); a larger burst (a bulk load) is left to the sweep.
@@ -219,14 +216,16 @@ class GraphUpkeep:
         if not burst or len(burst) < 2:
             return
         labels, vectors = state.vectors.read(np.concatenate(burst[:-1]))  # current vectors of live records
-        for start in range(0, len(labels), SELF_QUERY_SLICE):
-            with state.lock:
-                if state.loaded_index is not index or state.cancelled:
-                    return
-                part = slice(start, start + SELF_QUERY_SLICE)
-                settled = ~state.pending.hides(labels[part])  # written again since: rechecked with their new burst
-                index.list_unfound(labels[part][settled], vectors[part][settled])
-            time.sleep(_LET_QUERIES_IN_S)
+        with state.lock:
+            if state.loaded_index is not index or state.cancelled:
+                return
+            settled = ~state.pending.hides(labels)  # written again since: rechecked with their new burst
+        # Without the lock, as sweeps do: queries go on. A record written again meanwhile has its
+        # graph hits hidden by the tail until the builder inserts (and re-lists) its new vector.
+        missed_labels, missed_vectors = index.misses(labels[settled], vectors[settled])
+        with state.lock:
+            if state.loaded_index is index and not state.cancelled:
+                index.add_stragglers(missed_labels, missed_vectors)
 
     def wait_until_indexed(self, sweep: bool = False) -> None:
         """Do the owed graph work now (in this thread), until the graph holds every record.
@@ -326,8 +325,8 @@ class GraphUpkeep:
         self.backlog = 0
 
     def _sweep(self, index: HnswIndex, should_stop: Callable[[], bool], in_background: bool = False) -> bool:
-        """Sweep the graph a page at a time (the lock is held per page: the sweep changes hnswlib's ef).
-        Returns False when stopped early; the next call goes on from the next page.
+        """Sweep the graph a page at a time; queries go on meanwhile (hnsw.py, _EF_FLOOR). Returns
+        False when stopped early; the next call goes on from the next page.
 
         ``in_background``: stop when writes are waiting (the builder inserts them, then goes on), and
         search on one thread. Otherwise (a checkpoint, ``verify``) the sweep must see the graph as it
@@ -337,7 +336,8 @@ class GraphUpkeep:
         with state.lock:
             run = self._sweep_run
             if run is None or run.index is not index or not (in_background or index.sweep_current):
-                run = self._sweep_run = _SweepRun(index, state.vectors.pages(SWEEP_PAGE))
+                page = BACKGROUND_SWEEP_PAGE if in_background else SWEEP_PAGE
+                run = self._sweep_run = _SweepRun(index, state.vectors.pages(page))
                 index.begin_sweep()
         for labels, vectors in run.pages:
             with state.lock:

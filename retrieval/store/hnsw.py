@@ -157,9 +157,14 @@ class HnswIndex:
         until the next sweep, nothing else would find them once they leave the pending tail. Returns
         how many were listed. Changes the stragglers, which searches read: callers hold the collection lock."""
         missed_labels, missed_vectors = self.misses(np.asarray(labels, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
-        if len(missed_labels):
-            self.stragglers.upsert(missed_labels, missed_vectors)
+        self.add_stragglers(missed_labels, missed_vectors)
         return len(missed_labels)
+
+    def add_stragglers(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """List records the graph misses (found by ``misses``) as stragglers. Searches read them:
+        callers hold the collection lock."""
+        if len(labels):
+            self.stragglers.upsert(labels, vectors)
 
     def remove(self, labels) -> None:
         for label in labels:
