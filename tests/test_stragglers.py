@@ -222,17 +222,11 @@ def test_records_later_insertions_cut_off_are_found_again_after_the_background_s
     """Inserting new records prunes old records' in-links; a record left with none is no longer found
     by its own vector, new or old. Once the writes stop, the builder sweeps in the background and
     lists those as stragglers. Without that sweep (the control) some stay lost until the graph grew by half."""
-    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
     monkeypatch.setattr(graph_upkeep, "SWEEP_WHEN_IDLE", background_sweeps)
-    monkeypatch.setattr(graph_upkeep, "INSERT_CHUNK", 250)  # later chunks cut off earlier ones
-    x = np.random.default_rng(5).standard_normal((8500, 64)).astype(np.float32)
-    ids = [str(i) for i in range(len(x))]
+    x, ids = _cut_off_data(monkeypatch)
     with retrieval.EphemeralClient() as client:
-        col = client.create_collection("cut", embedding_function=None,
-                                       configuration={"hnsw": {"space": "l2", "ef_search": 12, "max_neighbors": 6}})
-        col.add(ids=ids[:6000], embeddings=x[:6000])
-        client._backend.engine.flush()  # swept
-        for start in range(6000, 8500, 500):  # under SWEEP_GROWTH: no sweep for growth
+        col = _swept_sparse_collection(client, x, ids)
+        for start in range(6000, 8500, 500):
             col.add(ids=ids[start : start + 500], embeddings=x[start : start + 500])
         assert client._backend.engine.builder.idle(timeout=120)
         res = col.query(query_embeddings=x, n_results=1)
@@ -269,18 +263,12 @@ def test_a_burst_is_self_queried_again_once_the_tail_drains(monkeypatch, recheck
     chunk inserted, after that chunk's own check. When the tail drains, the builder checks the
     earlier chunks again, so every new record is findable without waiting for the sweep (off here;
     old records it cut off are the sweep's). The control shows the cut-offs exist."""
-    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
     monkeypatch.setattr(graph_upkeep, "SWEEP_WHEN_IDLE", False)
-    monkeypatch.setattr(graph_upkeep, "INSERT_CHUNK", 250)
     if not recheck:
         monkeypatch.setattr(graph_upkeep, "RECHECK_MAX", 0)
-    x = np.random.default_rng(5).standard_normal((8500, 64)).astype(np.float32)
-    ids = [str(i) for i in range(len(x))]
+    x, ids = _cut_off_data(monkeypatch)
     with retrieval.EphemeralClient() as client:
-        col = client.create_collection("burst", embedding_function=None,
-                                       configuration={"hnsw": {"space": "l2", "ef_search": 12, "max_neighbors": 6}})
-        col.add(ids=ids[:6000], embeddings=x[:6000])
-        client._backend.engine.flush()  # swept
+        col = _swept_sparse_collection(client, x, ids)
         col.add(ids=ids[6000:], embeddings=x[6000:])  # one burst of ten chunks
         assert client._backend.engine.builder.idle(timeout=120)
         res = col.query(query_embeddings=x[6000:], n_results=1)
@@ -289,3 +277,22 @@ def test_a_burst_is_self_queried_again_once_the_tail_drains(monkeypatch, recheck
         assert not missed, f"{len(missed)} of 2,500 new records not found by their own vector, e.g. {missed[:5]}"
     else:
         assert missed, "the control found every new record: this data no longer shows cut-offs"
+
+
+def _cut_off_data(monkeypatch) -> tuple[np.ndarray, list[str]]:
+    """64-d Gaussian vectors that a sparse graph cuts off as they are inserted in chunks of 250 (later
+    chunks cut off records of earlier ones), with queries going through the graph."""
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
+    monkeypatch.setattr(graph_upkeep, "INSERT_CHUNK", 250)
+    x = np.random.default_rng(5).standard_normal((8500, 64)).astype(np.float32)
+    return x, [str(i) for i in range(len(x))]
+
+
+def _swept_sparse_collection(client, x: np.ndarray, ids: list[str]):
+    """A collection of the first 6,000 records in a sparse graph (M 6, ef 12), indexed and swept; the
+    2,500 left to add stay under SWEEP_GROWTH, so no sweep follows them for growth."""
+    col = client.create_collection("cut", embedding_function=None,
+                                   configuration={"hnsw": {"space": "l2", "ef_search": 12, "max_neighbors": 6}})
+    col.add(ids=ids[:6000], embeddings=x[:6000])
+    client._backend.engine.flush()
+    return col
