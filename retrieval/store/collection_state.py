@@ -45,7 +45,7 @@ OVERFETCH_MAX_FACTOR = 4
 PENDING_MAX_BYTES = 1 << 30
 FILTER_CACHE_ENTRIES = 64
 # A persistent collection with at least this many records loads its graph in a background thread;
-# queries meanwhile scan the vector file exactly (vector_store.nearest_all: ~0.1 s at 1M x 512).
+# queries meanwhile scan the vector file exactly (vector_store.nearest_all: ~0.12 s at 1M x 512 on two cores).
 # Smaller graphs load in the call that needs them (well under that).
 BACKGROUND_LOAD_MIN_RECORDS = 20_000
 # A batch of more queries than this waits for the graph instead: each exact answer scans the whole
