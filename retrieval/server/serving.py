@@ -6,7 +6,8 @@ The order is the point (``api_endpoint``):
    database in the path (403): a refused caller never gets its body read;
 2. read the body (``BodyLimitMiddleware`` bounds its size and arrival time), parse it, bound its
    shape (depth, filter size), authorize what it names (a new tenant or database);
-3. run the handler in the thread pool (reads are bounded by ``request_timeout_s``; writes always
+3. run the handler (``retrieval.server.runner``: in the thread pool, or on the loop when it is a
+   read known to be cheap; reads in the pool are bounded by ``request_timeout_s``, writes always
    finish, so their outcome is known), cut the answer to the caller's scope;
 4. record it: the request span (OpenTelemetry, when on), a metrics observation, one access-log line.
 
@@ -16,12 +17,9 @@ Every failure answers with chromadb's error body and its class's status; anythin
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -29,37 +27,32 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from retrieval import telemetry
-from retrieval.errors import NotSupportedError, ServerUnavailableError
+from retrieval.errors import NotSupportedError
 from retrieval.http.wire import API_PREFIX, Route, dumps, error_to_wire, parse_body
 from retrieval.server.guard import Guard
 from retrieval.server.limits import Limits, check_shape
 from retrieval.server.observe import Metrics, log_access
+from retrieval.server.runner import HandlerRunner
 
 logger = logging.getLogger("retrieval.server")
 
 JSON = "application/json"
 _NO_SPAN = contextlib.nullcontext()  # what a request's span is while telemetry is off
-_BOUNDED = ("public", "authenticated", "read")  # actions whose calls may be cut off by the timeout
-HANDLER_THREADS = 40  # as many engine calls in flight as Starlette's (anyio's) default thread pool allows
-
-
-def _handler_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=HANDLER_THREADS, thread_name_prefix="retrieval-api")
+_BOUNDED = ("public", "authenticated", "read")  # actions whose calls may be cut off by the timeout (reads)
 
 
 @dataclass
 class Runtime:
-    """What every endpoint of one app shares besides the handlers' state.
-
-    ``executor`` runs the handlers. A plain ``ThreadPoolExecutor`` behind ``loop.run_in_executor``
-    rather than Starlette's ``run_in_threadpool``: anyio's capacity limiter, run-vars and cancel
-    scopes cost about a tenth of the server's CPU per query (py-spy), for nothing a handler needs.
-    """
+    """What every endpoint of one app shares besides the handlers' state; ``runner`` decides where
+    each handler runs (``retrieval.server.runner``)."""
 
     guard: Guard
     limits: Limits
     metrics: Metrics
-    executor: ThreadPoolExecutor = field(default_factory=_handler_pool)
+    runner: HandlerRunner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.runner = HandlerRunner(self.limits.request_timeout_s)
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -126,7 +119,9 @@ def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, creat
                     body = parse_body(await request.body())
                     check_shape(body, runtime.limits)
                     runtime.guard.check_body(principal, route, path, body)
-                result = await _run(handler, state, path, request.query_params, body, route, runtime, bounded)
+                query = request.query_params
+                result = await runtime.runner.run(lambda: handler(state, path, query, body), bounded=bounded,
+                                                  key=(route.verb, path.get("collection")), verb=route.verb)
                 result = runtime.guard.answer(principal, route, result)
                 response = json_response(result, 201 if isinstance(result, created) else 200)
             except Exception as error:  # every failure answers with chromadb's error body
@@ -146,28 +141,6 @@ def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, creat
 
     endpoint.__name__ = route.verb
     return ApiEndpoint(endpoint)
-
-
-async def _run(handler: Any, state: Any, path: Any, query: Any, body: Any, route: Route, runtime: Runtime, bounded: bool) -> Any:
-    """The handler in the thread pool; a bounded (read-only) call that outlives the timeout answers
-    503 (its thread finishes on its own; nothing it does is visible). A write always runs to its
-    end, even when its caller goes away."""
-    # In this request's context (its span is the parent of the engine's spans), as anyio would.
-    context = contextvars.copy_context()
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(runtime.executor, context.run, handler, state, path, query, body)
-    # A worker thread cannot be interrupted: shield it, answer at the deadline (or when the caller
-    # is gone), and let the thread finish on its own (its answer is dropped).
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, so nothing is logged as lost
-    if not bounded:
-        return await future  # cancelling this wait cannot stop a running thread: the write completes
-    try:
-        return await asyncio.wait_for(asyncio.shield(future), runtime.limits.request_timeout_s)
-    except asyncio.TimeoutError:
-        raise ServerUnavailableError(
-            f"{route.verb} took longer than {runtime.limits.request_timeout_s:g} s (request_timeout_s in the "
-            "server config); narrow the request or raise the limit"
-        ) from None
 
 
 def guarded_endpoint(runtime: Runtime, action: str, answer: Any):

@@ -1,0 +1,108 @@
+"""Where the server runs a handler (retrieval.server.runner): a read known to be cheap on the event
+loop, everything else in the thread pool, where reads are bounded by the timeout and writes finish."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from starlette.testclient import TestClient
+
+from retrieval.errors import ServerUnavailableError
+from retrieval.server import runner as runner_module
+from retrieval.server.runner import HandlerRunner
+from tests.server_fixtures import ADMIN, bearer, make_world
+
+
+def _where() -> str:
+    return threading.current_thread().name
+
+
+def test_a_read_runs_on_the_loop_only_after_a_fast_call_of_the_same_verb_and_collection():
+    async def scenario() -> list[str]:
+        runner, loop_thread = HandlerRunner(timeout_s=5), _where()
+        seen = []
+        for key in [("query", "c1"), ("query", "c1"), ("query", "c2"), ("get", "c1"), ("get", "c1")]:
+            seen.append(await runner.run(_where, key=key, bounded=True, verb=key[0]))
+        return [name == loop_thread for name in seen]
+
+    # The first call of each (verb, collection) is timed in the pool; later ones run on the loop.
+    assert asyncio.run(scenario()) == [False, True, False, False, True]
+
+
+def test_a_read_that_was_slow_goes_back_to_the_pool_and_is_bounded_there(monkeypatch):
+    monkeypatch.setattr(runner_module, "INLINE_MAX_S", 0.05)
+
+    async def scenario() -> None:
+        runner, loop_thread = HandlerRunner(timeout_s=0.3), _where()
+        key = ("query", "c1")
+        await runner.run(_where, key=key, bounded=True, verb="query")
+        # Predicted fast, it runs on the loop, where nothing can cut it off; it takes 0.1 s.
+        slow = lambda: (time.sleep(0.1), _where())[1]  # noqa: E731
+        assert await runner.run(slow, key=key, bounded=True, verb="query") == loop_thread
+        # Now known to be slow: the next call runs in the pool, and the timeout answers 503.
+        very_slow = lambda: (time.sleep(1.0), _where())[1]  # noqa: E731
+        started = time.perf_counter()
+        try:
+            await runner.run(very_slow, key=key, bounded=True, verb="query")
+            raise AssertionError("expected a 503")
+        except ServerUnavailableError as error:
+            assert "request_timeout_s" in str(error)
+        assert time.perf_counter() - started < 0.8
+        await asyncio.sleep(1.0)  # the abandoned call finishes, slow: so the next goes to the pool too
+        assert await runner.run(_where, key=key, bounded=True, verb="query") != loop_thread
+        assert await runner.run(_where, key=key, bounded=True, verb="query") == loop_thread
+
+    asyncio.run(scenario())
+
+
+def test_while_a_write_runs_in_the_pool_reads_do_not_run_on_the_loop():
+    async def scenario() -> None:
+        runner, loop_thread = HandlerRunner(timeout_s=5), _where()
+        key = ("get", "c1")
+        await runner.run(_where, key=key, bounded=True, verb="get")
+        assert runner.runs_inline(key, bounded=True)
+        release = threading.Event()
+        write = asyncio.ensure_future(runner.run(release.wait, key=("add", "c1"), bounded=False, verb="add"))
+        await asyncio.sleep(0.05)
+        # The write may hold the locks the read needs: waiting for them on the loop would stall it.
+        assert await runner.run(_where, key=key, bounded=True, verb="get") != loop_thread
+        # A write whose caller went away still runs, and still counts as running.
+        write.cancel()
+        await asyncio.sleep(0.05)
+        assert not runner.runs_inline(key, bounded=True)
+        release.set()
+        await asyncio.sleep(0.1)
+        assert runner.runs_inline(key, bounded=True)
+        assert await runner.run(_where, key=key, bounded=True, verb="get") == loop_thread
+
+    asyncio.run(scenario())
+
+
+def test_writes_never_run_on_the_loop():
+    async def scenario() -> list[bool]:
+        runner, loop_thread = HandlerRunner(timeout_s=5), _where()
+        return [await runner.run(_where, key=("add", "c1"), bounded=False, verb="add") == loop_thread for _ in range(3)]
+
+    assert asyncio.run(scenario()) == [False, False, False]
+
+
+def test_the_app_answers_reads_on_its_loop_once_they_are_known_to_be_cheap(monkeypatch):
+    world = make_world()
+    try:
+        threads = []
+        real = world.backend.count
+
+        def count(record):
+            threads.append(_where())
+            return real(record)
+
+        monkeypatch.setattr(world.backend, "count", count)
+        path = f"/api/v2/tenants/tenant-a/databases/db-a/collections/{world.ids['alpha']}/count"
+        with TestClient(world.app) as client:
+            answers = [client.get(path, headers=bearer(ADMIN)).json() for _ in range(3)]
+        assert answers == [3, 3, 3]
+        assert threads[0].startswith("retrieval-api") and not any(t.startswith("retrieval-api") for t in threads[1:])
+    finally:
+        world.backend.close()
