@@ -89,6 +89,7 @@ def test_writes_never_run_on_the_loop():
 
 
 def test_the_app_answers_reads_on_its_loop_once_they_are_known_to_be_cheap(monkeypatch):
+    monkeypatch.setattr(runner_module, "INLINE_MAX_S", 0.05)  # "cheap" with room for a busy test machine
     world = make_world()
     try:
         threads = []
@@ -104,5 +105,32 @@ def test_the_app_answers_reads_on_its_loop_once_they_are_known_to_be_cheap(monke
             answers = [client.get(path, headers=bearer(ADMIN)).json() for _ in range(3)]
         assert answers == [3, 3, 3]
         assert threads[0].startswith("retrieval-api") and not any(t.startswith("retrieval-api") for t in threads[1:])
+    finally:
+        world.backend.close()
+
+
+def test_a_slow_filtered_query_does_not_send_the_plain_queries_of_its_collection_to_the_pool(monkeypatch):
+    monkeypatch.setattr(runner_module, "INLINE_MAX_S", 0.05)
+    world = make_world()
+    try:
+        threads = []
+        real = world.backend.query
+
+        def query(record, request):
+            threads.append(("filtered" if request.where is not None else "plain", _where()))
+            if request.where is not None:
+                time.sleep(0.1)  # a filter's first use: a scan
+            return real(record, request)
+
+        monkeypatch.setattr(world.backend, "query", query)
+        path = f"/api/v2/tenants/tenant-a/databases/db-a/collections/{world.ids['alpha']}/query"
+        plain = {"query_embeddings": [[1.0, 0.0, 0.0]], "n_results": 1}
+        filtered = {**plain, "where": {"secret": "tenant-a-1"}}
+        with TestClient(world.app) as client:
+            for body in (plain, plain, filtered, filtered, plain):
+                assert client.post(path, json=body, headers=bearer(ADMIN)).status_code == 200
+        in_pool = [(kind, name.startswith("retrieval-api")) for kind, name in threads]
+        # Each kind is timed apart: the slow filtered ones stay in the pool, the plain ones on the loop.
+        assert in_pool == [("plain", True), ("plain", False), ("filtered", True), ("filtered", True), ("plain", False)]
     finally:
         world.backend.close()

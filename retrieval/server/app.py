@@ -4,7 +4,8 @@ The routes come from ``retrieval.http.wire.ROUTES`` (the table the clients use),
 handler in ``retrieval.server.handlers``. Starlette rather than FastAPI: the wire codec already
 parses and validates every body, so a second validation layer would only cost latency.
 
-Engine calls run in Starlette's thread pool, never on the event loop. Errors become chromadb's
+Engine calls run in a thread pool, or on the loop when they are reads known to be cheap
+(``retrieval.server.runner``). Errors become chromadb's
 error body with the status of their class; anything unexpected is a 500 without a stack trace
 (logged here). How one request is checked, bounded and recorded (auth before the body, limits,
 spans, metrics, access log) is ``retrieval.server.serving``.

@@ -3,7 +3,7 @@
 Each handler finds the collection its path names, parses the body with the verb's entry in
 :data:`retrieval.http.verbs.VERBS` (the table the clients encode with, validating with the same
 rules as the client handles), calls the backend once and encodes the answer with the same entry. Handlers are plain functions; the app runs them in a
-thread pool so engine work never blocks the event loop.
+thread pool, or on the event loop when they are reads known to be cheap (``retrieval.server.runner``).
 
 The server never embeds, never builds an embedding function named by a request and never reads a
 URI: it stores configurations and URIs and hands them back (DESIGN section 7).

@@ -9,7 +9,8 @@ So a read runs on the loop itself when all of these hold:
 
 - nothing else is running in the thread pool (no write, no slow read: a write holds the locks
   a read would wait on, and a slow read in flight means the loop has work to get back to);
-- the last call of the same verb on the same collection took under ``INLINE_MAX_S``.
+- the last call of the same verb on the same collection (filtered or not, alike) took under
+  ``INLINE_MAX_S``.
 
 The first call of a verb on a collection, and the next one after a slow call, run in the pool
 and are timed there; so a read that becomes slow (a new filter, a graph still loading) goes back

@@ -121,7 +121,7 @@ def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, creat
                     runtime.guard.check_body(principal, route, path, body)
                 query = request.query_params
                 result = await runtime.runner.run(lambda: handler(state, path, query, body), bounded=bounded,
-                                                  key=(route.verb, path.get("collection")), verb=route.verb)
+                                                  key=_cost_key(route, path, body), verb=route.verb)
                 result = runtime.guard.answer(principal, route, result)
                 response = json_response(result, 201 if isinstance(result, created) else 200)
             except Exception as error:  # every failure answers with chromadb's error body
@@ -141,6 +141,14 @@ def api_endpoint(route: Route, handler: Any, state: Any, runtime: Runtime, creat
 
     endpoint.__name__ = route.verb
     return ApiEndpoint(endpoint)
+
+
+def _cost_key(route: Route, path: Mapping[str, Any], body: Any) -> tuple:
+    """What a call's cost is predicted by (``HandlerRunner``): its verb and collection, and whether
+    it narrows by a filter or ids. A filter's first use can cost a scan of the collection; that
+    should not send the plain queries of the same collection to the thread pool."""
+    narrowed = isinstance(body, dict) and any(body.get(k) is not None for k in ("where", "where_document", "ids"))
+    return route.verb, path.get("collection"), narrowed
 
 
 def guarded_endpoint(runtime: Runtime, action: str, answer: Any):
