@@ -176,12 +176,14 @@ class GraphUpkeep:
                 index.insert(labels, vectors)  # the long part: searches go on meanwhile
             finally:
                 self.inserting = False
+            # Before they leave the tail, the chunk's records must be findable in the graph: those
+            # its own search misses become stragglers. The self-queries (tens of ms a chunk) run
+            # without the lock, as sweeps do, so queries go on; the chunk is still in the tail.
+            missed_labels, missed_vectors = index.misses(labels, vectors)
             with state.lock:
                 if state.loaded_index is index and state.pending is pending:
                     index.note_inserted(labels, vectors)
-                    # Before they leave the tail, the chunk's records must be findable in the graph:
-                    # those its own search misses become stragglers (under the lock: it sets the ef).
-                    index.list_unfound(labels, vectors)
+                    index.add_stragglers(missed_labels, missed_vectors)
                     pending.settle(labels, versions)
                     self.backlog += len(labels)
                     self._note_burst(labels)
