@@ -214,19 +214,25 @@ class VectorMatrix:
         self._sq_norms[rows] = np.einsum("ij,ij->i", vectors, vectors)
 
     def remove(self, labels: np.ndarray) -> None:
-        for label in np.asarray(labels, dtype=np.int64):
-            if not self.contains(int(label)):
-                continue
-            row = self._row_of[label]
-            last = self.count - 1
-            if row != last:  # move the last row into the hole to stay contiguous
-                moved = self._labels[last]
-                self._data[row] = self._data[last]
-                self._sq_norms[row] = self._sq_norms[last]
-                self._labels[row] = moved
-                self._row_of[moved] = row
-            self._row_of[label] = -1
-            self.count = last
+        """Drop ``labels`` (absent ones are ignored); the last rows move into the holes, so the
+        live rows stay contiguous. Vectorized: the builder drops a chunk of 2,048 pending rows at
+        a time under the collection lock (a row-at-a-time loop held it, and the GIL, ~10 ms)."""
+        labels = np.unique(np.asarray(labels, dtype=np.int64))
+        labels = labels[self.has(labels)]
+        if not len(labels):
+            return
+        gone = self._row_of[labels]
+        count = self.count - len(gone)
+        holes = np.sort(gone[gone < count])  # rows to fill, below the new end
+        tail = np.arange(count, self.count)
+        movers = tail[~np.isin(tail, gone)]  # surviving rows past the new end: as many as holes
+        moved = self._labels[movers]
+        self._data[holes] = self._data[movers]
+        self._sq_norms[holes] = self._sq_norms[movers]
+        self._labels[holes] = moved
+        self._row_of[labels] = -1
+        self._row_of[moved] = holes
+        self.count = count
         self._release_free_rows()
 
     def subset(self, rows: np.ndarray) -> VectorMatrix:
