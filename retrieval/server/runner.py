@@ -9,8 +9,8 @@ So a read runs on the loop itself when all of these hold:
 
 - nothing else is running in the thread pool (no write, no slow read: a write holds the locks
   a read would wait on, and a slow read in flight means the loop has work to get back to);
-- the last call of the same verb on the same collection (filtered or not, alike) took under
-  ``INLINE_MAX_S``.
+- the last call with the same key took under ``INLINE_MAX_S``; the server keys a call by its verb,
+  its collection and whether it narrows by a filter or ids (``serving._cost_key``).
 
 The first call of a verb on a collection, and the next one after a slow call, run in the pool
 and are timed there; so a read that becomes slow (a new filter, a graph still loading) goes back
@@ -31,8 +31,8 @@ from typing import Any, Callable, Hashable
 from retrieval.errors import ServerUnavailableError
 
 HANDLER_THREADS = 40  # as many engine calls in flight as Starlette's (anyio's) default thread pool allows
-INLINE_MAX_S = 0.002  # a read this fast last time runs on the loop: it delays others by about one hop's worth
-_COSTS_KEPT = 4096  # (verb, collection) pairs remembered; forgotten all at once past this
+INLINE_MAX_S = 0.002  # a read this fast last time runs on the loop (requests arriving meanwhile wait about this long)
+_COSTS_KEPT = 4096  # keys remembered; forgotten all at once past this
 
 
 class HandlerRunner:
