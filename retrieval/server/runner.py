@@ -9,12 +9,14 @@ So a read runs on the loop itself when all of these hold:
 
 - nothing else is running in the thread pool (no write, no slow read: a write holds the locks
   a read would wait on, and a slow read in flight means the loop has work to get back to);
-- the last call with the same key took under ``INLINE_MAX_S``; the server keys a call by its verb,
-  its collection and whether it narrows by a filter or ids (``serving._cost_key``).
+- calls with the same key have been taking under ``INLINE_MAX_S``: the estimate is a running mean
+  that halves the weight of each older call, so one call a little over it does not send the key
+  to the pool, and one far over it does. The server keys a call by its verb, its collection and
+  whether it narrows by a filter or ids (``serving._cost_key``).
 
-The first call of a verb on a collection, and the next one after a slow call, run in the pool
-and are timed there; so a read that becomes slow (a new filter, a graph still loading) goes back
-to the pool after one call, and returns to the loop once it is fast again. What this gives up:
+The first call of a key, and those after a slow call, run in the pool and are timed there; so a
+read that becomes slow (a new filter, a graph still loading) goes back to the pool at once, and
+returns to the loop a few fast calls later. What this gives up:
 a read that runs on the loop cannot be answered 503 at ``request_timeout_s`` (it was predicted to
 take a few milliseconds), and while it runs the loop serves nobody else (no longer than it takes).
 Writes always run in the pool, and always run to their end.
@@ -31,7 +33,9 @@ from typing import Any, Callable, Hashable
 from retrieval.errors import ServerUnavailableError
 
 HANDLER_THREADS = 40  # as many engine calls in flight as Starlette's (anyio's) default thread pool allows
-INLINE_MAX_S = 0.002  # a read this fast last time runs on the loop (requests arriving meanwhile wait about this long)
+# A read whose calls have been this fast runs on the loop; requests arriving meanwhile wait about
+# this long at most. Well above a typical read (0.3-1.5 ms) so that noise does not flip it to the pool.
+INLINE_MAX_S = 0.005
 _COSTS_KEPT = 4096  # keys remembered; forgotten all at once past this
 
 
@@ -53,11 +57,11 @@ class HandlerRunner:
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="retrieval-api")
         self._in_pool = 0  # handlers running in the pool; read and written on the loop only
-        self._last_cost: dict[Hashable, float] = {}
+        self._cost: dict[Hashable, float] = {}  # the running mean of each key's calls, in seconds
 
     def runs_inline(self, key: Hashable, bounded: bool) -> bool:
         """Whether a call with this key would run on the loop now."""
-        cost = self._last_cost.get(key)
+        cost = self._cost.get(key)
         return bounded and self._in_pool == 0 and cost is not None and cost < INLINE_MAX_S
 
     async def run(self, call: Callable[[], Any], *, key: Hashable, bounded: bool, verb: str) -> Any:
@@ -89,9 +93,11 @@ class HandlerRunner:
         try:
             return call()
         finally:
-            if len(self._last_cost) >= _COSTS_KEPT:
-                self._last_cost.clear()
-            self._last_cost[key] = time.perf_counter() - started
+            cost = time.perf_counter() - started
+            if len(self._cost) >= _COSTS_KEPT:
+                self._cost.clear()
+            before = self._cost.get(key, cost)
+            self._cost[key] = (before + cost) / 2
 
     def _left_pool(self, future: asyncio.Future) -> None:
         self._in_pool -= 1
