@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import socket
@@ -82,6 +83,26 @@ def client(port: int):
     return chromadb.HttpClient(host="127.0.0.1", port=port)
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time used so far by process ``pid`` (Linux ``/proc``), or by this one when None."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def wait_until_idle(pid: int | None, limit_s: float = 120.0, busy_share: float = 0.05) -> float:
+    """Seconds until the process used under ``busy_share`` of one core for a whole second (its
+    background indexing is over), at most ``limit_s``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < busy_share:
+            break
+    return round(time.monotonic() - t0, 1)
+
+
 def p50_ms(seconds: list[float]) -> float:
     return round(statistics.median(seconds) * 1000, 3)
 
@@ -113,7 +134,7 @@ def concurrent_qps(port: int, queries: np.ndarray, workers: int) -> float:
     return round(done / elapsed, 1)
 
 
-def measure(port: int, X: np.ndarray, Q: np.ndarray, tags: np.ndarray, truth_filtered: list[set], args) -> dict:
+def measure(port: int, pid: int, X: np.ndarray, Q: np.ndarray, tags: np.ndarray, truth_filtered: list[set], args) -> dict:
     c = client(port)
     col = c.create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
     ids = [f"id{i}" for i in range(len(X))]
@@ -124,6 +145,8 @@ def measure(port: int, X: np.ndarray, Q: np.ndarray, tags: np.ndarray, truth_fil
     add_s = time.perf_counter() - t0
     out = {"add_vectors_per_s": round(len(X) / add_s, 1)}
     time.sleep(args.settle)  # the same pause for both servers (see --settle)
+    if args.until_idle:
+        out["idle_after_s"] = args.settle + wait_until_idle(pid)
 
     for q in Q[:20]:  # warm up
         col.query(query_embeddings=[q.tolist()], n_results=10)
@@ -184,7 +207,8 @@ def our_client_p50(port: int, Q: np.ndarray, queries: int) -> float:
     return query_p50(retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("bench"), Q, queries)
 
 
-def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str, queries: int, settle: float) -> float:
+def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str, queries: int, settle: float,
+                 until_idle: bool) -> float:
     import retrieval
 
     client_ = retrieval.PersistentClient(path=directory)
@@ -192,6 +216,8 @@ def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str,
     for lo in range(0, len(X), 1000):
         col.add(ids=[f"id{i}" for i in range(lo, min(lo + 1000, len(X)))], embeddings=X[lo : lo + 1000])
     time.sleep(settle)
+    if until_idle:
+        wait_until_idle(None)
     try:
         return query_p50(col, Q, queries)
     finally:
@@ -221,6 +247,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=0.0,
                         help="seconds to wait after the adds before timing queries, the same for every server "
                              "(both index in the background after an add; 0 times queries while they do)")
+    parser.add_argument("--until-idle", action="store_true",
+                        help="after --settle, also wait until each server process (and, for the embedded p50, "
+                             "this one) has used under 5%% of a core for a second: queries timed after indexing")
     args = parser.parse_args()
 
     X, Q = clustered(args.n, args.d, max(args.queries, args.concurrent_queries))
@@ -244,22 +273,23 @@ def main() -> int:
             port = free_port()
             proc = start_server(argv(port), port, work / f"{name}.log")
             try:
-                results[name] = measure(port, X, Q, tags, truth_filtered, args)
+                results[name] = measure(port, proc.pid, X, Q, tags, truth_filtered, args)
                 results[name]["async_64_qps"] = async_qps(port, Q[: args.concurrent_queries], ours=name == "retrieval")
                 if name == "retrieval":
                     results[name]["our_client_query_p50_ms"] = our_client_p50(port, Q, args.queries)
             finally:
                 stop_server(proc)
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
-        results["retrieval"]["embedded_query_p50_ms"] = embedded_p50(X, Q, tags, str(work / "embedded"), args.queries, args.settle)
+        results["retrieval"]["embedded_query_p50_ms"] = embedded_p50(X, Q, tags, str(work / "embedded"), args.queries, args.settle,
+                                                                args.until_idle)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     ours, peer = results["retrieval"], results["chroma"]
 
     def overhead(http_p50_ms: float) -> float | str:
-        if not args.settle:
-            return "n/a without --settle"
+        if not (args.settle or args.until_idle):
+            return "n/a without --settle or --until-idle"
         return round(http_p50_ms - ours["embedded_query_p50_ms"], 3)
 
     ratios = {
@@ -273,7 +303,7 @@ def main() -> int:
         "our HTTP overhead on query p50, chromadb's client (ms, <= 1)": overhead(ours["query_p50_ms"]),
         "our HTTP overhead on query p50, our client (ms, <= 0.7)": overhead(ours["our_client_query_p50_ms"]),
     }
-    print(json.dumps({"n": args.n, "d": args.d, "settle_s": args.settle, "results": results, "ratios": ratios}, indent=2))
+    print(json.dumps({"n": args.n, "d": args.d, "settle_s": args.settle, "until_idle": args.until_idle, "results": results, "ratios": ratios}, indent=2))
     for label, value in ratios.items():
         print(f"{label:55s} {value}")
     return 0
