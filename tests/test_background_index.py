@@ -423,3 +423,30 @@ def test_a_replay_queues_each_record_with_its_own_oplog_seq(tmp_path):
     tail.take_deletes()
     assert tail.first_seq() == second_write_seq  # a checkpoint now claims the whole first write
     client.close()
+
+
+_EXIT_WHILE_INDEXING = """
+import sys, time
+import numpy as np
+import retrieval
+client = retrieval.EphemeralClient()  # never closed, as in most chromadb scripts
+col = client.create_collection("exit-while-indexing", embedding_function=None)
+X = np.random.default_rng(0).standard_normal((40_000, 64)).astype(np.float32)
+for lo in range(0, len(X), 5_000):
+    col.add(ids=[str(i) for i in range(lo, lo + 5_000)], embeddings=X[lo:lo + 5_000])
+time.sleep(float(sys.argv[1]))  # the script ends while the builder is inside hnswlib
+"""
+
+
+def test_a_script_that_ends_while_the_graph_is_built_exits_cleanly(tmp_path):
+    """The interpreter's exit waits for the builder's step: a daemon thread returning from hnswlib
+    after finalization began aborted the process (exit status 134, "terminate called without an
+    active exception") in about half of these runs before."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ends_while_indexing.py"
+    script.write_text(_EXIT_WHILE_INDEXING)
+    for pause in ("0.05", "0.2", "0.4", "0.8"):
+        done = subprocess.run([sys.executable, str(script), pause], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "terminate" not in done.stderr, (pause, done.returncode, done.stderr[-2000:])

@@ -13,10 +13,16 @@ created and torn down with each client; measured: 45 MiB more RSS after 100 open
 Closing a client cancels its collections' work and waits for the step in flight, which is small (a
 chunk of insertions, one page of a sweep) except a checkpoint's save; whatever is left stays in
 the oplog and is picked up by the next open.
+
+The interpreter's exit pauses the thread the same way (an atexit hook) before it finalizes. A daemon
+thread that returns from hnswlib's C++ after finalization began is ended by unwinding its C++
+frames, and that aborts the whole process ("terminate called without an active exception"): a
+script that ends while the graph is being built must exit cleanly, its writes already in SQLite.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from typing import Protocol
@@ -50,6 +56,8 @@ class GraphBuilder:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
+                # Registered after the engines' own exit hook (shared_engines), so it runs first.
+                atexit.register(self.pause)
             self._cv.notify_all()
 
     def forget(self, work: BackgroundWork) -> None:
