@@ -52,7 +52,7 @@ def run_child(path: str, mode: str, start: int, *, kill_after_acks: int | None =
     ``kill_at``: the child kills itself at a checkpoint stage (see ``_install_kill_hook``).
     """
     if stop is None:  # a self-killing child must not run forever if its stage never comes
-        stop = start + (1000 if kill_at else 100_000)
+        stop = start + (3000 if kill_at else 100_000)
     # Unbuffered bytes: a buffered reader's readline() reads ahead, and communicate() below reads the
     # pipe itself, so acknowledgements already read ahead would be lost (seen once adds got fast).
     proc = subprocess.Popen(
