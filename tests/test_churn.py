@@ -43,6 +43,21 @@ def recall(col, live: dict[str, np.ndarray], queries: np.ndarray, where=None, su
     return hits / (K * len(queries))
 
 
+def count_exact_answers(monkeypatch) -> list[int]:
+    """Rows answered by exact search from now on (one entry per call)."""
+    from retrieval.store.collection_state import CollectionState
+
+    rows: list[int] = []
+    exact_search = CollectionState.exact_search
+
+    def counted(self, queries, k, *args):
+        rows.append(len(queries))
+        return exact_search(self, queries, k, *args)
+
+    monkeypatch.setattr(CollectionState, "exact_search", counted)
+    return rows
+
+
 def add_in_batches(col, ids, X, step=1000):
     for s in range(0, len(ids), step):
         col.add(ids=ids[s:s + step], embeddings=X[s:s + step],
@@ -51,15 +66,16 @@ def add_in_batches(col, ids, X, step=1000):
 
 def churn(client, col, n: int, rounds: int, seed: int, monkeypatch) -> None:
     monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
+    exact_rows = count_exact_answers(monkeypatch)
     data = Data(seed)
     rng = data.rng
     ids = [f"r{i}" for i in range(n)]
     X = data.sample(n)
     add_in_batches(col, ids, X)
     live = dict(zip(ids, X))
-    state = client._backend.engine.state(col._record)
 
     def check(stage: str) -> None:
+        exact_rows.clear()
         queries = data.sample(100)
         r = recall(col, live, queries)
         assert r >= 0.95, f"recall@{K} {r:.3f} after {stage}"
@@ -68,7 +84,9 @@ def churn(client, col, n: int, rounds: int, seed: int, monkeypatch) -> None:
             m.setattr(reads, "EXACT_FILTER_MAX_FRACTION", 0.0)
             r = recall(col, live, queries[:30], where={"p": 1}, subset=lambda i: int(i[1:]) % 2 == 1)
         assert r >= 0.95, f"filtered recall@{K} {r:.3f} after {stage}"
-        assert state._matrix is None, "an exact search answered: the ANN path was not tested"
+        # A query the graph cannot fill (an element still being linked by the builder) is answered
+        # exactly, alone; nearly all must come from the graph, or its recall was not tested.
+        assert sum(exact_rows) <= 3, f"{sum(exact_rows)} of 130 queries answered exactly after {stage}"
 
     check("build")
     next_id = n

@@ -183,3 +183,35 @@ def test_holds_tells_which_labels_the_graph_has_with_the_same_vector(space):
     vectors = prepare(np.stack([x[1], x[5], changed, x[45], x[2]]), space)
     assert index.holds(labels, vectors).tolist() == [True, False, False, False, True]
     assert index.holds(labels[[0, 4]], vectors[[0, 4]]).tolist() == [True, True]
+
+
+def test_a_query_the_graph_cannot_fill_is_answered_exactly_without_its_batch(monkeypatch):
+    """hnswlib answers a batch or raises for all of it; only the query it cannot fill goes exact."""
+    import retrieval
+    from retrieval.store.collection_state import CollectionState
+
+    monkeypatch.setattr(reads, "EXACT_MAX_ROWS", 0)
+    X = np.random.default_rng(5).normal(size=(300, 8)).astype(np.float32)
+    col = retrieval.EphemeralClient().create_collection("short-of-k", embedding_function=None)
+    col.add(ids=[str(i) for i in range(len(X))], embeddings=X)
+    poison = X[7]
+    graph_search, exact_search = CollectionState.ann_search, CollectionState.exact_search
+    exact_rows = []
+
+    def ann_short_of_k(self, queries, k, *args):
+        if any(np.array_equal(q, poison) for q in queries):
+            raise RuntimeError("Cannot return the results in a contiguous 2D array")
+        return graph_search(self, queries, k, *args)
+
+    def counted_exact(self, queries, k, *args):
+        exact_rows.append(len(queries))
+        return exact_search(self, queries, k, *args)
+
+    monkeypatch.setattr(CollectionState, "ann_search", ann_short_of_k)
+    monkeypatch.setattr(CollectionState, "exact_search", counted_exact)
+    batch = X[[3, 7, 11, 20]]
+    res = col.query(query_embeddings=batch, n_results=5, include=["distances"])
+    assert exact_rows == [1]  # the poisoned query alone
+    for q, ids, dist in zip(batch, res["ids"], res["distances"]):
+        expected = np.argsort(((X - q) ** 2).sum(axis=1))[:5]
+        assert [int(i) for i in ids] == expected.tolist() and dist[0] == 0.0

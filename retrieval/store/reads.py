@@ -248,5 +248,9 @@ def _ann(state: CollectionState, queries: np.ndarray, k: int, filter_fn=None, ca
     try:
         return state.ann_search(queries, k, filter_fn, candidates)  # the graph plus its pending tail
     except RuntimeError:
-        # hnswlib could not reach k elements (tiny ef, many deletions): answer exactly instead.
-        return state.exact_search(queries, k, candidates, cache_key)
+        # hnswlib could not reach k elements for some query (tiny ef, many deletions, an element
+        # still being linked): that query is answered exactly, the others of its batch by the graph.
+        if len(queries) == 1:
+            return state.exact_search(queries, k, candidates, cache_key)
+        answers = [_ann(state, queries[i : i + 1], k, filter_fn, candidates, cache_key) for i in range(len(queries))]
+        return np.vstack([labels for labels, _ in answers]), np.vstack([dist for _, dist in answers])
