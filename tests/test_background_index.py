@@ -450,21 +450,3 @@ def test_a_script_that_ends_while_the_graph_is_built_exits_cleanly(tmp_path):
     for pause in ("0.05", "0.2", "0.4", "0.8"):
         done = subprocess.run([sys.executable, str(script), pause], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "terminate" not in done.stderr, (pause, done.returncode, done.stderr[-2000:])
-
-
-@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="thread priorities are read through os.getpriority")
-def test_the_graph_builder_runs_nicer_than_the_threads_answering_requests():
-    """On a small machine, requests must not wait behind the owed graph work (the builder's hnswlib
-    threads inherit its priority)."""
-    import threading
-
-    from retrieval.store import graph_builder
-
-    client = retrieval.EphemeralClient()
-    col = client.create_collection("nicer", embedding_function=None)
-    col.add(ids=[str(i) for i in range(50)], embeddings=_vectors(50))  # starts the builder
-    builder = next(t for t in threading.enumerate() if t.name == "retrieval-graph")
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    expected = min(19, mine + graph_builder.BACKGROUND_NICENESS)
-    assert os.getpriority(os.PRIO_PROCESS, builder.native_id) == expected
-    client.close()

@@ -24,17 +24,10 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 from typing import Protocol
 
 logger = logging.getLogger("retrieval")
-
-# The graph work is owed, never awaited, and hnswlib inserts on every core: at normal priority it
-# fills a small machine, and each thread answering a request then waits its turn at every wake-up
-# (a 0.5 ms query over HTTP took 5-12 ms during a 20k load's indexing on 2 cores). So this thread,
-# and the threads hnswlib starts from it, run this much nicer; on an idle machine nothing changes.
-BACKGROUND_NICENESS = 5
 
 
 class BackgroundWork(Protocol):
@@ -94,7 +87,6 @@ class GraphBuilder:
             return self._cv.wait_for(lambda: not self._busy and (not self._ready or self._paused), timeout)
 
     def _run(self) -> None:
-        lower_this_threads_priority(BACKGROUND_NICENESS)
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._ready and not self._paused)
@@ -117,16 +109,6 @@ class GraphBuilder:
                 if more and not work.cancelled:
                     self._ready.setdefault(key, work)
                 self._cv.notify_all()
-
-
-def lower_this_threads_priority(by: int) -> None:
-    """Raise the calling thread's nice value by ``by`` (on Linux, nice is per thread and threads it
-    creates inherit it). Where that is not possible (other systems), it runs as it is."""
-    try:
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + by))
-    except (AttributeError, OSError):
-        pass
 
 
 _shared: GraphBuilder | None = None
