@@ -8,7 +8,7 @@ HTTP-only ``chromadb`` package in this environment): add throughput (batches of 
 p50, query throughput of 16 concurrent client processes, a filtered query (``tag == "t3"``, ~10%) with
 its recall against exact search, 64 queries in flight from one async client (ours against our server,
 chromadb's ``AsyncHttpClient`` against chroma's), and our own HTTP overhead (query p50 over HTTP minus
-embedded p50).
+embedded p50, the two measured in alternating blocks of queries).
 Prints one JSON object and a table of ratios (ours against chroma's server, same run).
 """
 
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -200,15 +201,9 @@ def async_qps(port: int, Q: np.ndarray, ours: bool, concurrency: int = 64) -> fl
     return asyncio.run(run())
 
 
-def our_client_p50(port: int, Q: np.ndarray, queries: int) -> float:
-    """Query p50 through retrieval.HttpClient (base64 embeddings, no pydantic) against our server."""
-    import retrieval
-
-    return query_p50(retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("bench"), Q, queries)
-
-
-def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str, queries: int, settle: float,
-                 until_idle: bool) -> float:
+def open_embedded(X: np.ndarray, directory: str, settle: float, until_idle: bool):
+    """Our store in this process with the same vectors, indexed (the overhead's baseline); returns
+    (client, collection). Built before the servers run, so its indexing overlaps neither."""
     import retrieval
 
     client_ = retrieval.PersistentClient(path=directory)
@@ -218,22 +213,27 @@ def embedded_p50(X: np.ndarray, Q: np.ndarray, tags: np.ndarray, directory: str,
     time.sleep(settle)
     if until_idle:
         wait_until_idle(None)
-    try:
-        return query_p50(col, Q, queries)
-    finally:
-        client_.close()
+    return client_, col
 
 
-def query_p50(col, Q: np.ndarray, queries: int) -> float:
-    """Single-query p50 of one of our collections (numpy vectors as given), after a warm-up."""
-    for q in Q[:20]:
-        col.query(query_embeddings=[q], n_results=10)
-    single = []
-    for q in Q[:queries]:
-        t = time.perf_counter()
-        col.query(query_embeddings=[q], n_results=10)
-        single.append(time.perf_counter() - t)
-    return p50_ms(single)
+def paired_p50(port: int, embedded, Q: np.ndarray, queries: int, block: int = 20) -> tuple[float, float]:
+    """Query p50 through retrieval.HttpClient against our server, and of the embedded collection, in
+    alternating blocks of ``block`` queries: the same minutes for both (this machine's speed drifts
+    by up to 2x within the hour, so p50s taken minutes apart make no overhead)."""
+    import retrieval
+
+    over_http = retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("bench")
+    times: dict[Any, list[float]] = {over_http: [], embedded: []}
+    for col in times:  # warm up
+        for q in Q[:20]:
+            col.query(query_embeddings=[q], n_results=10)
+    for lo in range(0, queries, block):
+        for col, seconds in times.items():
+            for q in Q[lo : min(lo + block, queries)]:
+                t = time.perf_counter()
+                col.query(query_embeddings=[q], n_results=10)
+                seconds.append(time.perf_counter() - t)
+    return p50_ms(times[over_http]), p50_ms(times[embedded])
 
 
 def main() -> int:
@@ -268,6 +268,7 @@ def main() -> int:
         "retrieval": lambda port: [str(Path(sys.executable).with_name("retrieval")), "run", "--path", str(work / "ours"), "--host", "127.0.0.1", "--port", str(port)],
     }
     results: dict[str, dict] = {}
+    embedded_client, embedded = open_embedded(X, str(work / "embedded"), args.settle, args.until_idle)
     try:
         for name, argv in servers.items():
             port = free_port()
@@ -276,13 +277,14 @@ def main() -> int:
                 results[name] = measure(port, proc.pid, X, Q, tags, truth_filtered, args)
                 results[name]["async_64_qps"] = async_qps(port, Q[: args.concurrent_queries], ours=name == "retrieval")
                 if name == "retrieval":
-                    results[name]["our_client_query_p50_ms"] = our_client_p50(port, Q, args.queries)
+                    http_p50, embedded_p50 = paired_p50(port, embedded, Q, args.queries)
+                    results[name]["our_client_query_p50_ms"] = http_p50
+                    results[name]["embedded_query_p50_ms"] = embedded_p50
             finally:
                 stop_server(proc)
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
-        results["retrieval"]["embedded_query_p50_ms"] = embedded_p50(X, Q, tags, str(work / "embedded"), args.queries, args.settle,
-                                                                args.until_idle)
     finally:
+        embedded_client.close()
         shutil.rmtree(work, ignore_errors=True)
 
     ours, peer = results["retrieval"], results["chroma"]
