@@ -39,7 +39,8 @@ def base_url(host: str, port: int, ssl: bool) -> str:
     return f"{'https' if ssl else 'http'}://{host}:{int(port)}"
 
 
-def _answer(response: httpx.Response) -> Any:
+def _answer(response: Any) -> Any:
+    """The decoded body of an httpx response or a Session answer, or the error it carries."""
     if response.status_code >= 400:
         try:
             body = loads(response.content)
@@ -97,7 +98,6 @@ class _HttpBase:
             "timeout": httpx.Timeout(timeout),
             "verify": verify if verify is not None else True,
         }
-        self.timeout = timeout
         if transport is not None:  # an httpx transport, e.g. httpx.MockTransport in tests
             self._options["transport"] = transport
         # A ready httpx client to send with instead, e.g. starlette's TestClient(app) for an
@@ -140,7 +140,7 @@ class HttpBackend(_HttpBase):
             self._http = httpx.Client(**self._options)
         else:
             ssl_context = httpx.create_ssl_context(verify=self._options["verify"]) if self.url.startswith("https://") else None
-            self._http = Session(self.url, self._options["headers"], self.timeout, ssl_context)
+            self._http = Session(self.url, self._options["headers"], self._options["timeout"].read, ssl_context)
 
     def _send(self, call: Call) -> Any:
         attempt = 0

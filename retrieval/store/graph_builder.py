@@ -56,7 +56,8 @@ class GraphBuilder:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-                # Registered after the engines' own exit hook (shared_engines), so it runs first.
+                # Either order with the engines' exit hook (shared_engines) is safe: that hook does
+                # its collections' remaining work itself, under each one's graph lock.
                 atexit.register(self.pause)
             self._cv.notify_all()
 
