@@ -215,3 +215,23 @@ def test_a_query_the_graph_cannot_fill_is_answered_exactly_without_its_batch(mon
     for q, ids, dist in zip(batch, res["ids"], res["distances"]):
         expected = np.argsort(((X - q) ** 2).sum(axis=1))[:5]
         assert [int(i) for i in ids] == expected.tolist() and dist[0] == 0.0
+
+
+def test_a_filter_passing_fewer_than_the_beam_still_gets_its_k_nearest_from_the_graph():
+    """The graph is searched with a beam of ef_search results; when fewer pass the filter (most of
+    the graph hidden by pending upserts, or a narrow filter) the k nearest still come from it."""
+    from retrieval.config import HnswConfig
+    from retrieval.store.hnsw import HnswIndex
+
+    x = np.random.default_rng(3).standard_normal((500, 8)).astype(np.float32)
+    index = HnswIndex(8, HnswConfig(space="l2", ef_search=100))
+    index.upsert(np.arange(500), x)
+    allowed = set(range(0, 500, 17))  # 30 elements: fewer than the beam of 100, more than k
+    q = x[:3] + 0.01
+    labels, _ = index.graph_search(q, 10, allowed.__contains__)
+    members = np.asarray(sorted(allowed))
+    for row, query in zip(labels, q):
+        expected = members[np.argsort(((x[members] - query) ** 2).sum(axis=1))[:10]]
+        assert sorted(row.tolist()) == sorted(expected.tolist())
+    with pytest.raises(RuntimeError):  # fewer than k pass: the caller answers exactly
+        index.graph_search(q, 10, set(range(5)).__contains__)

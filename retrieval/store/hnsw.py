@@ -204,8 +204,17 @@ class HnswIndex:
         beam = max(k, min(self.config.ef_search, self.live_count))  # asked for as k: see _EF_FLOOR
         # hnswlib starts threads per call: worth it for batches, pure overhead for one query.
         threads = 1 if filter_fn is not None or len(queries) < 4 * self.config.num_threads else self.config.num_threads
-        labels, dist = self.index.knn_query(queries, k=beam, num_threads=threads, filter=filter_fn)
-        return labels[:, :k].astype(np.int64), dist[:, :k]
+        while True:
+            try:
+                labels, dist = self.index.knn_query(queries, k=beam, num_threads=threads, filter=filter_fn)
+                return labels[:, :k].astype(np.int64), dist[:, :k]
+            except RuntimeError:
+                # Fewer elements than the beam pass the filter (say most of the graph is hidden by
+                # pending upserts): the search went through all it could reach, and hnswlib then
+                # refuses to return fewer than asked. A smaller beam still gets the k nearest.
+                if beam <= k:
+                    raise
+                beam = max(k, beam // 2)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         """The vectors hnswlib holds for ``labels`` (unit length in cosine space)."""
