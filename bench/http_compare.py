@@ -8,7 +8,13 @@ HTTP-only ``chromadb`` package in this environment): add throughput (batches of 
 p50, query throughput of 16 concurrent client processes, a filtered query (``tag == "t3"``, ~10%) with
 its recall against exact search, 64 queries in flight from one async client (ours against our server,
 chromadb's ``AsyncHttpClient`` against chroma's), and our own HTTP overhead (query p50 over HTTP minus
-embedded p50, the two measured in alternating blocks of queries).
+embedded p50).
+
+With ``--settle``/``--until-idle`` both servers are loaded first, one at a time, and every p50 (each
+server's plain and filtered query, our client's, the embedded one) is then taken in alternating
+blocks of 20 queries: the same minutes for all, so a slow spell of this machine falls on every side
+of a ratio. Without them, each server's queries are timed right after its own adds, during its
+background indexing.
 Prints one JSON object and a table of ratios (ours against chroma's server, same run).
 """
 
@@ -135,39 +141,51 @@ def concurrent_qps(port: int, queries: np.ndarray, workers: int) -> float:
     return round(done / elapsed, 1)
 
 
-def measure(port: int, pid: int, X: np.ndarray, Q: np.ndarray, tags: np.ndarray, truth_filtered: list[set], args) -> dict:
-    c = client(port)
-    col = c.create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+def load(port: int, pid: int, X: np.ndarray, tags: np.ndarray, args) -> tuple[Any, dict]:
+    """Add the vectors in batches of 1,000 (the add throughput), then wait ``--settle`` (and, with
+    ``--until-idle``, for the server's background indexing to end); returns (collection, figures)."""
+    col = client(port).create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
     ids = [f"id{i}" for i in range(len(X))]
     metas = [{"i": i, "tag": f"t{t}"} for i, t in enumerate(tags.tolist())]
     t0 = time.perf_counter()
     for lo in range(0, len(X), 1000):
         col.add(ids=ids[lo : lo + 1000], embeddings=X[lo : lo + 1000], metadatas=metas[lo : lo + 1000])
-    add_s = time.perf_counter() - t0
-    out = {"add_vectors_per_s": round(len(X) / add_s, 1)}
+    out: dict[str, Any] = {"add_vectors_per_s": round(len(X) / (time.perf_counter() - t0), 1)}
     time.sleep(args.settle)  # the same pause for both servers (see --settle)
     if args.until_idle:
         out["idle_after_s"] = args.settle + wait_until_idle(pid)
+    return col, out
 
-    for q in Q[:20]:  # warm up
-        col.query(query_embeddings=[q.tolist()], n_results=10)
-    single = []
-    for q in Q[: args.queries]:
-        t = time.perf_counter()
-        col.query(query_embeddings=[q.tolist()], n_results=10)
-        single.append(time.perf_counter() - t)
-    out["query_p50_ms"] = p50_ms(single)
 
-    filtered, hits = [], 0
-    for q, truth in zip(Q[: args.queries], truth_filtered):
-        t = time.perf_counter()
-        got = col.query(query_embeddings=[q.tolist()], n_results=10, where={"tag": "t3"})
-        filtered.append(time.perf_counter() - t)
-        hits += len(truth & {int(i[2:]) for i in got["ids"][0]})
-    out["filtered_p50_ms"] = p50_ms(filtered)
-    out["filtered_recall"] = round(hits / (10 * len(truth_filtered)), 4)
-    out["concurrent_qps"] = concurrent_qps(port, Q, args.workers)
-    return out
+def query_kinds(name: str, col: Any) -> dict[str, Any]:
+    """The timed queries of one server through chromadb's client: a plain one and a filtered one."""
+    return {
+        f"{name}.query": lambda q: col.query(query_embeddings=[q.tolist()], n_results=10),
+        f"{name}.filtered": lambda q: col.query(query_embeddings=[q.tolist()], n_results=10, where={"tag": "t3"}),
+    }
+
+
+def alternating_p50s(calls: dict[str, Any], Q: np.ndarray, queries: int, block: int = 20) -> tuple[dict[str, float], dict[str, list]]:
+    """Each call's p50 over ``queries`` queries, the calls taking turns in blocks of ``block``: the
+    same minutes for all of them (this machine's speed drifts by up to 2x within the hour, so p50s
+    taken minutes apart make no ratio). Also returns each call's answers, in query order."""
+    for call in calls.values():  # warm up: connections, caches
+        for q in Q[:20]:
+            call(q)
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    answers: dict[str, list] = {name: [] for name in calls}
+    for lo in range(0, queries, block):
+        for name, call in calls.items():
+            for q in Q[lo : min(lo + block, queries)]:
+                t = time.perf_counter()
+                answers[name].append(call(q))
+                seconds[name].append(time.perf_counter() - t)
+    return {name: p50_ms(s) for name, s in seconds.items()}, answers
+
+
+def filtered_recall(answers: list, truth_filtered: list[set]) -> float:
+    hits = sum(len(truth & {int(i[2:]) for i in got["ids"][0]}) for got, truth in zip(answers, truth_filtered))
+    return round(hits / (10 * len(truth_filtered)), 4)
 
 
 def async_qps(port: int, Q: np.ndarray, ours: bool, concurrency: int = 64) -> float:
@@ -216,26 +234,6 @@ def open_embedded(X: np.ndarray, directory: str, settle: float, until_idle: bool
     return client_, col
 
 
-def paired_p50(port: int, embedded, Q: np.ndarray, queries: int, block: int = 20) -> tuple[float, float]:
-    """Query p50 through retrieval.HttpClient against our server, and of the embedded collection, in
-    alternating blocks of ``block`` queries: the same minutes for both (this machine's speed drifts
-    by up to 2x within the hour, so p50s taken minutes apart make no overhead)."""
-    import retrieval
-
-    over_http = retrieval.HttpClient(host="127.0.0.1", port=port).get_collection("bench")
-    times: dict[Any, list[float]] = {over_http: [], embedded: []}
-    for col in times:  # warm up
-        for q in Q[:20]:
-            col.query(query_embeddings=[q], n_results=10)
-    for lo in range(0, queries, block):
-        for col, seconds in times.items():
-            for q in Q[lo : min(lo + block, queries)]:
-                t = time.perf_counter()
-                col.query(query_embeddings=[q], n_results=10)
-                seconds.append(time.perf_counter() - t)
-    return p50_ms(times[over_http]), p50_ms(times[embedded])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20_000)
@@ -267,30 +265,54 @@ def main() -> int:
         "chroma": lambda port: [peer_chroma, "run", "--path", str(work / "chroma"), "--host", "127.0.0.1", "--port", str(port)],
         "retrieval": lambda port: [str(Path(sys.executable).with_name("retrieval")), "run", "--path", str(work / "ours"), "--host", "127.0.0.1", "--port", str(port)],
     }
+    settled = bool(args.settle or args.until_idle)
     results: dict[str, dict] = {}
-    embedded_client, embedded = open_embedded(X, str(work / "embedded"), args.settle, args.until_idle)
+    procs: dict[str, subprocess.Popen] = {}
+    ports: dict[str, int] = {}
+    timed: dict[str, Any] = {}  # name.kind -> call, timed together once every server is loaded
+    embedded_client = None
     try:
+        if settled:  # built before the servers run, so its indexing overlaps neither
+            embedded_client, embedded = open_embedded(X, str(work / "embedded"), args.settle, args.until_idle)
+        # One server at a time is loaded (and, settled, left to finish indexing) while the other
+        # sits idle; their queries are then timed in the same minutes.
         for name, argv in servers.items():
-            port = free_port()
-            proc = start_server(argv(port), port, work / f"{name}.log")
-            try:
-                results[name] = measure(port, proc.pid, X, Q, tags, truth_filtered, args)
-                results[name]["async_64_qps"] = async_qps(port, Q[: args.concurrent_queries], ours=name == "retrieval")
-                if name == "retrieval":
-                    http_p50, embedded_p50 = paired_p50(port, embedded, Q, args.queries)
-                    results[name]["our_client_query_p50_ms"] = http_p50
-                    results[name]["embedded_query_p50_ms"] = embedded_p50
-            finally:
-                stop_server(proc)
+            ports[name] = free_port()
+            procs[name] = start_server(argv(ports[name]), ports[name], work / f"{name}.log")
+            col, results[name] = load(ports[name], procs[name].pid, X, tags, args)
+            if settled:
+                timed.update(query_kinds(name, col))
+            else:  # timed during its own background indexing, before the next server loads
+                p50s, answers = alternating_p50s(query_kinds(name, col), Q, args.queries)
+                results[name].update(query_p50_ms=p50s[f"{name}.query"], filtered_p50_ms=p50s[f"{name}.filtered"],
+                                     filtered_recall=filtered_recall(answers[f"{name}.filtered"], truth_filtered))
+        if settled:
+            import retrieval
+
+            over_http = retrieval.HttpClient(host="127.0.0.1", port=ports["retrieval"]).get_collection("bench")
+            timed["ours.our_client"] = lambda q: over_http.query(query_embeddings=[q], n_results=10)
+            timed["ours.embedded"] = lambda q: embedded.query(query_embeddings=[q], n_results=10)
+            p50s, answers = alternating_p50s(timed, Q, args.queries)
+            for name in servers:
+                results[name].update(query_p50_ms=p50s[f"{name}.query"], filtered_p50_ms=p50s[f"{name}.filtered"],
+                                     filtered_recall=filtered_recall(answers[f"{name}.filtered"], truth_filtered))
+            results["retrieval"].update(our_client_query_p50_ms=p50s["ours.our_client"],
+                                        embedded_query_p50_ms=p50s["ours.embedded"])
+        for name in servers:  # throughput: one server at a time, the other idle
+            results[name]["concurrent_qps"] = concurrent_qps(ports[name], Q, args.workers)
+            results[name]["async_64_qps"] = async_qps(ports[name], Q[: args.concurrent_queries], ours=name == "retrieval")
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     finally:
-        embedded_client.close()
+        for proc in procs.values():
+            stop_server(proc)
+        if embedded_client is not None:
+            embedded_client.close()
         shutil.rmtree(work, ignore_errors=True)
 
     ours, peer = results["retrieval"], results["chroma"]
 
     def overhead(http_p50_ms: float) -> float | str:
-        if not (args.settle or args.until_idle):
+        if not settled:
             return "n/a without --settle or --until-idle"
         return round(http_p50_ms - ours["embedded_query_p50_ms"], 3)
 
@@ -303,7 +325,7 @@ def main() -> int:
         # Without --settle, each p50 is taken at a different point of its own background indexing: the
         # difference is not an overhead, so it is not reported.
         "our HTTP overhead on query p50, chromadb's client (ms, <= 1)": overhead(ours["query_p50_ms"]),
-        "our HTTP overhead on query p50, our client (ms, <= 0.7)": overhead(ours["our_client_query_p50_ms"]),
+        "our HTTP overhead on query p50, our client (ms, <= 0.7)": overhead(ours.get("our_client_query_p50_ms", 0)),
     }
     print(json.dumps({"n": args.n, "d": args.d, "settle_s": args.settle, "until_idle": args.until_idle, "results": results, "ratios": ratios}, indent=2))
     for label, value in ratios.items():
