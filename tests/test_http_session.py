@@ -127,3 +127,20 @@ def test_nothing_listening_is_not_sent_and_the_client_says_how_to_fix_it(monkeyp
         Session(f"http://127.0.0.1:{port}", {}, timeout=2).request("GET", "/")
     with pytest.raises(retrieval.ServerUnavailableError, match=rf"127\.0\.0\.1:{port}.*is it running"):
         HttpBackend("127.0.0.1", port, timeout=2, retries=1).heartbeat()
+
+
+def test_a_session_dropped_without_close_closes_its_connections_quietly():
+    """A client the program forgets to close must not leave sockets open (nor warn about them)."""
+    import gc
+    import warnings
+
+    with echo_server() as server:
+        session = _session(server)
+        session.request("GET", "/x")
+        sock = session._idle[0].sock
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del session
+            gc.collect()
+    assert sock.fileno() == -1  # closed
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

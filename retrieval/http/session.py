@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 import urllib.parse
+import weakref
 from typing import Any, Mapping
 
 MAX_IDLE = 20  # connections kept for reuse; more in flight at once are closed after their request
@@ -65,6 +66,9 @@ class Session:
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._closed = False
+        # A client dropped without close() still closes its kept connections, quietly (no
+        # "unclosed socket" ResourceWarning); the finalizer holds the list, not the session.
+        weakref.finalize(self, _close_all, self._idle)
 
     def request(self, method: str, url: str, params: Mapping[str, Any] | None = None, content: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> Answer:
@@ -92,9 +96,9 @@ class Session:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
+            idle = self._idle[:]
+            self._idle.clear()
+        _close_all(idle)
 
     def _connection(self) -> http.client.HTTPConnection:
         with self._lock:
@@ -126,6 +130,11 @@ class Session:
             if keep and not self._closed and len(self._idle) < MAX_IDLE:
                 self._idle.append(connection)
                 return
+        connection.close()
+
+
+def _close_all(connections: list[http.client.HTTPConnection]) -> None:
+    for connection in connections:
         connection.close()
 
 
