@@ -91,7 +91,8 @@ def validate_embeddings(embeddings: Any, count: int | None = None, what: str = "
             items = list(embeddings)
             if items and all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in items):
                 items = [items]  # a single vector
-            array = np.asarray([np.asarray(v, dtype=np.float32) for v in items]) if items else np.zeros((0, 0))
+            with np.errstate(over="ignore"):  # a value past float32's range becomes inf: refused below
+                array = np.asarray([np.asarray(v, dtype=np.float32) for v in items]) if items else np.zeros((0, 0))
     except (TypeError, ValueError) as e:
         raise InvalidArgumentError(
             f"{what} must be a list of equal-length numeric vectors or a 2-d array; {e}"
@@ -104,11 +105,15 @@ def validate_embeddings(embeddings: Any, count: int | None = None, what: str = "
         array = array[None, :]
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise InvalidArgumentError(f"{what} must be a non-empty list of non-empty vectors; got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        array = np.ascontiguousarray(array, dtype=np.float32)
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
         position = int(np.flatnonzero(~finite)[0])
-        raise InvalidArgumentError(f"{what}[{position}] contains NaN or infinity; every value must be finite")
+        raise InvalidArgumentError(
+            f"{what}[{position}] contains NaN or infinity, or a value beyond float32's range (about 3.4e38); "
+            "every value must be a finite float32"
+        )
     if count is not None and array.shape[0] != count:
         raise InvalidArgumentError(f"got {array.shape[0]} {what} for {count} ids; give one per id")
     return array

@@ -35,6 +35,8 @@ BAD_WRITES = [
     (dict(ids=[""], embeddings=E3), "non-empty strings"),
     (dict(ids=["a"], embeddings=[[np.nan, 0.0, 0.0]]), "NaN or infinity"),
     (dict(ids=["a"], embeddings=[[np.inf, 0.0, 0.0]]), "NaN or infinity"),
+    (dict(ids=["a"], embeddings=[[1e39, 0.0, 0.0]]), r"embeddings\[0\] .* beyond float32's range"),
+    (dict(ids=["a"], embeddings=np.array([[0.0, -1e39, 0.0]])), "beyond float32's range"),
     (dict(ids=["a"], embeddings=[[1.0, 2.0]]), "stores 3-d vectors; got 2-d"),
     (dict(ids=["a", "b"], embeddings=E3), "got 1 embeddings for 2 ids"),
     (dict(ids=["a"], embeddings=E3, documents=["x", "y"]), "got 2 documents for 1 ids"),
@@ -62,6 +64,15 @@ def test_bad_writes_are_rejected_and_write_nothing(seeded, verb, kwargs, message
     with pytest.raises(InvalidArgumentError, match=message):
         getattr(seeded, verb)(**kwargs)
     assert_unchanged(seeded, before)
+
+
+def test_a_value_beyond_float32_is_refused_without_a_numpy_warning(seeded):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "overflow encountered in cast" would be raised here
+        with pytest.raises(InvalidArgumentError, match="beyond float32's range"):
+            seeded.query(query_embeddings=[[1e39, 0.0, 0.0]], n_results=1)
 
 
 def test_none_metadata_values(seeded):
