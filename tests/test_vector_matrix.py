@@ -55,3 +55,25 @@ def test_removing_a_chunk_from_the_front_of_a_large_matrix_moves_the_tail_into_i
     live = np.concatenate([np.arange(1, 4000, 2), np.arange(4000, 5000)])
     assert sorted(matrix.labels.tolist()) == live.tolist()
     np.testing.assert_array_equal(matrix.raw_rows(matrix.rows_for(live)), vectors[live])
+
+
+def test_distances_agree_with_a_float64_reference_for_one_few_and_many_queries():
+    """One query takes its own path (numpy's loop, not BLAS: see ``vectors._one_query_dots``), a few
+    another, many a third; on contiguous rows and on strided ones (a view into the vector file)."""
+    from retrieval.store.vectors import distances, prepare
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((300, 72)).astype(np.float32)
+    for matrix in (rows[:, :64].copy(), rows[:, :64]):  # contiguous, then strided
+        for count in (1, 3, 9):
+            for space in ("l2", "ip", "cosine"):
+                queries = prepare(rng.standard_normal((count, 64)).astype(np.float32), space)
+                m = prepare(matrix, space) if space == "cosine" else matrix
+                q64, m64 = queries.astype(np.float64), np.asarray(m, dtype=np.float64)
+                if space == "l2":
+                    expected = ((q64[:, None, :] - m64[None, :, :]) ** 2).sum(axis=2)
+                else:
+                    expected = 1.0 - q64 @ m64.T
+                got = distances(queries, m, space)
+                assert got.shape == (count, len(matrix))
+                np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)

@@ -18,10 +18,12 @@ _MAPPED_MIN_BYTES = 4 << 20
 # ... once this many bytes of them are free.
 _RELEASE_MIN_BYTES = 8 << 20
 _FEW_QUERIES = 4
-# One query against a contiguous matrix up to this size goes to BLAS (OpenBLAS's sgemv): 4-5x faster
-# than einsum at 1k-4k rows of 512-d (2,000 rows: 0.045 vs 0.20 ms), also with both cores busy.
-# Past a few MB it stops paying: at 40 MB, with the cores busy, its threads waited 8 ms for their turn.
-_BLAS_ONE_QUERY_MAX_BYTES = 8 << 20
+# One query is scored by numpy's own loop (vecdot, numpy >= 2; else einsum), never by BLAS: OpenBLAS
+# runs every threaded call on one pool for the whole process, so a query's sgemv waited for the graph
+# builder's BLAS work. Filtered queries (2,000 candidates of 512-d) while 20k records were indexed:
+# p50 8 ms in some stretches with sgemv, 0.26-0.37 ms with vecdot; once indexed 0.25 ms either way.
+# vecdot costs 0.09 ms to sgemv's 0.04 at 2,000 rows and is faster from 20k rows (memory-bound).
+_one_query_dots = getattr(np, "vecdot", lambda matrix, query: np.einsum("ij,j->i", matrix, query))
 
 
 def prepare(vectors: np.ndarray, space: str) -> np.ndarray:
@@ -63,10 +65,8 @@ def distances_to_raw(queries: np.ndarray, vectors: np.ndarray, norms: np.ndarray
 
 
 def _dots(queries: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    if len(queries) == 1 and matrix.flags.c_contiguous and matrix.nbytes <= _BLAS_ONE_QUERY_MAX_BYTES:
-        return (matrix @ queries[0])[None, :]
-    if len(queries) == 1:  # einsum's matrix-vector form: 20% faster than the general one
-        return np.einsum("ij,j->i", matrix, queries[0])[None, :]
+    if len(queries) == 1:
+        return _one_query_dots(matrix, queries[0])[None, :]
     if len(queries) <= _FEW_QUERIES:
         # einsum runs single-threaded: for a few queries OpenBLAS's threads cost more than the
         # work once the cores are busy (2,000 rows x 4 queries: p95 16 ms against 5 ms).
