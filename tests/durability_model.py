@@ -289,28 +289,28 @@ def ann_equals_exact(col, model: Model, k: int = 5, seed: int = 1) -> None:
 
 
 def _install_kill_hook(spec: str) -> None:
-    """``KILL_AT=name:n``: SIGKILL ourselves on the n-th call of ``retrieval.store.hnsw.<name>``.
+    """``KILL_AT=name:n``: SIGKILL ourselves on the n-th call of ``retrieval.store.checkpoint_files.<name>``.
 
-    ``_crc32`` runs after the temp index file is written (before it replaces the old one);
-    ``_write_atomic`` after the index file replaced the old one (before the manifest);
-    ``_fsync_dir`` alternates: odd calls after the index rename, even calls after the manifest
+    ``checksum`` runs after the temp index file is written (before it replaces the old one);
+    ``write_atomic`` after the index file replaced the old one (before the manifest);
+    ``fsync_dir`` alternates: odd calls after the index rename, even calls after the manifest
     rename (before the oplog is truncated).
     """
-    from retrieval.store import hnsw
+    from retrieval.store import checkpoint_files
 
     name, nth = spec.split(":")
-    original = getattr(hnsw, name)
+    original = getattr(checkpoint_files, name)
     calls = [0]
 
     def hooked(*args, **kwargs):
         calls[0] += 1
-        if name == "_fsync_dir":
+        if name == "fsync_dir":
             result = original(*args, **kwargs)
         if calls[0] == int(nth):
             os.kill(os.getpid(), signal.SIGKILL)
-        return result if name == "_fsync_dir" else original(*args, **kwargs)
+        return result if name == "fsync_dir" else original(*args, **kwargs)
 
-    setattr(hnsw, name, hooked)
+    setattr(checkpoint_files, name, hooked)
 
 
 def main(argv: list[str]) -> None:

@@ -192,7 +192,7 @@ def test_batches_are_all_or_nothing_after_kill(tmp_path):
 
 # ------------------------------------------------------------------------------ 2. kill -9 during checkpoints
 
-STAGES = ["_crc32", "_write_atomic", "_fsync_dir-odd", "_fsync_dir-even"]
+STAGES = ["checksum", "write_atomic", "fsync_dir-odd", "fsync_dir-even"]
 
 
 def _stage_kill(stages):
@@ -201,8 +201,8 @@ def _stage_kill(stages):
         if stage == "random":
             return {"kill_after_acks": rng.randint(1, 30), "jitter": rng.uniform(0, 0.01)}
         nth = rng.randint(2, 25)
-        if stage.startswith("_fsync_dir"):  # two calls per checkpoint: after the index and after the manifest
-            return {"kill_at": f"_fsync_dir:{2 * nth - (stage.endswith('odd'))}"}
+        if stage.startswith("fsync_dir"):  # two calls per checkpoint: after the index and after the manifest
+            return {"kill_at": f"fsync_dir:{2 * nth - (stage.endswith('odd'))}"}
         return {"kill_at": f"{stage}:{nth}"}
 
     return plan

@@ -24,7 +24,7 @@ import retrieval
 import retrieval.store.shared_engines
 from retrieval.query.evaluate import matches
 from retrieval.query.filters import parse_where, parse_where_document
-from retrieval.store import graph_upkeep, hnsw
+from retrieval.store import checkpoint_files, graph_upkeep
 
 from durability_model import Model, Rec, check_index_matches_sql, l2_squared
 
@@ -100,8 +100,8 @@ class StoreMachine(RuleBasedStateMachine):
         graph_upkeep.CHECKPOINT_BACKLOG_FRACTION = 0  # checkpoint every sync_threshold (2) writes
         # This test checks logic, not the disk (its crashes lose no OS cache): skip fsyncs, which
         # would otherwise dominate its run time and make shrinking a failure take many minutes.
-        self._old_fsyncs = hnsw._fsync_file, hnsw._fsync_dir
-        hnsw._fsync_file = hnsw._fsync_dir = lambda path: None
+        self._old_fsyncs = checkpoint_files.fsync_file, checkpoint_files.fsync_dir
+        checkpoint_files.fsync_file = checkpoint_files.fsync_dir = lambda path: None
         self.dir = tempfile.mkdtemp(prefix="stateful-")
         self.path = os.path.join(self.dir, "db")
         self.client = self._open()
@@ -119,7 +119,7 @@ class StoreMachine(RuleBasedStateMachine):
                 self.client.close()
         finally:
             graph_upkeep.CHECKPOINT_BACKLOG_FRACTION = self._old_fraction
-            hnsw._fsync_file, hnsw._fsync_dir = self._old_fsyncs
+            checkpoint_files.fsync_file, checkpoint_files.fsync_dir = self._old_fsyncs
             retrieval.store.shared_engines.forget_all()
             shutil.rmtree(self.dir, ignore_errors=True)
 

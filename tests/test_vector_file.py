@@ -14,7 +14,7 @@ import pytest
 
 import retrieval
 from retrieval.store import reads, vector_store
-from retrieval.store.hnsw import INDEX_FILENAME
+from retrieval.store.checkpoint_files import INDEX_FILENAME
 from retrieval.store.vector_file import HEADER_BYTES, VectorFileError, slot_dtype
 from retrieval.store.vector_store import vector_file_path
 from tests.test_hnsw import brute_force

@@ -15,7 +15,8 @@ import retrieval
 from retrieval.cli import main
 from retrieval.config import HnswConfig
 from retrieval.store import reads
-from retrieval.store.hnsw import HnswIndex, read_manifest
+from retrieval.store.checkpoint_files import read_manifest
+from retrieval.store.hnsw import HnswIndex
 from retrieval.store.vector_file import VectorFile
 from retrieval.store.vector_store import vector_file_path
 

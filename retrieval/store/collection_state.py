@@ -23,10 +23,11 @@ from typing import Any, Callable
 import numpy as np
 
 from retrieval.config import HnswConfig
+from retrieval.store.checkpoint_files import remove_checkpoint
 from retrieval.store.db import Database
 from retrieval.store.graph_builder import GraphBuilder, shared_builder
 from retrieval.store.graph_upkeep import GraphUpkeep
-from retrieval.store.hnsw import CorruptIndexError, HnswIndex, merge_top_k, remove_checkpoint
+from retrieval.store.hnsw import HnswIndex, merge_top_k
 from retrieval.store.pending import PendingWrites
 from retrieval.store.recovery import LoadCancelled, read_graph, rebuild_graph, replay_into
 from retrieval.store.vector_store import MOVE_BATCH, Candidates, CollectionVectors, vector_file_path

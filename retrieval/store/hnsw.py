@@ -1,9 +1,5 @@
-"""The hnswlib index of one collection, and its checkpoint files.
-
-Index files are caches of SQLite, never the truth. A checkpoint is written as: temp file, fsync,
-``os.replace``, fsync of the directory; then a JSON manifest the same way. The manifest records
-which oplog sequence the index reflects and a CRC32 of the index file, so a torn, truncated or
-bit-flipped file is detected before hnswlib reads it (hnswlib loads some damaged files silently).
+"""The hnswlib index of one collection: searches, sweeps, and its checkpoint (saved and loaded
+through checkpoint_files.py, which says how each file is written and checked).
 
 Stragglers. hnswlib's neighbour selection keeps each element's links short and diverse; when later
 insertions refill a neighbour list, the long links that lead to outlying elements are the ones it
@@ -25,11 +21,8 @@ the background sweep has passed it (64-d l2 Gaussian, M 6: 1,523 of 8,500 record
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import zlib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -37,18 +30,18 @@ import hnswlib
 import numpy as np
 
 from retrieval.config import HnswConfig
+# The file functions are called through the module (files.fsync_dir, ...): the durability tests
+# replace them there to kill the process between a checkpoint's steps.
+from retrieval.store import checkpoint_files as files
+from retrieval.store.checkpoint_files import (
+    FULL_INDEX_TMP, INDEX_FILENAME, MANIFEST_FORMAT, CorruptIndexError, Manifest, read_manifest,
+)
 from retrieval.store.graph_file import GraphFileError, restore_vectors, strip_vectors
 from retrieval.store.stragglers import Stragglers
 
 logger = logging.getLogger("retrieval")
 
-INDEX_FILENAME = "index.hnsw"
-MANIFEST_FILENAME = "manifest.json"
-MANIFEST_FORMAT = 1
-# hnswlib's own (unstripped) file, written or read next to the checkpoint and removed right after.
-_FULL_TMP = INDEX_FILENAME + ".full.tmp"
 _INITIAL_CAPACITY = 1024
-_CRC_CHUNK = 1 << 24
 # Self-queries per knn_query call during a sweep (bounds the temporary result arrays).
 _SWEEP_CHUNK = 8192
 # A sweep searches at growing beam widths, each pass only for what the narrower one missed: on
@@ -65,29 +58,6 @@ SWEEP_GROWTH = 0.5
 # search asks for its beam as k (hnswlib searches with max(ef, k)) and keeps the first k it wants:
 # the same work, and self-queries need no lock against queries.
 _EF_FLOOR = 1
-
-
-@dataclass(frozen=True)
-class Manifest:
-    format: int
-    applied_seq: int
-    dim: int
-    space: str
-    max_neighbors: int
-    ef_construction: int
-    element_count: int
-    deleted_labels: list
-    crc32: int
-    index_bytes: int
-    stragglers: list = field(default_factory=list)  # labels the graph does not find (module docstring)
-    changed_since_sweep: int = 0
-    swept_size: int = 0
-    max_label: int | None = None  # the largest label the graph was given (None: written before it was kept)
-    vectors_in_file: bool = False  # the index file is stripped of the vectors the vector file holds (graph_file.py)
-
-
-class CorruptIndexError(Exception):
-    """A checkpoint that cannot be trusted; the caller rebuilds from SQLite."""
 
 
 class HnswIndex:
@@ -333,16 +303,16 @@ class HnswIndex:
         if slots_of is None:
             self.index.save_index(str(tmp))
         else:
-            full = directory / _FULL_TMP
+            full = directory / FULL_INDEX_TMP
             self.index.save_index(str(full))
             try:
                 strip_vectors(full, tmp, self.dim, slots_of)
             finally:
                 full.unlink(missing_ok=True)
-        crc, size = _crc32(tmp)
-        _fsync_file(tmp)
+        crc, size = files.checksum(tmp)
+        files.fsync_file(tmp)
         os.replace(tmp, index_path)
-        _fsync_dir(directory)
+        files.fsync_dir(directory)
         manifest = Manifest(
             format=MANIFEST_FORMAT,
             applied_seq=applied_seq,
@@ -360,7 +330,7 @@ class HnswIndex:
             max_label=self.max_label,
             vectors_in_file=slots_of is not None,
         )
-        _write_atomic(directory / MANIFEST_FILENAME, json.dumps(asdict(manifest), sort_keys=True).encode())
+        files.write_manifest(directory, manifest)
 
     @classmethod
     def load(
@@ -382,7 +352,7 @@ class HnswIndex:
             raise CorruptIndexError(f"index parameters {found} disagree with the collection's {expected}")
         index_path = directory / INDEX_FILENAME
         try:
-            crc, size = _crc32(index_path)
+            crc, size = files.checksum(index_path)
         except FileNotFoundError:
             raise CorruptIndexError("index file is missing") from None
         if (crc, size) != (manifest.crc32, manifest.index_bytes):
@@ -395,7 +365,7 @@ class HnswIndex:
             if manifest.vectors_in_file:
                 if read_slots is None:
                     raise CorruptIndexError("the checkpoint needs the vector file, which this collection lacks")
-                full = directory / _FULL_TMP
+                full = directory / FULL_INDEX_TMP
                 try:
                     restore_vectors(index_path, full, dim, read_slots, config.space)
                     self.index.load_index(str(full), max_elements=manifest.element_count)
@@ -466,59 +436,3 @@ def merge_top_k(labels_a, dist_a, labels_b, dist_b, k: int) -> tuple[np.ndarray,
     dist = np.concatenate([np.asarray(dist_a, dtype=np.float32), dist_b], axis=1)
     order = np.argsort(dist, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(labels, order, axis=1), np.take_along_axis(dist, order, axis=1)
-
-
-def read_manifest(directory: Path) -> Manifest:
-    try:
-        raw = json.loads((directory / MANIFEST_FILENAME).read_bytes())
-        manifest = Manifest(**raw)
-    except FileNotFoundError:
-        raise CorruptIndexError("manifest is missing") from None
-    except (ValueError, TypeError) as e:
-        raise CorruptIndexError(f"manifest is unreadable: {e}") from e
-    if manifest.format != MANIFEST_FORMAT:
-        raise CorruptIndexError(f"manifest format {manifest.format} is not {MANIFEST_FORMAT}")
-    return manifest
-
-
-def remove_checkpoint(directory: Path) -> None:
-    for name in (MANIFEST_FILENAME, INDEX_FILENAME, INDEX_FILENAME + ".tmp", MANIFEST_FILENAME + ".tmp", _FULL_TMP):
-        try:
-            (directory / name).unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _crc32(path: Path) -> tuple[int, int]:
-    crc, size = 0, 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CRC_CHUNK):
-            crc = zlib.crc32(chunk, crc)
-            size += len(chunk)
-    return crc, size
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,8 +17,9 @@ from typing import Callable
 import numpy as np
 
 from retrieval.config import HnswConfig
+from retrieval.store.checkpoint_files import MANIFEST_FILENAME, CorruptIndexError, Manifest
 from retrieval.store.db import Database
-from retrieval.store.hnsw import MANIFEST_FILENAME, CorruptIndexError, HnswIndex, Manifest
+from retrieval.store.hnsw import HnswIndex
 from retrieval.store.pending import PendingWrites
 from retrieval.store.vector_store import CollectionVectors
 
