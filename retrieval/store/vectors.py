@@ -22,7 +22,8 @@ _FEW_QUERIES = 4
 # runs every threaded call on one pool for the whole process, so a query's sgemv waited for the graph
 # builder's BLAS work. Filtered queries (2,000 candidates of 512-d) while 20k records were indexed:
 # p50 8 ms in some stretches with sgemv, 0.26-0.37 ms with vecdot; once indexed 0.25 ms either way.
-# vecdot costs 0.09 ms to sgemv's 0.04 at 2,000 rows and is faster from 20k rows (memory-bound).
+# The price, on a quiet machine (512-d): vecdot 0.13 ms to two-thread sgemv's 0.05 at 2,000 rows,
+# 0.27 to 0.11 at 5,000 (one-thread sgemv 0.20), 2.9 to 1.9 ms at 20,000.
 _one_query_dots = getattr(np, "vecdot", lambda matrix, query: np.einsum("ij,j->i", matrix, query))
 
 
